@@ -1,0 +1,1 @@
+"""Data in: readers, images, spot patches, gene panels and prepared datasets."""
