@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import require
 from .images import ImageSource
@@ -23,16 +22,15 @@ STEM_MIN_PX = 224
 
 @dataclass(frozen=True)
 class PatchGeometry:
-    """How a spot's patch is cut: ``side_px`` full-resolution pixels, resized to ``out_px``."""
+    """How a spot's patch is cut: a square of ``side_px`` full-resolution pixels."""
 
     mode: str
     side_px: int
-    out_px: int
     field_um: float
 
 
 def patch_geometry(
-    mode: str, mpp: float, spot_diameter_um: float, out_px: int, field_um: float = HEST_FIELD_UM
+    mode: str, mpp: float, spot_diameter_um: float, field_um: float = HEST_FIELD_UM
 ) -> PatchGeometry:
     """Crop geometry for a section.
 
@@ -45,7 +43,7 @@ def patch_geometry(
         side = max(1, round(field_um / mpp))
     else:
         side = max(STEM_MIN_PX, round(spot_diameter_um / mpp))
-    return PatchGeometry(mode, int(side), int(out_px), side * mpp)
+    return PatchGeometry(mode, int(side), side * mpp)
 
 
 def dihedral(x: torch.Tensor, view: int) -> torch.Tensor:
@@ -75,19 +73,12 @@ def crop_spot(image: ImageSource, x: float, y: float, side: int) -> np.ndarray:
     return image.read_region(x0, y0, side, side)
 
 
-def resize_batch(patches: np.ndarray, out_px: int) -> torch.Tensor:
-    """``(B, S, S, 3)`` uint8 → ``(B, 3, out, out)`` float in [0, 1], antialiased bilinear."""
-    t = torch.from_numpy(patches).permute(0, 3, 1, 2).float().div_(255.0)
-    if t.shape[-1] != out_px:
-        t = F.interpolate(t, size=(out_px, out_px), mode="bilinear", antialias=True,
-                          align_corners=False).clamp_(0, 1)
-    return t
-
-
 def iter_patch_batches(
     image: ImageSource, xy: np.ndarray, geom: PatchGeometry, batch_size: int = 64
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Yield ``(spot indices, patches (B, 3, out, out) in [0, 1])``, reading region by region.
+    """Yield ``(spot indices, uint8 crops (B, 3, side, side))``, reading region by region.
+
+    Crops are at full resolution; each encoder resizes them to its own input size.
 
     Spots are visited in raster order of their centres, so tiled slides are read locally.
     """
@@ -95,4 +86,4 @@ def iter_patch_batches(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         crops = np.stack([crop_spot(image, xy[i, 0], xy[i, 1], geom.side_px) for i in idx])
-        yield idx, resize_batch(crops, geom.out_px)
+        yield idx, torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()

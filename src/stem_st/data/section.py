@@ -47,15 +47,34 @@ def estimate_pitch_px(xy: np.ndarray) -> float:
     return pitch
 
 
+def array_pitch_px(array_xy: np.ndarray, xy: np.ndarray) -> float:
+    """Pixels per array-grid step, from a least-squares affine fit of pixels on array indices.
+
+    Robust to the jitter of detected spot centres, which biases nearest-neighbour distances low.
+    """
+    a = np.c_[np.asarray(array_xy, dtype=np.float64), np.ones(len(xy))]
+    coef, *_ = np.linalg.lstsq(a, np.asarray(xy, dtype=np.float64), rcond=None)
+    pitch = float(np.sqrt(abs(np.linalg.det(coef[:2, :2]))))
+    require(pitch > 0, "degenerate spot grid; cannot estimate the spot pitch")
+    return pitch
+
+
 def resolve_mpp(
-    xy: np.ndarray, center_distance_um: float, given: float | None, source: str, section: str
+    xy: np.ndarray, center_distance_um: float, given: float | None, source: str, section: str,
+    array_xy: np.ndarray | None = None,
 ) -> tuple[float, str]:
-    """Return (µm per pixel, where it came from): ``given`` if set, else the spot pitch."""
+    """Return (µm per pixel, where it came from): ``given`` if set, else the spot pitch.
+
+    The pitch comes from the array grid when ``array_xy`` (one step = ``center_distance_um``)
+    is given, else from the median nearest-neighbour distance.
+    """
     if given is not None:
         require(given > 0, f"{section}: µm per pixel must be positive, got {given}")
         log.info("%s: %.4f µm/px from %s", section, given, source)
         return float(given), source
-    mpp = center_distance_um / estimate_pitch_px(xy)
+    use_grid = array_xy is not None and len(xy) >= 3
+    pitch = array_pitch_px(array_xy, xy) if use_grid else estimate_pitch_px(xy)
+    mpp = center_distance_um / pitch
     log.info(
         "%s: %.4f µm/px estimated from the spot pitch (%g µm centre-to-centre)",
         section, mpp, center_distance_um,

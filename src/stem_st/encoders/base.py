@@ -20,7 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class ImageEncoder:
-    """Embeds RGB patches. ``embed`` takes uint8 ``(B, H, W, 3)`` crops of any size."""
+    """Embeds RGB patches. ``embed`` takes uint8 ``(B, 3, H, W)`` crops of any size."""
 
     name: str
     dim: int
@@ -36,18 +36,18 @@ class ImageEncoder:
     def to(self, device: str | torch.device) -> ImageEncoder:
         """Move the network to ``device``."""
         self.device = torch.device(device)
-        self.model.to(self.device)
+        self.model.to(self.device, memory_format=torch.channels_last)  # 2x faster CNNs on CPU
         return self
 
     def preprocess(self, crops: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, H, W, 3)`` → normalised float ``(B, 3, S, S)`` at the input size."""
-        x = crops.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        """uint8 ``(B, 3, H, W)`` → normalised float ``(B, 3, S, S)`` at the input size."""
+        x = crops.to(self.device).float().div_(255.0)
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               antialias=True, align_corners=False).clamp_(0, 1)
         mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def embed_normalised(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ class ImageEncoder:
         return out.float()
 
     def embed(self, crops: torch.Tensor) -> torch.Tensor:
-        """Embed uint8 ``(B, H, W, 3)`` crops; returns float32 ``(B, dim)`` on CPU."""
+        """Embed uint8 ``(B, 3, H, W)`` crops; returns float32 ``(B, dim)`` on CPU."""
         return self.embed_normalised(self.preprocess(crops)).cpu()
 
 

@@ -95,7 +95,8 @@ def read_her2st(
     xy = spots[["pixel_x", "pixel_y"]].to_numpy(np.float64) * scale
 
     diameter, pitch = PLATFORM_GEOMETRY["legacy_st"]
-    mpp_val, source = resolve_mpp(xy, pitch, mpp, "the command line", section)
+    mpp_val, source = resolve_mpp(xy, pitch, mpp, "the command line", section,
+                                  array_xy=spots[["x", "y"]].to_numpy(np.float64))
     obs = pd.DataFrame(
         {"array_x": spots["x"].to_numpy(), "array_y": spots["y"].to_numpy()}, index=spots.index
     )

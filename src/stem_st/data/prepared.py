@@ -1,0 +1,82 @@
+"""The prepared dataset: what ``stem prepare`` writes and training reads.
+
+Layout of a prepared folder::
+
+    manifest.json           sections, split, panel, encoders, patch geometry, views, timings
+    genes.txt               the gene panel, one symbol per line
+    sections/<id>.h5ad      per section: X = panel counts (int32), obs (labels, array coords),
+                            obsm['spatial'] (full-res px), obsm['embedding'] (spots, views, dim)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from ..errors import StemError, require
+from .panels import read_panel
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EMBEDDING_KEY = "embedding"
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared folder opened for reading; sections load lazily."""
+
+    root: Path
+    manifest: dict
+    genes: list[str]
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def sections(self) -> list[str]:
+        """All section ids, in preparation order."""
+        return [s["section"] for s in self.manifest["sections"]]
+
+    @property
+    def holdout(self) -> list[str]:
+        """Sections excluded from the gene choice (and, by default, from training)."""
+        return list(self.manifest.get("holdout", []))
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the (concatenated) spot embedding."""
+        return int(self.manifest["embedding_dim"])
+
+    @property
+    def n_views(self) -> int:
+        """Number of dihedral views stored per spot."""
+        return len(self.manifest["views"])
+
+    def section(self, section_id: str) -> ad.AnnData:
+        """The section's AnnData (panel counts, coordinates, labels, embeddings)."""
+        require(section_id in self.sections,
+                f"section '{section_id}' is not in {self.root} (has {', '.join(self.sections)})")
+        if section_id not in self._cache:
+            self._cache[section_id] = ad.read_h5ad(self.root / "sections" / f"{section_id}.h5ad")
+        return self._cache[section_id]
+
+    def embeddings(self, section_id: str) -> np.ndarray:
+        """``(spots, views, dim)`` float32 embeddings of a section."""
+        return np.asarray(self.section(section_id).obsm[EMBEDDING_KEY], dtype=np.float32)
+
+
+def open_prepared(path: str | Path) -> PreparedDataset:
+    """Open a prepared dataset folder, checking its manifest."""
+    root = Path(path)
+    man_path = root / MANIFEST
+    require(man_path.is_file(), f"{root} is not a prepared dataset (no {MANIFEST}); run stem prepare")
+    try:
+        manifest = json.loads(man_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StemError(f"{man_path} is not valid JSON: {exc}") from None
+    require(manifest.get("format_version") == FORMAT_VERSION,
+            f"{root}: prepared format {manifest.get('format_version')} is not {FORMAT_VERSION}")
+    genes = read_panel(root / "genes.txt")
+    return PreparedDataset(root, manifest, genes)

@@ -1,0 +1,219 @@
+"""``stem prepare``: sections → gene panel counts + spot-patch embeddings per view."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import __version__
+from .atomic import atomic_path, write_json
+from .data.images import file_fingerprint, open_image
+from .data.panels import choose_panel, write_panel
+from .data.patches import DIHEDRAL_VIEWS, PatchGeometry, dihedral, iter_patch_batches, patch_geometry
+from .data.prepared import EMBEDDING_KEY, FORMAT_VERSION, MANIFEST
+from .data.readers import ReaderOptions, read_section
+from .encoders.base import ImageEncoder
+from .encoders.cache import EmbeddingCache
+from .encoders.precomputed import is_precomputed, load_precomputed
+from .encoders.registry import build_encoder
+from .errors import require
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareConfig:
+    """Everything ``stem prepare`` needs."""
+
+    data: str
+    layout: str
+    sections: list[str]
+    out: str
+    holdout: list[str] = field(default_factory=list)
+    encoders: list[str] = field(default_factory=lambda: ["effnet-lite0-imagenet"])
+    weights: list[str | None] = field(default_factory=list)
+    views: int = 1
+    genes: str = "hmhvg:200"
+    patch_mode: str = "hest"
+    batch_size: int = 64
+    device: str = "cpu"
+    cache_dir: str | None = None
+    overwrite: bool = False
+    reader: ReaderOptions = field(default_factory=ReaderOptions)
+
+
+def _coords_hash(xy: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(xy, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+
+def _provenance(adata: ad.AnnData, enc: ImageEncoder, geom: PatchGeometry, view: int,
+                image_id: str) -> dict:
+    info = adata.uns["stem"]
+    return {
+        "section": info["section"], "image": info["image_path"], "image_id": image_id,
+        "spots": _coords_hash(adata.obsm["spatial"]), "n_spots": adata.n_obs,
+        "encoder": enc.name, "weights": enc.weights_id, "input_px": enc.input_size,
+        "mpp": round(float(info["mpp"]), 6), "patch_mode": geom.mode, "patch_px": geom.side_px,
+        "field_um": round(geom.field_um, 3), "view": DIHEDRAL_VIEWS[view],
+    }
+
+
+def embed_section(
+    adata: ad.AnnData, encoders: list[ImageEncoder], n_views: int, mode: str,
+    cache: EmbeddingCache, batch_size: int, progress: Progress | None = None,
+) -> tuple[list[np.ndarray], int]:
+    """Embed every spot of a section under each encoder and view, using the cache.
+
+    Returns one ``(spots, views, dim)`` array per encoder and the number of views computed.
+    """
+    info = adata.uns["stem"]
+    geom = patch_geometry(mode, info["mpp"], info["spot_diameter_um"])
+    image_id = file_fingerprint(info["image_path"])
+    out, todo = [], []
+    for e, enc in enumerate(encoders):
+        arr = np.zeros((adata.n_obs, n_views, enc.dim), dtype=np.float32)
+        for v in range(n_views):
+            prov = _provenance(adata, enc, geom, v, image_id)
+            hit = cache.get(info["section"], prov)
+            if hit is not None and hit.shape == (adata.n_obs, enc.dim):
+                arr[:, v] = hit
+            else:
+                todo.append((e, v, prov))
+        out.append(arr)
+    if not todo:
+        return out, 0
+    task = None
+    if progress is not None:
+        task = progress.add_task(f"{info['section']} embed", total=adata.n_obs * len(todo))
+    with open_image(info["image_path"]) as image:
+        for idx, crops in iter_patch_batches(image, adata.obsm["spatial"], geom, batch_size):
+            for e, v, _ in todo:
+                out[e][idx, v] = encoders[e].embed(dihedral(crops, v)).numpy()
+                if task is not None:
+                    progress.advance(task, len(idx))
+    for e, v, prov in todo:
+        require(np.isfinite(out[e][:, v]).all(), f"{info['section']}: non-finite embeddings")
+        cache.put(info["section"], prov, out[e][:, v])
+    return out, len(todo)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), transient=False)
+
+
+def prepare(cfg: PrepareConfig) -> list[dict]:
+    """Run the whole stage and write the prepared folder atomically; return summary rows."""
+    require(len(cfg.sections) > 0, "no sections given")
+    require(len(set(cfg.sections)) == len(cfg.sections), "a section is listed twice")
+    unknown = set(cfg.holdout) - set(cfg.sections)
+    require(not unknown, f"holdout sections {sorted(unknown)} are not among --sections")
+    require(1 <= cfg.views <= len(DIHEDRAL_VIEWS), f"--views must be 1..8, got {cfg.views}")
+    require(len(cfg.weights) in (0, len(cfg.encoders)), "give one weights path per encoder")
+    out = Path(cfg.out)
+    require(cfg.overwrite or not out.exists(),
+            f"{out} already exists; pass --overwrite to replace it")
+    t0 = time.perf_counter()
+
+    neural = [e for e in cfg.encoders if not is_precomputed(e)]
+    cfg.reader.require_image = bool(neural)
+    adatas = {s: read_section(cfg.layout, cfg.data, s, cfg.reader) for s in cfg.sections}
+    train = [adatas[s] for s in cfg.sections if s not in cfg.holdout]
+    panel = choose_panel(cfg.genes, train, list(adatas.values()))
+
+    weights = cfg.weights or [None] * len(cfg.encoders)
+    built: dict[str, ImageEncoder] = {
+        name: build_encoder(name, w, cfg.device)
+        for name, w in zip(cfg.encoders, weights) if not is_precomputed(name)
+    }
+    cache = EmbeddingCache(cfg.cache_dir)
+    rows, parts = [], []
+    with atomic_path(out, overwrite=cfg.overwrite) as tmp, _progress() as progress:
+        (tmp / "sections").mkdir(parents=True)
+        for sid in cfg.sections:
+            ts = time.perf_counter()
+            adata = adatas[sid]
+            arrays, computed = embed_section(adata, list(built.values()), cfg.views,
+                                             cfg.patch_mode, cache, cfg.batch_size, progress)
+            it = iter(arrays)
+            blocks, parts = [], []
+            for name in cfg.encoders:
+                if is_precomputed(name):
+                    emb, wid = load_precomputed(name, sid, adata.obs_names.tolist(), cfg.views)
+                    parts.append({"encoder": name, "dim": emb.shape[2], "weights": wid,
+                                  "pathology": None})
+                else:
+                    emb, enc = next(it), built[name]
+                    parts.append({"encoder": name, "dim": enc.dim, "weights": enc.weights_id,
+                                  "pathology": enc.pathology, "input_px": enc.input_size})
+                blocks.append(emb)
+            section = _section_output(adata, panel, np.concatenate(blocks, axis=2), cfg)
+            section.write_h5ad(tmp / "sections" / f"{sid}.h5ad")
+            rows.append({"section": sid, "spots": section.n_obs, "genes": len(panel),
+                         "embedding_dim": section.obsm[EMBEDDING_KEY].shape[2],
+                         "views": cfg.views, "views_computed": computed,
+                         "holdout": sid in cfg.holdout,
+                         "seconds": round(time.perf_counter() - ts, 2)})
+        write_panel(tmp / "genes.txt", panel)
+        write_json(tmp / MANIFEST, _manifest(cfg, adatas, panel, parts, rows,
+                                             time.perf_counter() - t0))
+    return rows
+
+
+def _section_output(adata: ad.AnnData, panel: list[str], emb: np.ndarray,
+                    cfg: PrepareConfig) -> ad.AnnData:
+    sub = adata[:, panel]
+    x = sub.X.toarray() if hasattr(sub.X, "toarray") else np.asarray(sub.X)
+    obs = adata.obs.copy()
+    for col in obs.columns:
+        if obs[col].dtype == object:
+            obs[col] = obs[col].astype(str)
+    res = ad.AnnData(X=x.astype(np.int32), obs=obs, var=sub.var[[]].copy())
+    res.obsm["spatial"] = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+    res.obsm[EMBEDDING_KEY] = emb.astype(np.float32)
+    info = dict(adata.uns["stem"])
+    info.update(units="X: raw counts of the panel; embedding: float32 (spots, views, dim)",
+                views=list(DIHEDRAL_VIEWS[: cfg.views]), holdout=info["section"] in cfg.holdout)
+    if info.get("image_path"):
+        geom = patch_geometry(cfg.patch_mode, info["mpp"], info["spot_diameter_um"])
+        info.update(patch_mode=geom.mode, patch_px=geom.side_px, patch_um=geom.field_um)
+    res.obs["total_counts_all_genes"] = np.asarray(adata.X.sum(axis=1)).ravel().astype(np.int64)
+    res.uns["stem"] = info
+    return res
+
+
+def _manifest(cfg: PrepareConfig, adatas: dict, panel: list[str], parts: list[dict],
+              rows: list[dict], seconds: float) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "stem_st_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data": str(Path(cfg.data).resolve()),
+        "layout": cfg.layout,
+        "sections": [
+            {**{k: adatas[s].uns["stem"].get(k) for k in
+                ("section", "platform", "image_path", "mpp", "mpp_source", "spot_diameter_um",
+                 "center_distance_um", "image_scale")},
+             "spots": next(r["spots"] for r in rows if r["section"] == s)}
+            for s in cfg.sections
+        ],
+        "holdout": list(cfg.holdout),
+        "panel": {"spec": cfg.genes, "n_genes": len(panel),
+                  "chosen_from": [s for s in cfg.sections if s not in cfg.holdout],
+                  "excluded_holdout": list(cfg.holdout)},
+        "encoders": parts,
+        "embedding_dim": int(sum(p["dim"] for p in parts)),
+        "patch_mode": cfg.patch_mode,
+        "views": list(DIHEDRAL_VIEWS[: cfg.views]),
+        "torch": torch.__version__,
+        "seconds": round(seconds, 2),
+        "summary": rows,
+    }
