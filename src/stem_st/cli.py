@@ -87,7 +87,8 @@ def prepare(
     """Turn H&E images plus spot counts into a prepared dataset (panel counts + embeddings)."""
     from .data.readers import ReaderOptions
     from .encoders.cache import default_cache_dir
-    from .prepare import PrepareConfig, prepare as run_prepare
+    from .prepare import PrepareConfig
+    from .prepare import prepare as run_prepare
 
     ids = _csv(sections) or _default_sections(layout, data)
     require(batch_size > 0, "--batch-size must be positive")
@@ -137,7 +138,8 @@ def demo(
             f"{out} exists and was not made by 'stem demo'; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    from .prepare import PrepareConfig, prepare as run_prepare
+    from .prepare import PrepareConfig
+    from .prepare import prepare as run_prepare
 
     cfg = PrepareConfig(data=str(data), layout="her2st", sections=["C2", "C3", "C4", "C5", "C6", "A1"],
                         holdout=["C6"], views=views, out=str(out / "prep"), overwrite=True,

@@ -17,7 +17,13 @@ from . import __version__
 from .atomic import atomic_path, write_json
 from .data.images import file_fingerprint, open_image
 from .data.panels import choose_panel, write_panel
-from .data.patches import DIHEDRAL_VIEWS, PatchGeometry, dihedral, iter_patch_batches, patch_geometry
+from .data.patches import (
+    DIHEDRAL_VIEWS,
+    PatchGeometry,
+    dihedral,
+    iter_patch_batches,
+    patch_geometry,
+)
 from .data.prepared import EMBEDDING_KEY, FORMAT_VERSION, MANIFEST
 from .data.readers import ReaderOptions, read_section
 from .encoders.base import ImageEncoder
@@ -74,6 +80,8 @@ def embed_section(
 
     Returns one ``(spots, views, dim)`` array per encoder and the number of views computed.
     """
+    if not encoders:
+        return [], 0
     info = adata.uns["stem"]
     geom = patch_geometry(mode, info["mpp"], info["spot_diameter_um"])
     image_id = file_fingerprint(info["image_path"])

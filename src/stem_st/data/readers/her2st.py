@@ -55,7 +55,7 @@ def read_her2st(
     image: str | Path | None = None,
     image_scale: float | None = None,
     mpp: float | None = None,
-) -> "anndata.AnnData":  # noqa: F821
+) -> anndata.AnnData:  # noqa: F821
     """Read one HER2ST section: counts, selected spots, pixel centres, labels, image."""
     root = Path(root)
     data = _data_dir(root)

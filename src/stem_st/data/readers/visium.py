@@ -47,7 +47,7 @@ def read_visium(
     section: str | None = None,
     image: str | Path | None = None,
     mpp: float | None = None,
-) -> "anndata.AnnData":  # noqa: F821
+) -> anndata.AnnData:  # noqa: F821
     """Read a Space Ranger ``outs/`` folder into the common section form.
 
     With ``image`` (the full-resolution H&E), coordinates stay in full-resolution pixels.
