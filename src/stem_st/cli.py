@@ -127,6 +127,139 @@ def info(prep: Path = typer.Argument(..., help="A prepared dataset folder.")) ->
 
 
 @app.command()
+def train(
+    prep: Path = typer.Argument(..., help="Prepared dataset folder (stem prepare)."),
+    out: Path = typer.Option(..., help="Run folder: config, checkpoints, loss.csv."),
+    holdout: str = typer.Option("", help="Sections left out of training (default: the "
+                                "prepared dataset's holdout)."),
+    preset: str = typer.Option("small", help="paper (12x384, 6 heads) | small | tiny"),
+    hidden: int | None = typer.Option(None, help="Override the preset's width."),
+    depth: int | None = typer.Option(None, help="Override the preset's number of blocks."),
+    heads: int | None = typer.Option(None, help="Override the preset's attention heads."),
+    learn_sigma: bool = typer.Option(False, help="Also learn the variance (hybrid loss)."),
+    steps: int = typer.Option(2000, help="Optimizer steps (the paper trains ~200k)."),
+    batch_size: int = typer.Option(256, help="Global batch size."),
+    aug_ratio: int = typer.Option(4, help="Augmented views per original view (paper 1:4)."),
+    lr: float = typer.Option(1e-4, help="AdamW learning rate."),
+    ema_decay: float = typer.Option(0.9999, help="EMA decay (warmed up from 0)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    checkpoint_every: int = typer.Option(500, help="Steps between checkpoints."),
+    target_layer: str | None = typer.Option(None, help="Train on this layer of the prepared "
+                                            "sections instead of X (e.g. completed counts)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+) -> None:
+    """Train the Stem diffusion model on a prepared dataset."""
+    import json
+
+    from .data.prepared import open_prepared
+    from .stem_model import StemModel, TrainSettings
+    from .training.distributed import init_distributed
+
+    ds = open_prepared(prep)
+    held = _csv(holdout) or ds.holdout
+    unknown = set(held) - set(ds.sections)
+    require(not unknown, f"holdout sections {sorted(unknown)} are not in {prep}")
+    require(steps > 0 and batch_size > 0 and aug_ratio >= 0 and checkpoint_every > 0,
+            "--steps, --batch-size and --checkpoint-every must be positive, --aug-ratio >= 0")
+    cfg_path = out / "config.json"
+    if resume:
+        require(cfg_path.is_file(), f"{out} is not a training run; nothing to resume")
+    else:
+        require(not out.exists(), f"{out} already exists; pass --resume to continue it or "
+                                  "choose another --out")
+    dev = _device(device)
+    dist_info = init_distributed(dev)
+    if dist_info.world > 1 and dev.startswith("cuda"):
+        dev = f"cuda:{dist_info.local_rank}"
+    settings = TrainSettings(prep=str(prep.resolve()), holdout=held, preset=preset, steps=steps,
+                             batch_size=batch_size, aug_ratio=aug_ratio, lr=lr, ema_decay=ema_decay,
+                             seed=seed, checkpoint_every=checkpoint_every, target_layer=target_layer)
+    if resume:
+        saved = json.loads(cfg_path.read_text())["train"]
+        changed = {k for k in ("prep", "holdout", "preset", "batch_size", "aug_ratio", "lr", "seed",
+                               "target_layer") if saved.get(k) != getattr(settings, k)}
+        require(not changed, f"--resume with different settings: {', '.join(sorted(changed))}")
+    elif dist_info.main:
+        out.mkdir(parents=True)
+    overrides = {"hidden": hidden, "depth": depth, "heads": heads}
+    if dist_info.main:
+        from dataclasses import asdict
+
+        from .atomic import write_json
+
+        write_json(cfg_path, {"train": asdict(settings), "net_overrides": overrides,
+                              "learn_sigma": learn_sigma, "genes": ds.genes,
+                              "encoders": ds.manifest["encoders"]})
+    model, result = StemModel.fit(ds, out, settings, overrides, learn_sigma, dev, resume, dist_info)
+    if dist_info.main:
+        first, last = result.losses[0], result.losses[-1]
+        out_console.print(f"trained {out}: step {last['step']}, loss {float(first['loss']):.4f} "
+                          f"(step {first['step']}) → {float(last['loss']):.4f}, "
+                          f"{result.seconds:.1f} s; checkpoint {result.checkpoint}")
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="A training run folder (stem train)."),
+    out: Path = typer.Option(..., help="Output .h5ad (one section) or folder (several)."),
+    sections: str = typer.Option("", help="Sections of the prepared dataset (default: holdout)."),
+    prep: Path | None = typer.Option(None, help="Prepared dataset (default: the run's)."),
+    num_samples: int = typer.Option(20, help="Expression samples per spot (paper: 20)."),
+    sampler: str = typer.Option("ddim:50", help="ddpm (all T steps) | ddpm:S | ddim:S[:eta]"),
+    summary: str = typer.Option("mean", help="mean | median | mode of the samples"),
+    keep_samples: bool = typer.Option(False, help="Also write every sample (.samples.npy)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    checkpoint: Path | None = typer.Option(None, help="A specific checkpoint (default: latest)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
+    overwrite: bool = typer.Option(False, help="Replace existing outputs."),
+) -> None:
+    """Predict expression (mean/median/mode and std over samples) for prepared sections."""
+    import json
+    import time
+
+    from .data.prepared import open_prepared
+    from .diffusion import parse_sampler
+    from .prediction.output import prediction_anndata, write_prediction
+    from .prediction.summarise import SUMMARIES
+    from .stem_model import StemModel
+
+    cfg_path = run / "config.json"
+    require(cfg_path.is_file(), f"{run} is not a training run (no config.json)")
+    require(summary in SUMMARIES, f"unknown --summary '{summary}'; choose {', '.join(SUMMARIES)}")
+    model = StemModel.from_run(run, checkpoint)
+    parse_sampler(sampler, model.diffusion.num_steps)
+    ds = open_prepared(prep or json.loads(cfg_path.read_text())["train"]["prep"])
+    require(ds.genes == model.genes, f"{ds.root} has a different gene panel than the run")
+    used = [p["encoder"] + ":" + str(p["weights"]) for p in ds.manifest["encoders"]]
+    trained = [p["encoder"] + ":" + str(p["weights"]) for p in model.encoders]
+    require(used == trained, "the prepared dataset's image encoder(s) differ from the run's")
+    ids = _csv(sections) or ds.holdout
+    require(bool(ids), "no --sections given and the prepared dataset has no holdout")
+    many = len(ids) > 1
+    dev = _device(device)
+    rows = []
+    for sid in ids:
+        spots = ds.section(sid)
+        target = out / f"{sid}_pred.h5ad" if many else out
+        t0 = time.perf_counter()
+        mean, std, samples = model.predict(ds.embeddings(sid)[:, 0], num_samples, sampler,
+                                           summary, seed, dev)
+        secs = time.perf_counter() - t0
+        prov = {"section": sid, "summary": summary, "num_samples": num_samples,
+                "sampler": sampler, "seed": seed, "checkpoint": model.meta.get("checkpoint"),
+                "step": model.meta.get("step"), "weights": "ema",
+                "encoders": [p["encoder"] for p in model.encoders],
+                "prepared": str(ds.root.resolve()), "seconds": round(secs, 2)}
+        pred = prediction_anndata(spots, model.genes, mean, std, prov)
+        write_prediction(pred, target, samples if keep_samples else None, overwrite)
+        rows.append({"section": sid, "spots": pred.n_obs, "genes": pred.n_vars,
+                     "samples": num_samples, "sampler": sampler, "seconds": round(secs, 1),
+                     "file": str(target)})
+    _print_table(rows, f"predictions from {run}")
+
+
+@app.command()
 def demo(
     data: Path = typer.Option(..., help="The HER2ST folder."),
     out: Path = typer.Option(Path("runs/demo"), help="Demo output folder (owned by the demo)."),

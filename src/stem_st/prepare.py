@@ -14,9 +14,9 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path
 from .data.images import file_fingerprint, open_image
-from .data.panels import choose_panel, write_panel
+from .data.panels import choose_panel
 from .data.patches import (
     DIHEDRAL_VIEWS,
     PatchGeometry,
@@ -24,7 +24,7 @@ from .data.patches import (
     iter_patch_batches,
     patch_geometry,
 )
-from .data.prepared import EMBEDDING_KEY, FORMAT_VERSION, MANIFEST
+from .data.prepared import EMBEDDING_KEY, finish_prepared, write_section
 from .data.readers import ReaderOptions, read_section
 from .encoders.base import ImageEncoder
 from .encoders.cache import EmbeddingCache
@@ -145,7 +145,6 @@ def prepare(cfg: PrepareConfig) -> list[dict]:
     cache = EmbeddingCache(cfg.cache_dir)
     rows, parts = [], []
     with atomic_path(out, overwrite=cfg.overwrite) as tmp, _progress() as progress:
-        (tmp / "sections").mkdir(parents=True)
         for sid in cfg.sections:
             ts = time.perf_counter()
             adata = adatas[sid]
@@ -164,15 +163,14 @@ def prepare(cfg: PrepareConfig) -> list[dict]:
                                   "pathology": enc.pathology, "input_px": enc.input_size})
                 blocks.append(emb)
             section = _section_output(adata, panel, np.concatenate(blocks, axis=2), cfg)
-            section.write_h5ad(tmp / "sections" / f"{sid}.h5ad")
+            write_section(tmp, sid, section, panel)
             rows.append({"section": sid, "spots": section.n_obs, "genes": len(panel),
                          "embedding_dim": section.obsm[EMBEDDING_KEY].shape[2],
                          "views": cfg.views, "views_computed": computed,
                          "holdout": sid in cfg.holdout,
                          "seconds": round(time.perf_counter() - ts, 2)})
-        write_panel(tmp / "genes.txt", panel)
-        write_json(tmp / MANIFEST, _manifest(cfg, adatas, panel, parts, rows,
-                                             time.perf_counter() - t0))
+        finish_prepared(tmp, panel,
+                        _manifest(cfg, adatas, panel, parts, rows, time.perf_counter() - t0))
     return rows
 
 
@@ -201,7 +199,6 @@ def _section_output(adata: ad.AnnData, panel: list[str], emb: np.ndarray,
 def _manifest(cfg: PrepareConfig, adatas: dict, panel: list[str], parts: list[dict],
               rows: list[dict], seconds: float) -> dict:
     return {
-        "format_version": FORMAT_VERSION,
         "stem_st_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "data": str(Path(cfg.data).resolve()),

@@ -17,8 +17,9 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from ..atomic import write_json
 from ..errors import StemError, require
-from .panels import read_panel
+from .panels import read_panel, write_panel
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -80,3 +81,27 @@ def open_prepared(path: str | Path) -> PreparedDataset:
             f"{root}: prepared format {manifest.get('format_version')} is not {FORMAT_VERSION}")
     genes = read_panel(root / "genes.txt")
     return PreparedDataset(root, manifest, genes)
+
+
+def write_section(root: str | Path, sid: str, a: ad.AnnData, genes: list[str]) -> None:
+    """Write one prepared section: panel ``var_names`` and ``obsm['embedding']``
+    (spots, views, dim) are required."""
+    require(list(a.var_names) == list(genes), f"{sid}: genes differ from the panel")
+    require(EMBEDDING_KEY in a.obsm and a.obsm[EMBEDDING_KEY].ndim == 3,
+            f"{sid}: obsm['{EMBEDDING_KEY}'] must be (spots, views, dim)")
+    (Path(root) / "sections").mkdir(parents=True, exist_ok=True)
+    a.write_h5ad(Path(root) / "sections" / f"{sid}.h5ad")
+
+
+def finish_prepared(root: str | Path, genes: list[str], manifest: dict) -> None:
+    """Write the panel and the manifest (with the format version) of a prepared folder."""
+    write_panel(Path(root) / "genes.txt", genes)
+    write_json(Path(root) / MANIFEST, {"format_version": FORMAT_VERSION, **manifest})
+
+
+def write_prepared(root: str | Path, sections: dict[str, ad.AnnData], genes: list[str],
+                   manifest: dict) -> None:
+    """Write a whole prepared folder from in-memory sections."""
+    for sid, a in sections.items():
+        write_section(root, sid, a, genes)
+    finish_prepared(root, genes, manifest)

@@ -1,0 +1,172 @@
+"""Gaussian diffusion: forward noising, the ε-prediction loss (optionally with learned
+variance, improved DDPM's hybrid loss) and two samplers — ancestral DDPM and DDIM — on the full
+or a respaced chain. An optional ``mask`` diffuses only part of ``x`` and keeps the rest at its
+known value throughout (inpainting), which LGDiST uses for neighbour tokens.
+
+``model_fn(x_t, t)`` returns ``(eps, v)``: ``eps`` shaped like ``x_t``, ``v`` the variance
+interpolation in [-1, 1] or ``None`` for the fixed posterior variance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..errors import StemError
+from .schedules import Schedule, make_schedule, respace
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def parse_sampler(spec: str, trained_steps: int) -> tuple[str, int, float]:
+    """``ddpm`` | ``ddpm:S`` | ``ddim:S`` | ``ddim:S:eta`` → (kind, steps, eta)."""
+    parts = spec.split(":")
+    kind = parts[0]
+    try:
+        steps = int(parts[1]) if len(parts) > 1 else trained_steps
+        eta = float(parts[2]) if len(parts) > 2 else 0.0
+    except ValueError:
+        raise StemError(f"bad sampler '{spec}'; use ddpm, ddpm:S, ddim:S or ddim:S:eta") from None
+    if kind not in ("ddpm", "ddim") or not 1 <= steps <= trained_steps or len(parts) > 3 \
+            or (kind == "ddpm" and len(parts) > 2) or eta < 0:
+        raise StemError(f"bad sampler '{spec}'; use ddpm, ddpm:S, ddim:S or ddim:S:eta "
+                        f"with 1 <= S <= {trained_steps}")
+    return kind, steps, eta
+
+
+class _Chain:
+    """Per-step constants of one chain, as float64 numpy for exactness, indexed by step."""
+
+    def __init__(self, schedule: Schedule):
+        b = schedule.betas
+        self.timesteps = schedule.timesteps
+        self.betas = b
+        self.abar = np.cumprod(1.0 - b)
+        self.abar_prev = np.append(1.0, self.abar[:-1])
+        self.post_var = b * (1.0 - self.abar_prev) / (1.0 - self.abar)
+        # log of the posterior variance, with step 0's (zero) replaced by step 1's
+        self.post_logvar = np.log(np.append(self.post_var[1], self.post_var[1:])) \
+            if len(b) > 1 else np.log(b)
+        self.coef_x0 = b * np.sqrt(self.abar_prev) / (1.0 - self.abar)
+        self.coef_xt = (1.0 - self.abar_prev) * np.sqrt(1.0 - b) / (1.0 - self.abar)
+
+
+def _take(arr: np.ndarray, idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    out = torch.as_tensor(arr, device=idx.device)[idx].to(like.dtype)
+    return out.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _normal_kl(mean1, logvar1, mean2, logvar2):
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
+                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+class GaussianDiffusion:
+    """A DDPM with ``num_steps`` trained timesteps on a ``linear`` or ``cosine`` schedule."""
+
+    def __init__(self, num_steps: int = 1000, schedule: str = "linear"):
+        self.num_steps = num_steps
+        self.schedule_kind = schedule
+        self.schedule = make_schedule(schedule, num_steps)
+        self.chain = _Chain(self.schedule)
+
+    # --- forward process and loss -------------------------------------------------------
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Draw x_t ~ q(x_t | x_0) for trained timesteps ``t``."""
+        c = self.chain
+        return _take(np.sqrt(c.abar), t, x0) * x0 + _take(np.sqrt(1 - c.abar), t, x0) * noise
+
+    def _p_mean_logvar(self, chain: _Chain, eps, v, x_t, i):
+        abar = _take(chain.abar, i, x_t)
+        x0 = (x_t - torch.sqrt(1 - abar) * eps) / torch.sqrt(abar)
+        mean = _take(chain.coef_x0, i, x_t) * x0 + _take(chain.coef_xt, i, x_t) * x_t
+        if v is None:
+            logvar = _take(chain.post_logvar, i, x_t).expand_as(x_t)
+        else:
+            frac = (v + 1) / 2
+            logvar = frac * _take(np.log(chain.betas), i, x_t) \
+                + (1 - frac) * _take(chain.post_logvar, i, x_t)
+        return mean, logvar, x0
+
+    def training_loss(
+        self, model_fn: ModelFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample losses: ``mse`` of ε, plus ``vb`` (bits/dim) when the variance is learned.
+
+        With ``mask``, only masked entries are noised and scored; the rest stay at ``x0``.
+        """
+        x_t = self.q_sample(x0, t, noise)
+        if mask is not None:
+            x_t = torch.where(mask.bool(), x_t, x0)
+        eps, v = model_fn(x_t, t)
+        w = torch.ones_like(x0) if mask is None else mask.to(x0.dtype).expand_as(x0)
+        dims = tuple(range(1, x0.dim()))
+        denom = w.sum(dims).clamp_min(1.0)
+        terms = {"mse": (((eps.float() - noise) ** 2) * w).sum(dims) / denom}
+        if v is not None:
+            # variational bound with a frozen mean, so it only trains the variance
+            c = self.chain
+            true_mean = _take(c.coef_x0, t, x0) * x0 + _take(c.coef_xt, t, x0) * x_t
+            true_logvar = _take(c.post_logvar, t, x0)
+            mean, logvar, _ = self._p_mean_logvar(c, eps.detach().float(), v.float(), x_t, t)
+            kl = _normal_kl(true_mean, true_logvar, mean, logvar) / math.log(2.0)
+            nll = 0.5 * (math.log(2 * math.pi) + logvar + (x0 - mean) ** 2 * torch.exp(-logvar))
+            nll = nll / math.log(2.0)
+            first = (t == 0).view(-1, *([1] * (x0.dim() - 1)))
+            terms["vb"] = (torch.where(first, nll, kl) * w).sum(dims) / denom
+        terms["loss"] = terms["mse"] + terms.get("vb", 0.0)
+        return terms
+
+    # --- sampling -----------------------------------------------------------------------
+    def sample(
+        self, model_fn: ModelFn, shape: tuple[int, ...], sampler: str = "ddpm",
+        generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+        known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+        x_T: torch.Tensor | None = None, progress: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """Run the reverse chain from pure noise and return x_0.
+
+        ``sampler``: ``ddpm`` (ancestral, all trained steps), ``ddpm:S`` or ``ddim:S[:eta]`` (on
+        S respaced steps). With ``known``/``mask``, unmasked entries are reset to ``known``
+        after every step (inpainting).
+        """
+        kind, steps, eta = parse_sampler(sampler, self.num_steps)
+        sched = self.schedule if steps == self.num_steps else respace(self.schedule, steps)
+        chain = _Chain(sched)
+        x = x_T if x_T is not None else torch.randn(shape, generator=generator, device=device)
+        keep = None if mask is None else ~mask.bool()
+
+        def clamp_known(z):
+            return z if keep is None else torch.where(keep, known, z)
+
+        x = clamp_known(x)
+        for i in reversed(range(sched.num_steps)):
+            idx = torch.full((shape[0],), i, device=x.device, dtype=torch.long)
+            t = torch.as_tensor(chain.timesteps, device=x.device)[idx]
+            with torch.no_grad():
+                eps, v = model_fn(x, t)
+            eps = eps.float()
+            v = None if v is None else v.float()
+            if kind == "ddpm":
+                mean, logvar, _ = self._p_mean_logvar(chain, eps, v, x, idx)
+                if i > 0:
+                    z = torch.randn(x.shape, generator=generator, device=x.device)
+                    x = mean + torch.exp(0.5 * logvar) * z
+                else:
+                    x = mean
+            else:
+                abar = _take(chain.abar, idx, x)
+                abar_prev = _take(chain.abar_prev, idx, x)
+                x0 = (x - torch.sqrt(1 - abar) * eps) / torch.sqrt(abar)
+                sigma = eta * torch.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
+                x = torch.sqrt(abar_prev) * x0 + torch.sqrt(1 - abar_prev - sigma**2) * eps
+                if i > 0 and eta > 0:
+                    x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
+            x = clamp_known(x)
+            if progress is not None:
+                progress(1)
+        return x

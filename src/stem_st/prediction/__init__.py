@@ -1,0 +1,1 @@
+"""Prediction: many expression samples per spot, summarised with their spread."""

@@ -1,0 +1,1 @@
+"""Training: data from prepared datasets, the loop, EMA, checkpoints, DDP."""

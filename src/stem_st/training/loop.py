@@ -1,0 +1,168 @@
+"""The training loop shared by every diffusion model in the package.
+
+A ``Trainable`` supplies the network, the diffusion and the per-batch loss; the loop does
+optimisation, EMA, logging, atomic checkpoints with every RNG state, exact resume, DDP and
+bf16 autocast on GPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from ..errors import require
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import DistInfo, mean_across
+from .ema import EMA
+
+log = logging.getLogger(__name__)
+LOSS_COLUMNS = ["step", "loss", "mse", "vb", "ema_decay", "lr", "seconds"]
+
+#: loss_fn(model, batch_index_generator, noise_generator, rank_slice) → dict of scalar losses
+LossFn = Callable[[nn.Module, torch.Generator, torch.Generator, slice], dict[str, torch.Tensor]]
+
+
+@dataclass
+class LoopConfig:
+    """Optimisation settings (the paper's: AdamW 1e-4, no weight decay, batch 256, EMA 0.9999)."""
+
+    steps: int
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    device: str = "cpu"
+    bf16: bool = True
+    progress: bool = True
+
+
+@dataclass
+class LoopResult:
+    losses: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    checkpoint: Path | None = None
+
+
+def _rng_state(data_gen: torch.Generator, noise_gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "data": data_gen.get_state(),
+             "noise": noise_gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, data_gen: torch.Generator, noise_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    data_gen.set_state(state["data"])
+    noise_gen.set_state(state["noise"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _read_loss_log(path: Path, upto: int) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= upto]
+    return rows
+
+
+def _write_loss_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=LOSS_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def train_loop(
+    model: nn.Module, loss_fn: LossFn, cfg: LoopConfig, run_dir: str | Path,
+    extra_state: dict, dist_info: DistInfo | None = None, resume: bool = False,
+    global_batch: int = 256,
+) -> LoopResult:
+    """Train ``model`` for ``cfg.steps`` optimizer steps, checkpointing into ``run_dir``.
+
+    ``extra_state`` (configs, panel, normalisation) is stored in every checkpoint. With
+    ``resume``, the latest checkpoint's weights, EMA, optimizer, step and RNG states are
+    restored, so the run continues exactly as if uninterrupted.
+    """
+    info = dist_info or DistInfo()
+    run_dir = Path(run_dir)
+    device = torch.device(cfg.device)
+    model.to(device)
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    step = 0
+    loss_path = run_dir / "loss.csv"
+    rows: list[dict] = []
+    if resume:
+        ck = load_checkpoint(latest_checkpoint(run_dir))
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["optimizer"])
+        _set_rng_state(ck["rng"], data_gen, noise_gen)
+        step = int(ck["step"])
+        rows = _read_loss_log(loss_path, step)
+        log.info("resumed %s at step %d", run_dir, step)
+        require(step <= cfg.steps, f"the run is already at step {step} > --steps {cfg.steps}")
+    ddp = model
+    if info.world > 1:
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    per_rank = global_batch // info.world
+    require(per_rank * info.world == global_batch,
+            f"batch {global_batch} does not split over {info.world} processes")
+    share = slice(info.rank * per_rank, (info.rank + 1) * per_rank)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+
+    def checkpoint() -> Path | None:
+        if not info.main:
+            return None
+        state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                 "step": step, "rng": _rng_state(data_gen, noise_gen), **extra_state}
+        path = save_checkpoint(state, run_dir, step)
+        _write_loss_log(loss_path, rows)
+        return path
+
+    t0 = time.perf_counter()
+    result = LoopResult()
+    progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
+                        disable=not (cfg.progress and info.main))
+    with progress:
+        task = progress.add_task("train", total=cfg.steps, completed=step, loss=float("nan"))
+        model.train()
+        while step < cfg.steps:
+            with autocast:
+                terms = loss_fn(ddp, data_gen, noise_gen, share)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            ema.update(model)
+            step += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                vals = {k: float(mean_across(v.detach().float(), info)) for k, v in terms.items()}
+                rows.append({"step": step, "loss": vals["loss"], "mse": vals.get("mse", ""),
+                             "vb": vals.get("vb", ""), "ema_decay": ema.current_decay(),
+                             "lr": cfg.lr, "seconds": round(time.perf_counter() - t0, 3)})
+                progress.update(task, completed=step, loss=vals["loss"])
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                checkpoint()
+        result.checkpoint = checkpoint()
+    result.losses = rows
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,153 @@
+"""Stem is a conditional generative model: one-to-many, sampler agreement, exact resume,
+checkpoints and prediction files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+from synthetic import COND_A, COND_B, MODE1, MODE2, write_synthetic
+
+from stem_st.data.prepared import open_prepared
+from stem_st.diffusion import GaussianDiffusion
+from stem_st.diffusion.schedules import make_schedule, respace
+from stem_st.errors import StemError
+from stem_st.stem_model import StemModel, TrainSettings
+
+TINY = {"hidden": 64, "depth": 2, "heads": 2}
+
+
+def _is_mode1(samples: np.ndarray) -> np.ndarray:
+    d1 = ((samples - MODE1) ** 2).sum(-1)
+    d2 = ((samples - MODE2) ** 2).sum(-1)
+    return d1 < d2
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stem")
+    ds = open_prepared(write_synthetic(tmp / "prep"))
+    settings = TrainSettings(prep=str(ds.root), holdout=ds.holdout, preset="tiny", steps=1500,
+                             batch_size=256, aug_ratio=1, lr=1e-3, ema_decay=0.999,
+                             checkpoint_every=1000)
+    model, result = StemModel.fit(ds, tmp / "run", settings, progress=False)
+    return ds, model, result, tmp
+
+
+def _cond(c, n=400):
+    return np.repeat(c[None], n, axis=0).astype(np.float32)
+
+
+def test_loss_falls(trained):
+    _, _, result, _ = trained
+    losses = [float(r["loss"]) for r in result.losses]
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_one_to_many(trained):
+    _, model, _, _ = trained
+    a = model.sample(_cond(COND_A), num_samples=1, sampler="ddim:50", seed=1)[:, 0]
+    b = model.sample(_cond(COND_B), num_samples=1, sampler="ddim:50", seed=2)[:, 0]
+    # samples sit on the modes, in the training proportions
+    near = np.minimum(np.abs(a - MODE1).max(-1), np.abs(a - MODE2).max(-1))
+    assert np.mean(near < 1.5) > 0.9
+    assert abs(_is_mode1(a).mean() - 0.3) <= 0.10
+    assert _is_mode1(b).mean() < 0.05
+
+
+def test_ddpm_and_ddim_agree(trained):
+    _, model, _, _ = trained
+    ddpm = model.sample(_cond(COND_A, 300), num_samples=1, sampler="ddpm", seed=3)[:, 0]
+    ddim = model.sample(_cond(COND_A, 300), num_samples=1, sampler="ddim:50", seed=4)[:, 0]
+    assert np.abs(ddpm.mean(0) - ddim.mean(0)).max() < 0.6  # modes are 5 apart
+    assert abs(_is_mode1(ddpm).mean() - _is_mode1(ddim).mean()) < 0.12
+
+
+def test_respacing_keeps_the_trained_marginals():
+    full = make_schedule("linear", 1000)
+    short = respace(full, 50)
+    assert short.num_steps == 50 and short.timesteps[0] == 0 and short.timesteps[-1] == 999
+    np.testing.assert_allclose(short.alphas_cumprod, full.alphas_cumprod[short.timesteps])
+
+
+def test_inpainting_keeps_known_entries_fixed():
+    diff = GaussianDiffusion(100, "cosine")
+    known = torch.randn(4, 7, 3)
+    mask = torch.zeros(4, 7, 1, dtype=torch.bool)
+    mask[:, 0] = True  # only the centre token is generated
+
+    def model_fn(x, t):
+        assert torch.equal(x[:, 1:], known[:, 1:])  # neighbours are clean at every step
+        return torch.zeros_like(x), None
+
+    out = diff.sample(model_fn, known.shape, "ddim:10", known=known, mask=mask)
+    assert torch.equal(out[:, 1:], known[:, 1:]) and not torch.equal(out[:, 0], known[:, 0])
+
+
+def test_exact_resume(tmp_path):
+    ds = open_prepared(write_synthetic(tmp_path / "prep", n=100))
+    base = dict(prep=str(ds.root), holdout=ds.holdout, preset="tiny", batch_size=32,
+                aug_ratio=1, checkpoint_every=1000)
+    _, straight = StemModel.fit(ds, tmp_path / "a", TrainSettings(steps=20, **base), progress=False)
+    StemModel.fit(ds, tmp_path / "b", TrainSettings(steps=10, **base), progress=False)
+    resumed, res_b = StemModel.fit(ds, tmp_path / "b", TrainSettings(steps=20, **base),
+                                   resume=True, progress=False)
+    la = [float(r["loss"]) for r in straight.losses]
+    lb = [float(r["loss"]) for r in res_b.losses]
+    assert len(la) == len(lb) == 2
+    np.testing.assert_allclose(la, lb, rtol=1e-5)
+    with open(tmp_path / "b" / "loss.csv") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [10, 20]
+    a = StemModel.from_run(tmp_path / "a")
+    for pa, pb in zip(a.net.state_dict().values(), resumed.net.state_dict().values()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_round_trip(trained, tmp_path):
+    _, model, _, tmp = trained
+    model.save(tmp_path / "saved")
+    back = StemModel.load(tmp_path / "saved")
+    assert back.genes == model.genes and back.net_cfg == model.net_cfg
+    torch.testing.assert_close(back.cond_mean, model.cond_mean)
+    x1 = model.sample(_cond(COND_A, 10), num_samples=2, sampler="ddim:5", seed=7)
+    x2 = back.sample(_cond(COND_A, 10), num_samples=2, sampler="ddim:5", seed=7)
+    np.testing.assert_array_equal(x1, x2)
+    run = StemModel.from_run(tmp / "run")
+    assert run.meta["step"] == 1500 and run.meta["weights"] == "ema"
+    with pytest.raises(StemError, match="do not match"):
+        model.condition(np.zeros((3, 5), dtype=np.float32))
+
+
+def test_predict_cli_writes_the_documented_file(trained, tmp_path):
+    ds, _, _, tmp = trained
+    # the run folder made by the API has no config.json; write what `stem train` writes
+    import json
+
+    (tmp / "run" / "config.json").write_text(json.dumps({"train": {"prep": str(ds.root)}}))
+    out = tmp_path / "TA_pred.h5ad"
+    cmd = [sys.executable, "-m", "stem_st.cli", "predict", str(tmp / "run"), "--sections", "TA",
+           "--num-samples", "5", "--sampler", "ddim:20", "--keep-samples", "--summary", "median",
+           "--out", str(out), "--device", "cpu"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    pred = ad.read_h5ad(out)
+    truth = ds.section("TA")
+    assert list(pred.obs_names) == list(truth.obs_names) and list(pred.var_names) == ds.genes
+    assert pred.layers["std"].shape == pred.shape and (pred.layers["std"] >= 0).all()
+    np.testing.assert_array_equal(pred.obsm["spatial"], truth.obsm["spatial"])
+    meta = pred.uns["stem"]
+    assert meta["units"] == "log2(1 + count)" and meta["num_samples"] == 5
+    assert meta["sampler"] == "ddim:20" and meta["summary"] == "median" and meta["step"] == 1500
+    samples = np.load(tmp_path / meta["samples_file"])
+    assert samples.shape == (pred.n_obs, 5, len(ds.genes))
+    np.testing.assert_allclose(pred.X, np.median(samples, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(pred.layers["std"], samples.std(axis=1), rtol=1e-4, atol=1e-5)
+    # a second run refuses to overwrite
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 2 and "already exists" in res.stderr
