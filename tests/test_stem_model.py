@@ -151,3 +151,28 @@ def test_predict_cli_writes_the_documented_file(trained, tmp_path):
     # a second run refuses to overwrite
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 2 and "already exists" in res.stderr
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    """torchrun with 2 Gloo processes splits each global batch and averages gradients: the
+    loss trace and weights equal a single-process run."""
+    prep = write_synthetic(tmp_path / "prep", n=100)
+    common = ["train", str(prep), "--preset", "tiny", "--steps", "20", "--batch-size", "32",
+              "--aug-ratio", "1", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "stem_st.cli", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "-m", "stem_st.cli", *common,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+
+    def losses(run):
+        with open(tmp_path / run / "loss.csv") as fh:
+            return [float(r["loss"]) for r in csv.DictReader(fh)]
+
+    np.testing.assert_allclose(losses("one"), losses("two"), rtol=1e-4)
+    a, b = StemModel.from_run(tmp_path / "one"), StemModel.from_run(tmp_path / "two")
+    for pa, pb in zip(a.net.state_dict().values(), b.net.state_dict().values()):
+        torch.testing.assert_close(pa, pb, rtol=1e-3, atol=1e-5)

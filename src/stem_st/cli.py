@@ -162,16 +162,16 @@ def train(
     require(not unknown, f"holdout sections {sorted(unknown)} are not in {prep}")
     require(steps > 0 and batch_size > 0 and aug_ratio >= 0 and checkpoint_every > 0,
             "--steps, --batch-size and --checkpoint-every must be positive, --aug-ratio >= 0")
-    cfg_path = out / "config.json"
-    if resume:
-        require(cfg_path.is_file(), f"{out} is not a training run; nothing to resume")
-    else:
-        require(not out.exists(), f"{out} already exists; pass --resume to continue it or "
-                                  "choose another --out")
     dev = _device(device)
     dist_info = init_distributed(dev)
     if dist_info.world > 1 and dev.startswith("cuda"):
         dev = f"cuda:{dist_info.local_rank}"
+    cfg_path = out / "config.json"
+    if resume:
+        require(cfg_path.is_file(), f"{out} is not a training run; nothing to resume")
+    elif dist_info.main:
+        require(not out.exists(), f"{out} already exists; pass --resume to continue it or "
+                                  "choose another --out")
     settings = TrainSettings(prep=str(prep.resolve()), holdout=held, preset=preset, steps=steps,
                              batch_size=batch_size, aug_ratio=aug_ratio, lr=lr, ema_decay=ema_decay,
                              seed=seed, checkpoint_every=checkpoint_every, target_layer=target_layer)

@@ -163,6 +163,8 @@ def train_loop(
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 checkpoint()
         result.checkpoint = checkpoint()
+    if info.world > 1:
+        torch.distributed.barrier()  # every rank may now read the final checkpoint
     result.losses = rows
     result.seconds = time.perf_counter() - t0
     return result
