@@ -126,10 +126,6 @@ def test_checkpoint_round_trip(trained, tmp_path):
 
 def test_predict_cli_writes_the_documented_file(trained, tmp_path):
     ds, _, _, tmp = trained
-    # the run folder made by the API has no config.json; write what `stem train` writes
-    import json
-
-    (tmp / "run" / "config.json").write_text(json.dumps({"train": {"prep": str(ds.root)}}))
     out = tmp_path / "TA_pred.h5ad"
     cmd = [sys.executable, "-m", "stem_st.cli", "predict", str(tmp / "run"), "--sections", "TA",
            "--num-samples", "5", "--sampler", "ddim:20", "--keep-samples", "--summary", "median",

@@ -180,17 +180,7 @@ def train(
         changed = {k for k in ("prep", "holdout", "preset", "batch_size", "aug_ratio", "lr", "seed",
                                "target_layer") if saved.get(k) != getattr(settings, k)}
         require(not changed, f"--resume with different settings: {', '.join(sorted(changed))}")
-    elif dist_info.main:
-        out.mkdir(parents=True)
     overrides = {"hidden": hidden, "depth": depth, "heads": heads}
-    if dist_info.main:
-        from dataclasses import asdict
-
-        from .atomic import write_json
-
-        write_json(cfg_path, {"train": asdict(settings), "net_overrides": overrides,
-                              "learn_sigma": learn_sigma, "genes": ds.genes,
-                              "encoders": ds.manifest["encoders"]})
     model, result = StemModel.fit(ds, out, settings, overrides, learn_sigma, dev, resume, dist_info)
     if dist_info.main:
         first, last = result.losses[0], result.losses[-1]

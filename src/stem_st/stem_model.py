@@ -88,6 +88,17 @@ class StemModel:
                     meta={"train": asdict(settings), "train_sections": sections,
                           "train_pairs": len(data.x), "train_spots": data.n_spots,
                           "patch_mode": ds.manifest.get("patch_mode")})
+        info = dist_info or DistInfo()
+        cfg_file = Path(run_dir) / "config.json"
+        if resume and cfg_file.is_file():
+            saved = json.loads(cfg_file.read_text()).get("net")
+            require(saved in (None, cfg.to_dict()),
+                    f"--resume with a different architecture than {run_dir} was trained with")
+        if info.main and not resume:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            write_json(Path(run_dir) / "config.json",
+                       {"train": asdict(settings), "net": cfg.to_dict(), "genes": ds.genes,
+                        "encoders": ds.manifest["encoders"], "train_sections": sections})
         log.info("training on %s: %d spots, %d pairs, %d genes, %d-d condition; %s",
                  ",".join(sections), data.n_spots, len(data.x), len(ds.genes), data.cond.shape[1],
                  cfg)
