@@ -184,7 +184,7 @@ class StemModel:
 
     @torch.no_grad()
     def sample(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = "ddim:50",
-               seed: int = 0, device: str = "cpu", batch_rows: int = 4096, progress=None,
+               seed: int = 0, device: str = "cpu", batch_rows: int = 1024, progress=None,
                ) -> np.ndarray:
         """Draw ``num_samples`` expression profiles per spot: ``(spots, samples, genes)`` in
         log2(1 + count), clipped at 0."""
