@@ -163,3 +163,17 @@ def test_precomputed_encoder_needs_no_image(tmp_path):
              "--encoder", f"precomputed:{tmp_path}/{{section}}.npy")
     sec = ad.read_h5ad(out / "sections/C2.h5ad")
     np.testing.assert_allclose(sec.obsm["embedding"][:, 0], np.load(tmp_path / "C2.npy"), rtol=1e-6)
+
+
+def test_atomic_path_keeps_the_old_output_when_writing_fails(tmp_path):
+    from stem_st.atomic import atomic_path
+
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "mine.txt").write_text("keep me")
+    with pytest.raises(RuntimeError):
+        with atomic_path(final, overwrite=True) as tmp:
+            tmp.mkdir()
+            raise RuntimeError("boom")
+    assert (final / "mine.txt").read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

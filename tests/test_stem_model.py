@@ -172,3 +172,13 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     a, b = StemModel.from_run(tmp_path / "one"), StemModel.from_run(tmp_path / "two")
     for pa, pb in zip(a.net.state_dict().values(), b.net.state_dict().values()):
         torch.testing.assert_close(pa, pb, rtol=1e-3, atol=1e-5)
+
+
+def test_pickled_model_needs_explicit_opt_in(trained, tmp_path):
+    _, model, _, _ = trained
+    (tmp_path / "p").mkdir()
+    torch.save(model, tmp_path / "p" / "model.pt")  # a whole pickled object
+    with pytest.raises(StemError, match="opt in"):
+        StemModel.load(tmp_path / "p")
+    back = StemModel.load(tmp_path / "p", allow_pickle=True)
+    assert back.genes == model.genes

@@ -31,10 +31,15 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         yield target
         if not target.exists():
             raise RuntimeError(f"nothing was written to {target}")
+        backup = tmp / (final.name + ".old")
         if final.exists():
-            backup = tmp / (final.name + ".old")
             os.replace(final, backup)
-        os.replace(target, final)
+        try:
+            os.replace(target, final)
+        except OSError:
+            if backup.exists():  # put the user's previous output back
+                os.replace(backup, final)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

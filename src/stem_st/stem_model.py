@@ -169,8 +169,10 @@ class StemModel:
         file = Path(path) / "model.pt"
         require(file.is_file(), f"no saved Stem model at {path}")
         state = load_checkpoint(file, allow_pickle)
-        if isinstance(state, torch.nn.Module):  # a pickled module, explicitly allowed
-            raise StemError(f"{file} holds a pickled module, not a Stem state dict")
+        if isinstance(state, StemModel):  # a pickled model object, explicitly allowed
+            return state
+        if not isinstance(state, dict) or "weights" not in state:
+            raise StemError(f"{file} is not a saved Stem model (no state dict with weights)")
         return cls._from_state(state, state["weights"])
 
     # --- prediction ---------------------------------------------------------------------
