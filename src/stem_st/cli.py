@@ -250,6 +250,36 @@ def predict(
 
 
 @app.command()
+def evaluate(
+    prep: Path = typer.Argument(..., help="Prepared dataset folder holding the truth."),
+    holdout: str = typer.Option(..., help="The held-out section to score."),
+    pred: list[Path] = typer.Option([], help="Prediction .h5ad from stem predict (repeatable)."),
+    baselines: str = typer.Option("all", help="all | none | comma-separated: mean,knn,ridge,mlp"),
+    out: Path = typer.Option(..., help="Report folder: metrics.json/csv, PNGs, report.html."),
+    train_sections: str = typer.Option("", help="Sections the baselines train on (default: the "
+                                       "prediction run's training sections)."),
+    genes: str = typer.Option("", help="Genes for the maps (default: top-PCC + HER2ST markers)."),
+    seed: int = typer.Option(0, help="Seed for clustering."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Score predictions and baselines on a held-out section; write metrics and a report."""
+    from .evaluation.baselines import parse_baselines
+    from .evaluation.harness import evaluate as run_evaluate
+
+    res = run_evaluate(prep, holdout, pred, parse_baselines(baselines), out, _csv(train_sections),
+                       _csv(genes), overwrite, seed)
+    _print_metric_table(res["rows"], f"section {holdout} ({res['protocol']['units'].split(' of')[0]}, "
+                        f"{res['protocol']['genes']} genes, {res['protocol']['spots']} spots)")
+    out_console.print(f"report: {res['report']}")
+
+
+def _print_metric_table(rows: list[dict], title: str) -> None:
+    cols = ("method", "PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "coverage80", "ARI", "NMI")
+    _print_table([{c: (round(r[c], 3) if isinstance(r.get(c), float) else r.get(c, "")) for c in cols}
+                  for r in rows], title)
+
+
+@app.command()
 def demo(
     data: Path = typer.Option(..., help="The HER2ST folder."),
     out: Path = typer.Option(Path("runs/demo"), help="Demo output folder (owned by the demo)."),

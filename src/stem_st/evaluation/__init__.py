@@ -1,0 +1,1 @@
+"""Evaluation: metrics, baselines, clustering agreement, figures and the HTML report."""

@@ -1,0 +1,107 @@
+"""Figures of the evaluation: gene-variation curves, sorted per-gene correlations and
+marker-gene maps over the H&E image. Every function writes one PNG and returns its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.collections import PatchCollection  # noqa: E402
+from matplotlib.patches import Circle  # noqa: E402
+
+from ..atomic import atomic_path  # noqa: E402
+from .metrics import gene_variation  # noqa: E402
+
+UNITS = "log2(1 + count)"
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def _minmax(v: np.ndarray) -> np.ndarray:
+    span = v.max() - v.min()
+    return (v - v.min()) / span if span > 0 else np.zeros_like(v)
+
+
+def gene_variation_plot(truth: np.ndarray, pred: np.ndarray, method: str, path: Path) -> Path:
+    """2 × 2 panels (paper App. A): absolute and min–max normalised per-gene mean and
+    variance across spots; genes ordered by the truth, truth as a line, prediction as dots."""
+    gv = gene_variation(truth, pred)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
+    for row, stat in enumerate(("mean", "var")):
+        t, p = gv[f"truth_{stat}"], gv[f"pred_{stat}"]
+        order = np.argsort(t)
+        for col, (norm, label) in enumerate(((False, "absolute"), (True, "normalised (min–max)"))):
+            ax = axes[row, col]
+            tv, pv = (_minmax(t), _minmax(p)) if norm else (t, p)
+            ax.plot(np.arange(len(t)), tv[order], color="black", lw=1.5, label="truth")
+            ax.scatter(np.arange(len(t)), pv[order], s=6, color="tab:red", label=method)
+            ax.set_title(f"{'mean' if stat == 'mean' else 'variance'} per gene, {label}", fontsize=10)
+            ax.set_xlabel("genes, ordered by truth")
+            ax.set_ylabel(f"{stat} of {UNITS}" if not norm else "normalised")
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Gene variation: {method} vs truth")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pcc_curve_plot(correlations: dict[str, np.ndarray], path: Path) -> Path:
+    """Per-gene Pearson r of each method, sorted descending (the curve behind PCC-k)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, r in correlations.items():
+        rs = np.sort(r[np.isfinite(r)])[::-1]
+        ax.plot(np.arange(1, len(rs) + 1), rs, label=f"{name} ({len(rs)} genes)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("gene rank by PCC")
+    ax.set_ylabel("Pearson r across spots")
+    ax.set_title("Per-gene correlation with the truth, sorted")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def marker_map_plot(gene: str, xy: np.ndarray, panels: dict[str, np.ndarray], path: Path,
+                    image: np.ndarray | None = None, image_scale: float = 1.0,
+                    spot_radius_px: float = 50.0, pcc: dict[str, float] | None = None) -> Path:
+    """One gene: truth and each method side by side, spots coloured on a shared colour scale
+    (1st–99th percentile of all panels) over the H&E thumbnail when given.
+
+    ``xy`` are spot centres in full-resolution pixels; ``image`` is a thumbnail whose pixels
+    are full-resolution pixels times ``image_scale``.
+    """
+    xy = np.asarray(xy, dtype=float) * image_scale
+    radius = spot_radius_px * image_scale
+    values = np.concatenate([np.asarray(v).ravel() for v in panels.values()])
+    vmin, vmax = np.percentile(values, [1, 99])
+    vmax = vmax if vmax > vmin else vmin + 1e-6
+    pad = 3 * radius
+    x0, x1 = xy[:, 0].min() - pad, xy[:, 0].max() + pad
+    y0, y1 = xy[:, 1].min() - pad, xy[:, 1].max() + pad
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(3.1 * n + 0.6, 3.4), squeeze=False)
+    norm = matplotlib.colors.Normalize(vmin, vmax)
+    for ax, (name, v) in zip(axes[0], panels.items()):
+        if image is not None:
+            ax.imshow(image)
+        coll = PatchCollection([Circle((x, y), radius) for x, y in xy], cmap="viridis", norm=norm)
+        coll.set_array(np.asarray(v, dtype=float))
+        ax.add_collection(coll)
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y1, y0)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        title = name if not pcc or name not in pcc else f"{name}  r={pcc[name]:.2f}"
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0].tolist(),
+                 shrink=0.8, label=f"{gene}, {UNITS}")
+    fig.suptitle(gene, fontsize=12)
+    return _save(fig, path)
