@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= $(firstword $(wildcard ../shared/data/her2st))
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ demo: $(STAMP)
 	@test -n "$(DATA)" || { echo "error: HER2ST data not found; run 'make demo DATA=/path/to/her2st'"; exit 2; }
 	$(VENV)/bin/stem demo --data $(DATA) --out $(DEMO_OUT)
 
-test: $(STAMP)
+# Debian's chromium renders report.html in a test; install it when we can (root + apt).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "warning: chromium could not be installed; the report rendering test will be skipped"
+
+test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 

@@ -90,6 +90,21 @@ def test_inpainting_keeps_known_entries_fixed():
     assert torch.equal(out[:, 1:], known[:, 1:]) and not torch.equal(out[:, 0], known[:, 0])
 
 
+@pytest.mark.parametrize("sampler", ["ddim:10", "ddpm:10"])
+def test_clipping_x0_keeps_a_wild_model_in_the_data_range(sampler):
+    diff = GaussianDiffusion(1000, "linear")
+
+    def wild(x, t):  # an ε far off the data manifold
+        return -50 * torch.ones_like(x), None
+
+    gen = torch.Generator().manual_seed(0)
+    free = diff.sample(wild, (64, 5), sampler, generator=gen)
+    clipped = diff.sample(wild, (64, 5), sampler, generator=gen, clip_x0=(0.0, 8.0))
+    assert free.abs().max() > 100
+    # the last step returns the clipped x_0 prediction (ddim) or its posterior mean (ddpm)
+    assert clipped.min() >= -0.5 and clipped.max() <= 8.5
+
+
 def test_exact_resume(tmp_path):
     ds = open_prepared(write_synthetic(tmp_path / "prep", n=100))
     base = dict(prep=str(ds.root), holdout=ds.holdout, preset="tiny", batch_size=32,

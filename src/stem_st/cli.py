@@ -18,7 +18,7 @@ from .errors import StemError, require
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Stem-ST: predict spatial gene expression from H&E histology.")
 console = Console(stderr=True)
-out_console = Console()
+out_console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -150,38 +150,21 @@ def train(
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Train the Stem diffusion model on a prepared dataset."""
-    import json
-
     from .data.prepared import open_prepared
-    from .stem_model import StemModel, TrainSettings
+    from .stem_model import TrainSettings, train_run
     from .training.distributed import init_distributed
 
     ds = open_prepared(prep)
     held = _csv(holdout) or ds.holdout
-    unknown = set(held) - set(ds.sections)
-    require(not unknown, f"holdout sections {sorted(unknown)} are not in {prep}")
-    require(steps > 0 and batch_size > 0 and aug_ratio >= 0 and checkpoint_every > 0,
-            "--steps, --batch-size and --checkpoint-every must be positive, --aug-ratio >= 0")
     dev = _device(device)
     dist_info = init_distributed(dev)
     if dist_info.world > 1 and dev.startswith("cuda"):
         dev = f"cuda:{dist_info.local_rank}"
-    cfg_path = out / "config.json"
-    if resume:
-        require(cfg_path.is_file(), f"{out} is not a training run; nothing to resume")
-    elif dist_info.main:
-        require(not out.exists(), f"{out} already exists; pass --resume to continue it or "
-                                  "choose another --out")
     settings = TrainSettings(prep=str(prep.resolve()), holdout=held, preset=preset, steps=steps,
                              batch_size=batch_size, aug_ratio=aug_ratio, lr=lr, ema_decay=ema_decay,
                              seed=seed, checkpoint_every=checkpoint_every, target_layer=target_layer)
-    if resume:
-        saved = json.loads(cfg_path.read_text())["train"]
-        changed = {k for k in ("prep", "holdout", "preset", "batch_size", "aug_ratio", "lr", "seed",
-                               "target_layer") if saved.get(k) != getattr(settings, k)}
-        require(not changed, f"--resume with different settings: {', '.join(sorted(changed))}")
     overrides = {"hidden": hidden, "depth": depth, "heads": heads}
-    model, result = StemModel.fit(ds, out, settings, overrides, learn_sigma, dev, resume, dist_info)
+    model, result = train_run(ds, out, settings, overrides, learn_sigma, dev, resume, dist_info)
     if dist_info.main:
         first, last = result.losses[0], result.losses[-1]
         out_console.print(f"trained {out}: step {last['step']}, loss {float(first['loss']):.4f} "
@@ -206,11 +189,10 @@ def predict(
 ) -> None:
     """Predict expression (mean/median/mode and std over samples) for prepared sections."""
     import json
-    import time
 
     from .data.prepared import open_prepared
     from .diffusion import parse_sampler
-    from .prediction.output import prediction_anndata, write_prediction
+    from .prediction.output import predict_section
     from .prediction.summarise import SUMMARIES
     from .stem_model import StemModel
 
@@ -228,24 +210,8 @@ def predict(
     require(bool(ids), "no --sections given and the prepared dataset has no holdout")
     many = len(ids) > 1
     dev = _device(device)
-    rows = []
-    for sid in ids:
-        spots = ds.section(sid)
-        target = out / f"{sid}_pred.h5ad" if many else out
-        t0 = time.perf_counter()
-        mean, std, samples = model.predict(ds.embeddings(sid)[:, 0], num_samples, sampler,
-                                           summary, seed, dev)
-        secs = time.perf_counter() - t0
-        prov = {"section": sid, "summary": summary, "num_samples": num_samples,
-                "sampler": sampler, "seed": seed, "checkpoint": model.meta.get("checkpoint"),
-                "step": model.meta.get("step"), "weights": "ema",
-                "encoders": [p["encoder"] for p in model.encoders],
-                "prepared": str(ds.root.resolve()), "seconds": round(secs, 2)}
-        pred = prediction_anndata(spots, model.genes, mean, std, prov)
-        write_prediction(pred, target, samples if keep_samples else None, overwrite)
-        rows.append({"section": sid, "spots": pred.n_obs, "genes": pred.n_vars,
-                     "samples": num_samples, "sampler": sampler, "seconds": round(secs, 1),
-                     "file": str(target)})
+    rows = [predict_section(model, ds, sid, out / f"{sid}_pred.h5ad" if many else out, num_samples,
+                            sampler, summary, seed, dev, keep_samples, overwrite) for sid in ids]
     _print_table(rows, f"predictions from {run}")
 
 
@@ -283,23 +249,36 @@ def _print_metric_table(rows: list[dict], title: str) -> None:
 def demo(
     data: Path = typer.Option(..., help="The HER2ST folder."),
     out: Path = typer.Option(Path("runs/demo"), help="Demo output folder (owned by the demo)."),
-    views: int = typer.Option(8, help="Dihedral views per spot."),
+    holdout: str = typer.Option("C6", help="Section held out of training and evaluated."),
+    sections: str = typer.Option(",".join(["C2", "C3", "C4", "C5", "C6", "A1"]),
+                                 help="Imaged HER2ST sections to use."),
+    leave_one_out: bool = typer.Option(False, "--leave-one-out", help="Also hold out every other "
+                                       "imaged section in turn (C2-C6, A1) and average the table."),
+    views: int | None = typer.Option(None, help="Dihedral views (default CPU 2, GPU 8)."),
+    aug_ratio: int | None = typer.Option(None, help="Augmented views per spot (CPU 1, GPU 4)."),
+    preset: str | None = typer.Option(None, help="Model preset (CPU small, GPU paper)."),
+    steps: int | None = typer.Option(None, help="Training steps (CPU 600, GPU 20000)."),
+    batch_size: int | None = typer.Option(None, help="Batch size (CPU 32, GPU 256)."),
+    lr: float = typer.Option(1e-4, help="AdamW learning rate."),
+    num_samples: int | None = typer.Option(None, help="Samples per spot (CPU 10, GPU 20)."),
+    sampler: str | None = typer.Option(None, help="Sampler (CPU ddim:10, GPU ddim:50)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
 ) -> None:
-    """The main job on HER2ST: prepare C2-C6 + A1 with C6 held out, then summarise."""
-    marker = out / ".stem-demo"
-    require(not out.exists() or marker.exists(),
-            f"{out} exists and was not made by 'stem demo'; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    from .prepare import PrepareConfig
-    from .prepare import prepare as run_prepare
+    """The main job on HER2ST: prepare → train → predict the held-out section → evaluate
+    against four baselines → report."""
+    from .demo import DemoConfig, describe, run_demo
 
-    cfg = PrepareConfig(data=str(data), layout="her2st", sections=["C2", "C3", "C4", "C5", "C6", "A1"],
-                        holdout=["C6"], views=views, out=str(out / "prep"), overwrite=True,
-                        cache_dir=str(out / "cache"), device=_device("auto"))
-    rows = run_prepare(cfg)
-    _print_table(rows, f"prepared dataset {out / 'prep'} (ImageNet EfficientNet-Lite0 embeddings)")
-    out_console.print(f"prepared dataset: {out / 'prep'}  (inspect with: stem info {out / 'prep'})")
+    cfg = DemoConfig(data=str(data), out=str(out), device=_device(device), holdout=holdout,
+                     sections=_csv(sections),
+                     views=views, aug_ratio=aug_ratio, preset=preset, steps=steps, batch_size=batch_size,
+                     lr=lr, num_samples=num_samples, sampler=sampler, leave_one_out=leave_one_out)
+    summary = run_demo(cfg)
+    _print_metric_table(summary["main"]["rows"], f"held-out section {holdout}: log2(1 + count), per-gene "
+                        "PCC over spots, top-k by PCC")
+    if leave_one_out:
+        _print_metric_table(summary["leave_one_out"]["mean"], "leave-one-section-out: mean over folds")
+    out_console.print(describe(summary))
+    out_console.print(f"report: {summary['main']['report']}")
 
 
 def main() -> None:

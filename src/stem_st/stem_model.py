@@ -60,7 +60,7 @@ class StemModel:
 
     def __init__(self, net_cfg: StemDiTConfig, genes: list[str], cond_mean: torch.Tensor,
                  cond_std: torch.Tensor, encoders: list[dict], diffusion_steps: int = 1000,
-                 schedule: str = "linear", meta: dict | None = None):
+                 schedule: str = "linear", meta: dict | None = None, x_max: float | None = None):
         self.net_cfg = net_cfg
         self.genes = list(genes)
         self.cond_mean = cond_mean.float()
@@ -69,6 +69,7 @@ class StemModel:
         self.diffusion = GaussianDiffusion(diffusion_steps, schedule)
         self.net = StemDiT(net_cfg)
         self.meta = meta or {}
+        self.x_max = x_max  # largest training value: samples' x_0 predictions are kept in [0, x_max]
 
     # --- training -----------------------------------------------------------------------
     @classmethod
@@ -84,7 +85,7 @@ class StemModel:
                              learn_sigma=learn_sigma, **(net_overrides or {}))
         torch.manual_seed(settings.seed)
         model = cls(cfg, ds.genes, data.cond_mean, data.cond_std, ds.manifest["encoders"],
-                    settings.diffusion_steps, settings.schedule,
+                    settings.diffusion_steps, settings.schedule, x_max=float(data.x.max()),
                     meta={"train": asdict(settings), "train_sections": sections,
                           "train_pairs": len(data.x), "train_spots": data.n_spots,
                           "patch_mode": ds.manifest.get("patch_mode")})
@@ -131,7 +132,7 @@ class StemModel:
                 "encoders_json": json.dumps(self.encoders),
                 "diffusion": {"steps": self.diffusion.num_steps,
                               "schedule": self.diffusion.schedule_kind},
-                "meta_json": json.dumps(self.meta, default=str)}
+                "meta_json": json.dumps(self.meta, default=str), "x_max": self.x_max}
 
     # --- persistence --------------------------------------------------------------------
     @classmethod
@@ -139,7 +140,7 @@ class StemModel:
         m = cls(StemDiTConfig(**state["net_config"]), state["genes"], state["cond_mean"],
                 state["cond_std"], json.loads(state["encoders_json"]),
                 state["diffusion"]["steps"], state["diffusion"]["schedule"],
-                json.loads(state["meta_json"]))
+                json.loads(state["meta_json"]), state.get("x_max"))
         m.net.load_state_dict(weights)
         m.net.eval()
         return m
@@ -186,7 +187,7 @@ class StemModel:
 
     @torch.no_grad()
     def sample(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = "ddim:50",
-               seed: int = 0, device: str = "cpu", batch_rows: int = 1024, progress=None,
+               seed: int = 0, device: str = "cpu", batch_rows: int | None = None, progress=None,
                ) -> np.ndarray:
         """Draw ``num_samples`` expression profiles per spot: ``(spots, samples, genes)`` in
         log2(1 + count), clipped at 0."""
@@ -195,11 +196,14 @@ class StemModel:
         net = self.net.to(device).eval()
         gen = torch.Generator(device=device).manual_seed(seed)
         rows = cond.repeat_interleave(num_samples, dim=0)
+        # CPU: small batches stay in cache (5.3 ms/row at 64-256 rows vs 7.6 at 1024, small preset)
+        batch_rows = batch_rows or (2048 if str(device).startswith("cuda") else 256)
         out = []
         for start in range(0, len(rows), batch_rows):
             c = rows[start:start + batch_rows].to(device)
             x = self.diffusion.sample(lambda xt, tt, c=c: net(xt, tt, c),
-                                      (len(c), self.net_cfg.num_genes), sampler, gen, device)
+                                      (len(c), self.net_cfg.num_genes), sampler, gen, device,
+                                      clip_x0=None if self.x_max is None else (0.0, self.x_max))
             out.append(x.clamp_min(0).float().cpu())
             if progress is not None:
                 progress(len(c))
@@ -212,3 +216,28 @@ class StemModel:
         """Return (summary, per-gene std across samples, samples) for ``(N, C)`` embeddings."""
         samples = self.sample(embeddings, num_samples, sampler, seed, device, progress=progress)
         return summarise(samples, summary), samples.std(axis=1), samples
+
+
+RESUME_FIXED = ("prep", "holdout", "preset", "batch_size", "aug_ratio", "lr", "seed", "target_layer")
+
+
+def train_run(ds: PreparedDataset, out: str | Path, settings: TrainSettings, net_overrides: dict | None = None,
+              learn_sigma: bool = False, device: str = "cpu", resume: bool = False,
+              dist_info: DistInfo | None = None, progress: bool = True) -> tuple[StemModel, LoopResult]:
+    """``stem train``: refuse to overwrite a run, check a resumed run's settings, then fit."""
+    out = Path(out)
+    info = dist_info or DistInfo()
+    unknown = set(settings.holdout) - set(ds.sections)
+    require(not unknown, f"holdout sections {sorted(unknown)} are not in {ds.root}")
+    require(settings.steps > 0 and settings.batch_size > 0 and settings.aug_ratio >= 0
+            and settings.checkpoint_every > 0, "--steps, --batch-size and --checkpoint-every must be "
+            "positive, --aug-ratio >= 0")
+    cfg_path = out / "config.json"
+    if resume:
+        require(cfg_path.is_file(), f"{out} is not a training run; nothing to resume")
+        saved = json.loads(cfg_path.read_text())["train"]
+        changed = {k for k in RESUME_FIXED if saved.get(k) != getattr(settings, k)}
+        require(not changed, f"--resume with different settings: {', '.join(sorted(changed))}")
+    elif info.main:
+        require(not out.exists(), f"{out} already exists; pass --resume to continue it or choose another --out")
+    return StemModel.fit(ds, out, settings, net_overrides, learn_sigma, device, resume, info, progress)

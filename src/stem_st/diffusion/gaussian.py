@@ -79,9 +79,11 @@ class GaussianDiffusion:
         c = self.chain
         return _take(np.sqrt(c.abar), t, x0) * x0 + _take(np.sqrt(1 - c.abar), t, x0) * noise
 
-    def _p_mean_logvar(self, chain: _Chain, eps, v, x_t, i):
+    def _p_mean_logvar(self, chain: _Chain, eps, v, x_t, i, clip_x0=None):
         abar = _take(chain.abar, i, x_t)
         x0 = (x_t - torch.sqrt(1 - abar) * eps) / torch.sqrt(abar)
+        if clip_x0 is not None:
+            x0 = x0.clamp(*clip_x0)
         mean = _take(chain.coef_x0, i, x_t) * x0 + _take(chain.coef_xt, i, x_t) * x_t
         if v is None:
             logvar = _take(chain.post_logvar, i, x_t).expand_as(x_t)
@@ -127,12 +129,15 @@ class GaussianDiffusion:
         generator: torch.Generator | None = None, device: str | torch.device = "cpu",
         known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
         x_T: torch.Tensor | None = None, progress: Callable[[int], None] | None = None,
+        clip_x0: tuple[float, float] | None = None,
     ) -> torch.Tensor:
         """Run the reverse chain from pure noise and return x_0.
 
         ``sampler``: ``ddpm`` (ancestral, all trained steps), ``ddpm:S`` or ``ddim:S[:eta]`` (on
         S respaced steps). With ``known``/``mask``, unmasked entries are reset to ``known``
-        after every step (inpainting).
+        after every step (inpainting). ``clip_x0`` clamps each step's prediction of x_0 to the
+        data range (ADM's ``clip_denoised``), which keeps few-step samplers of a briefly
+        trained model from diverging.
         """
         kind, steps, eta = parse_sampler(sampler, self.num_steps)
         sched = self.schedule if steps == self.num_steps else respace(self.schedule, steps)
@@ -152,7 +157,7 @@ class GaussianDiffusion:
             eps = eps.float()
             v = None if v is None else v.float()
             if kind == "ddpm":
-                mean, logvar, _ = self._p_mean_logvar(chain, eps, v, x, idx)
+                mean, logvar, _ = self._p_mean_logvar(chain, eps, v, x, idx, clip_x0)
                 if i > 0:
                     z = torch.randn(x.shape, generator=generator, device=x.device)
                     x = mean + torch.exp(0.5 * logvar) * z
@@ -162,6 +167,9 @@ class GaussianDiffusion:
                 abar = _take(chain.abar, idx, x)
                 abar_prev = _take(chain.abar_prev, idx, x)
                 x0 = (x - torch.sqrt(1 - abar) * eps) / torch.sqrt(abar)
+                if clip_x0 is not None:  # and the ε consistent with the clipped x_0
+                    x0 = x0.clamp(*clip_x0)
+                    eps = (x - torch.sqrt(abar) * x0) / torch.sqrt(1 - abar)
                 sigma = eta * torch.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
                 x = torch.sqrt(abar_prev) * x0 + torch.sqrt(1 - abar_prev - sigma**2) * eps
                 if i > 0 and eta > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import anndata as ad
@@ -45,3 +46,24 @@ def write_prediction(pred: ad.AnnData, path: str | Path, samples: np.ndarray | N
             with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
                 np.save(fh, samples.astype(np.float32))
             os.replace(fh.name, spath)
+
+
+def predict_section(model, ds, section: str, target: str | Path, num_samples: int = 20,
+                    sampler: str = "ddim:50", summary: str = "mean", seed: int = 0, device: str = "cpu",
+                    keep_samples: bool = False, overwrite: bool = False) -> dict:
+    """Predict one prepared section with a :class:`~stem_st.StemModel` and write the file;
+    returns a summary row."""
+    require(overwrite or not Path(target).exists(), f"{target} already exists; pass --overwrite")
+    spots = ds.section(section)
+    t0 = time.perf_counter()
+    mean, std, samples = model.predict(ds.embeddings(section)[:, 0], num_samples, sampler, summary, seed, device)
+    secs = time.perf_counter() - t0
+    prov = {"section": section, "method": "stem", "summary": summary, "num_samples": num_samples,
+            "sampler": sampler, "seed": seed, "checkpoint": model.meta.get("checkpoint"),
+            "step": model.meta.get("step"), "weights": "ema",
+            "encoders": [p["encoder"] for p in model.encoders],
+            "prepared": str(ds.root.resolve()), "seconds": round(secs, 2)}
+    pred = prediction_anndata(spots, model.genes, mean, std, prov)
+    write_prediction(pred, target, samples if keep_samples else None, overwrite)
+    return {"section": section, "spots": pred.n_obs, "genes": pred.n_vars, "samples": num_samples,
+            "sampler": sampler, "seconds": round(secs, 1), "file": str(target)}
