@@ -215,6 +215,44 @@ def predict(
     _print_table(rows, f"predictions from {run}")
 
 
+@app.command("predict-slide")
+def predict_slide_cmd(
+    run: Path = typer.Argument(..., help="A training run folder (stem train)."),
+    image: Path = typer.Option(..., help="The H&E slide: pyramidal TIFF/SVS/NDPI, or JPG/PNG/TIFF."),
+    out: Path = typer.Option(..., help="Output .h5ad (mask PNG and maps are written beside it)."),
+    mpp: float | None = typer.Option(None, help="µm per pixel (required when the file has none)."),
+    pitch: float | None = typer.Option(None, help="Virtual spot pitch in µm (default: the training data's)."),
+    layout: str | None = typer.Option(None, help="hex | square (default: hex for Visium-trained runs)."),
+    genes: str = typer.Option("", help="Genes to map (default: the 6 most variable predictions)."),
+    min_tissue: float = typer.Option(0.5, help="Minimum tissue fraction of a spot's patch."),
+    num_samples: int = typer.Option(20, help="Expression samples per spot."),
+    sampler: str = typer.Option("ddim:50", help="ddpm | ddpm:S | ddim:S[:eta]"),
+    weights: str = typer.Option("", help="Encoder checkpoint(s), as given to stem prepare."),
+    batch_size: int = typer.Option(64, help="Patches per encoder batch."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    checkpoint: Path | None = typer.Option(None, help="A specific checkpoint (default: latest)."),
+    cache: Path | None = typer.Option(None, help="Embedding cache (resumes an interrupted slide)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Predict expression maps over a whole H&E slide with no ST measurement."""
+    from .diffusion import parse_sampler
+    from .prediction.slide import SlideConfig, predict_slide
+
+    require((run / "config.json").is_file(), f"{run} is not a training run (no config.json)")
+    require(num_samples >= 1 and batch_size >= 1, "--num-samples and --batch-size must be positive")
+    parse_sampler(sampler, 1000)
+    res = predict_slide(SlideConfig(
+        run=str(run), image=str(image), out=str(out), mpp=mpp, pitch_um=pitch, layout=layout,
+        genes=_csv(genes), num_samples=num_samples, sampler=sampler, seed=seed, device=_device(device),
+        batch_size=batch_size, min_tissue=min_tissue, weights=_csv(weights),
+        checkpoint=str(checkpoint) if checkpoint else None, cache_dir=str(cache) if cache else None,
+        overwrite=overwrite))
+    _print_table([{k: res[k] for k in ("spots", "genes", "mpp", "layout", "pitch_um", "total_seconds")}],
+                 f"whole-slide prediction {out}")
+    out_console.print(f"tissue mask: {res['mask']}; maps: {Path(res['maps'][0]).parent if res['maps'] else '-'}")
+
+
 @app.command()
 def evaluate(
     prep: Path = typer.Argument(..., help="Prepared dataset folder holding the truth."),

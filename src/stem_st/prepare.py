@@ -74,11 +74,12 @@ def _provenance(adata: ad.AnnData, enc: ImageEncoder, geom: PatchGeometry, view:
 
 def embed_section(
     adata: ad.AnnData, encoders: list[ImageEncoder], n_views: int, mode: str,
-    cache: EmbeddingCache, batch_size: int, progress: Progress | None = None,
+    cache: EmbeddingCache, batch_size: int, progress: Progress | None = None, image=None,
 ) -> tuple[list[np.ndarray], int]:
     """Embed every spot of a section under each encoder and view, using the cache.
 
     Returns one ``(spots, views, dim)`` array per encoder and the number of views computed.
+    ``image``: an already open image of the section (else it is opened from ``image_path``).
     """
     if not encoders:
         return [], 0
@@ -101,12 +102,16 @@ def embed_section(
     task = None
     if progress is not None:
         task = progress.add_task(f"{info['section']} embed", total=adata.n_obs * len(todo))
-    with open_image(info["image_path"]) as image:
-        for idx, crops in iter_patch_batches(image, adata.obsm["spatial"], geom, batch_size):
+    source = image or open_image(info["image_path"])
+    try:
+        for idx, crops in iter_patch_batches(source, adata.obsm["spatial"], geom, batch_size):
             for e, v, _ in todo:
                 out[e][idx, v] = encoders[e].embed(dihedral(crops, v)).numpy()
                 if task is not None:
                     progress.advance(task, len(idx))
+    finally:
+        if image is None:
+            source.close()
     for e, v, prov in todo:
         require(np.isfinite(out[e][:, v]).all(), f"{info['section']}: non-finite embeddings")
         cache.put(info["section"], prov, out[e][:, v])

@@ -47,6 +47,13 @@ class TrainSettings:
     target_layer: str | None = None
 
 
+def training_geometry(ds: PreparedDataset, sections: list[str]) -> dict:
+    """Platform, spot diameter and centre distance (µm) of the training sections, for
+    whole-slide prediction on a matching virtual grid."""
+    first = next((s for s in ds.manifest["sections"] if s["section"] in sections), {})
+    return {k: first.get(k) for k in ("platform", "spot_diameter_um", "center_distance_um")}
+
+
 def network_config(preset: str, num_genes: int, cond_dim: int, **overrides) -> StemDiTConfig:
     """A StemDiT config from a preset name plus explicit size overrides."""
     require(preset in PRESETS, f"unknown preset '{preset}'; choose {', '.join(PRESETS)}")
@@ -88,7 +95,8 @@ class StemModel:
                     settings.diffusion_steps, settings.schedule, x_max=float(data.x.max()),
                     meta={"train": asdict(settings), "train_sections": sections,
                           "train_pairs": len(data.x), "train_spots": data.n_spots,
-                          "patch_mode": ds.manifest.get("patch_mode")})
+                          "patch_mode": ds.manifest.get("patch_mode"),
+                          "geometry": training_geometry(ds, sections)})
         info = dist_info or DistInfo()
         cfg_file = Path(run_dir) / "config.json"
         if resume and cfg_file.is_file():

@@ -70,25 +70,30 @@ def pcc_curve_plot(correlations: dict[str, np.ndarray], path: Path) -> Path:
 
 def marker_map_plot(gene: str, xy: np.ndarray, panels: dict[str, np.ndarray], path: Path,
                     image: np.ndarray | None = None, image_scale: float = 1.0,
-                    spot_radius_px: float = 50.0, pcc: dict[str, float] | None = None) -> Path:
+                    spot_radius_px: float = 50.0, pcc: dict[str, float] | None = None,
+                    shared_scale: bool = True) -> Path:
     """One gene: truth and each method side by side, spots coloured on a shared colour scale
     (1st–99th percentile of all panels) over the H&E thumbnail when given.
 
     ``xy`` are spot centres in full-resolution pixels; ``image`` is a thumbnail whose pixels
-    are full-resolution pixels times ``image_scale``.
+    are full-resolution pixels times ``image_scale``. ``shared_scale=False`` gives every panel
+    its own colour scale and colour bar (e.g. prediction beside uncertainty).
     """
     xy = np.asarray(xy, dtype=float) * image_scale
     radius = spot_radius_px * image_scale
-    values = np.concatenate([np.asarray(v).ravel() for v in panels.values()])
-    vmin, vmax = np.percentile(values, [1, 99])
-    vmax = vmax if vmax > vmin else vmin + 1e-6
+
+    def scale_of(values):
+        lo, hi = np.percentile(values, [1, 99])
+        return matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1e-6)
+
+    shared = scale_of(np.concatenate([np.asarray(v).ravel() for v in panels.values()]))
     pad = 3 * radius
     x0, x1 = xy[:, 0].min() - pad, xy[:, 0].max() + pad
     y0, y1 = xy[:, 1].min() - pad, xy[:, 1].max() + pad
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(3.1 * n + 0.6, 3.4), squeeze=False)
-    norm = matplotlib.colors.Normalize(vmin, vmax)
     for ax, (name, v) in zip(axes[0], panels.items()):
+        norm = shared if shared_scale else scale_of(np.asarray(v).ravel())
         if image is not None:
             ax.imshow(image)
         coll = PatchCollection([Circle((x, y), radius) for x, y in xy], cmap="viridis", norm=norm)
@@ -101,7 +106,10 @@ def marker_map_plot(gene: str, xy: np.ndarray, panels: dict[str, np.ndarray], pa
         ax.set_yticks([])
         title = name if not pcc or name not in pcc else f"{name}  r={pcc[name]:.2f}"
         ax.set_title(title, fontsize=10)
-    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0].tolist(),
-                 shrink=0.8, label=f"{gene}, {UNITS}")
+        if not shared_scale:
+            fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, shrink=0.8)
+    if shared_scale:
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=shared, cmap="viridis"), ax=axes[0].tolist(),
+                     shrink=0.8, label=f"{gene}, {UNITS}")
     fig.suptitle(gene, fontsize=12)
     return _save(fig, path)

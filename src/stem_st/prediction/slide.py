@@ -1,0 +1,202 @@
+"""``stem predict-slide``: expression maps for an H&E slide without ST measurements.
+
+Slide → tissue mask (thumbnail) → virtual spot grid at the training pitch → patches read
+region by region at the run's patch scale → the run's encoder(s), cached per chunk so an
+interrupted run resumes → Stem samples → an AnnData that scanpy/squidpy plot directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..atomic import atomic_path
+from ..data.images import file_fingerprint, open_image
+from ..data.patches import patch_geometry
+from ..data.section import PLATFORM_GEOMETRY
+from ..data.tissue import spot_grid, tissue_fraction, tissue_mask
+from ..encoders.cache import EmbeddingCache
+from ..encoders.precomputed import is_precomputed
+from ..encoders.registry import build_encoder
+from ..errors import require
+from ..evaluation.plots import marker_map_plot
+from ..prepare import embed_section
+from ..stem_model import StemModel
+
+log = logging.getLogger(__name__)
+CHUNK = 1024  # virtual spots per cached embedding chunk
+HIRES_SIDE = 2000
+
+
+@dataclass
+class SlideConfig:
+    """What ``stem predict-slide`` was asked to do."""
+
+    run: str
+    image: str
+    out: str
+    mpp: float | None = None
+    pitch_um: float | None = None
+    layout: str | None = None
+    genes: list[str] = field(default_factory=list)
+    num_samples: int = 20
+    sampler: str = "ddim:50"
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 64
+    min_tissue: float = 0.5
+    weights: list[str] = field(default_factory=list)
+    checkpoint: str | None = None
+    cache_dir: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+
+def _geometry(model: StemModel) -> dict:
+    geo = dict(model.meta.get("geometry") or {})
+    if not geo.get("center_distance_um"):  # runs from before geometry was recorded
+        prep = Path(model.meta.get("train", {}).get("prep", ""))
+        if (prep / "manifest.json").is_file():
+            secs = json.loads((prep / "manifest.json").read_text())["sections"]
+            geo = {k: secs[0].get(k) for k in ("platform", "spot_diameter_um", "center_distance_um")}
+    platform = geo.get("platform") or "visium"
+    diam, dist = PLATFORM_GEOMETRY.get(platform, PLATFORM_GEOMETRY["visium"])
+    return {"platform": platform, "spot_diameter_um": float(geo.get("spot_diameter_um") or diam),
+            "center_distance_um": float(geo.get("center_distance_um") or dist)}
+
+
+def _encoders(model: StemModel, weights: list[str], device: str):
+    specs = model.encoders
+    bad = [e["encoder"] for e in specs if is_precomputed(e["encoder"])]
+    require(not bad, f"the run was trained on precomputed embeddings ({', '.join(bad)}); a new slide "
+            "needs the encoder itself — retrain with a real encoder")
+    require(len(weights) in (0, len(specs)), f"give one --weights per encoder ({len(specs)})")
+    built = []
+    for spec, w in zip(specs, weights or [None] * len(specs)):
+        enc = build_encoder(spec["encoder"], w or None, device)
+        require(enc.weights_id == spec["weights"],
+                f"encoder {spec['encoder']}: these weights ({str(enc.weights_id)[:12]}) are not the ones "
+                f"the run was trained with ({str(spec['weights'])[:12]}); pass the same --weights")
+        built.append(enc)
+    return built
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    disable=not enabled)
+
+
+def predict_slide(cfg: SlideConfig) -> dict:
+    """Run the whole path; returns a summary (spots, timings, files)."""
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    require(out.suffix == ".h5ad", f"--out must end in .h5ad, got {out.name}")
+    require(cfg.overwrite or not out.exists(), f"{out} already exists; pass --overwrite to replace it")
+    require(0 <= cfg.min_tissue <= 1, "--min-tissue must be between 0 and 1")
+    model = StemModel.from_run(cfg.run, cfg.checkpoint)
+    unknown = [g for g in cfg.genes if g not in model.genes]
+    require(not unknown, f"--genes not predicted by the run: {', '.join(unknown[:5])}")
+    geo = _geometry(model)
+    layout = cfg.layout or ("hex" if geo["platform"] == "visium" else "square")
+    pitch_um = cfg.pitch_um or geo["center_distance_um"]
+    require(pitch_um > 0, "--pitch must be positive")
+    encoders = _encoders(model, cfg.weights, cfg.device)
+    times = {}
+    with open_image(cfg.image) as slide:
+        mpp = cfg.mpp or slide.mpp
+        require(mpp is not None and mpp > 0, f"{Path(cfg.image).name} has no µm-per-pixel metadata; pass --mpp")
+        t = time.perf_counter()
+        thumb, scale = slide.thumbnail(HIRES_SIDE)
+        mask = tissue_mask(thumb)
+        geom = patch_geometry(model.meta.get("patch_mode") or "hest", mpp, geo["spot_diameter_um"])
+        xy = spot_grid(slide.width, slide.height, pitch_um / mpp, layout)
+        frac = tissue_fraction(mask, scale, xy, geom.side_px)
+        keep = frac >= cfg.min_tissue
+        xy, frac = xy[keep], frac[keep]
+        require(len(xy) > 0, f"no virtual spot of {Path(cfg.image).name} is on tissue (mask covers "
+                f"{mask.mean():.1%} of the thumbnail); check --mpp / --pitch / --min-tissue")
+        times["mask_and_grid"] = time.perf_counter() - t
+        log.info("%s: %d × %d px at %.3f µm/px; tissue %.1f%% of the slide; %d virtual spots (%s, %.0f µm)",
+                 Path(cfg.image).name, slide.width, slide.height, mpp, 100 * mask.mean(), len(xy), layout,
+                 pitch_um)
+        t = time.perf_counter()
+        emb = _embed(cfg, slide, encoders, xy, mpp, geo, geom)
+        times["embed"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with _progress(cfg.progress) as prog:
+        task = prog.add_task("sample", total=len(xy) * cfg.num_samples)
+        mean, std, _ = model.predict(emb, cfg.num_samples, cfg.sampler, "mean", cfg.seed, cfg.device,
+                                     progress=lambda n: prog.advance(task, n))
+    times["sample"] = time.perf_counter() - t
+    lib = Path(cfg.image).stem
+    spot_px = geo["spot_diameter_um"] / mpp
+    obs = pd.DataFrame({"tissue_fraction": frac.astype(np.float32)},
+                       index=[f"v{i}" for i in range(len(xy))])
+    res = ad.AnnData(X=mean.astype(np.float32), obs=obs, var=pd.DataFrame(index=model.genes))
+    res.layers["std"] = std.astype(np.float32)
+    res.obsm["spatial"] = xy.astype(np.float64)
+    res.uns["spatial"] = {lib: {"images": {"hires": thumb},
+                                "scalefactors": {"tissue_hires_scalef": float(scale),
+                                                 "spot_diameter_fullres": float(spot_px)},
+                                "metadata": {"source_image_path": str(Path(cfg.image).resolve())}}}
+    res.uns["stem"] = {"units": "log2(1 + count)", "image": str(Path(cfg.image).resolve()), "mpp": float(mpp),
+                       "pitch_um": float(pitch_um), "layout": layout, "min_tissue": cfg.min_tissue,
+                       "patch_px": geom.side_px, "patch_um": geom.field_um, "num_samples": cfg.num_samples,
+                       "sampler": cfg.sampler, "seed": cfg.seed, "checkpoint": model.meta.get("checkpoint"),
+                       "step": model.meta.get("step"), "weights": "ema",
+                       "encoders": [e["encoder"] for e in model.encoders], "library_id": lib,
+                       "seconds": {k: round(v, 1) for k, v in times.items()}}
+    with atomic_path(out, overwrite=cfg.overwrite) as tmp:
+        res.write_h5ad(tmp)
+    mask_png = out.with_name(out.stem + "_tissue.png")
+    with atomic_path(mask_png, overwrite=True) as tmp:
+        Image.fromarray((mask * 255).astype(np.uint8)).save(tmp, format="PNG")
+    genes = cfg.genes or [model.genes[i] for i in np.argsort(mean.var(0))[::-1][:6]]
+    maps = _maps(out, res, genes, thumb, scale, spot_px / 2)
+    return {"spots": len(xy), "genes": len(model.genes), "mpp": mpp, "layout": layout, "pitch_um": pitch_um,
+            "seconds": {k: round(v, 1) for k, v in times.items()},
+            "total_seconds": round(time.perf_counter() - t0, 1),
+            "file": str(out), "mask": str(mask_png), "maps": [str(m) for m in maps]}
+
+
+def _embed(cfg, slide, encoders, xy, mpp, geo, geom) -> np.ndarray:
+    """Embeddings ``(N, dim)`` of the virtual spots, chunk by chunk through the cache."""
+    from ..encoders.cache import default_cache_dir
+
+    cache = EmbeddingCache(cfg.cache_dir or default_cache_dir())
+    slide_id = "slide-" + file_fingerprint(cfg.image)
+    parts = []
+    with _progress(cfg.progress) as prog:
+        task = prog.add_task("embed", total=len(xy))
+        for start in range(0, len(xy), CHUNK):
+            chunk = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(start, min(start + CHUNK, len(xy)))]))
+            chunk.obsm["spatial"] = xy[start:start + CHUNK]
+            chunk.uns["stem"] = {"section": slide_id, "image_path": str(cfg.image), "mpp": mpp,
+                                 "spot_diameter_um": geo["spot_diameter_um"]}
+            arrays, _ = embed_section(chunk, encoders, 1, geom.mode, cache, cfg.batch_size, image=slide)
+            parts.append(np.concatenate([a[:, 0] for a in arrays], axis=1))
+            prog.advance(task, chunk.n_obs)
+    return np.concatenate(parts)
+
+
+def _maps(out: Path, res: ad.AnnData, genes: list[str], thumb, scale, radius) -> list[Path]:
+    folder = out.with_name(out.stem + "_maps")
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for g in genes:
+        j = res.var_names.get_loc(g)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in g)
+        paths.append(marker_map_plot(g, res.obsm["spatial"], {"prediction (mean)": res.X[:, j],
+                                                               "uncertainty (std)": res.layers["std"][:, j]},
+                                     folder / f"{safe}.png", thumb, scale, radius, shared_scale=False))
+    return paths

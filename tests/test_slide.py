@@ -1,0 +1,144 @@
+"""Whole-slide prediction: tissue mask, virtual grid, pyramidal TIFF reading, `stem predict-slide`."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pytest
+import tifffile
+from conftest import HER2ST
+from scipy.spatial import cKDTree
+from test_prepare_cli import run_stem
+
+from stem_st.data.images import open_image
+from stem_st.data.tissue import spot_grid, tissue_fraction, tissue_mask
+
+C2_MPP = 0.6889718628297177  # as measured from C2's spot pitch
+
+
+def test_tissue_mask_on_a_real_her2st_image_holds_the_measured_spots(c2):
+    with open_image(c2.uns["stem"]["image_path"]) as img:
+        thumb, scale = img.thumbnail(1500)
+    mask = tissue_mask(thumb)
+    frac = tissue_fraction(mask, scale, np.asarray(c2.obsm["spatial"]), 100 / c2.uns["stem"]["mpp"])
+    assert (frac >= 0.5).mean() > 0.95  # the spots that were sequenced lie on tissue
+    assert 0.05 < mask.mean() < 0.5  # ...and most of the glass is not tissue
+    blank = np.full((200, 300, 3), 245, dtype=np.uint8)
+    assert not tissue_mask(blank).any()
+
+
+@pytest.mark.parametrize("layout", ["hex", "square"])
+def test_grid_geometry(layout):
+    xy = spot_grid(2000, 1500, 100.0, layout)
+    d, _ = cKDTree(xy).query(xy, k=7)
+    assert np.allclose(d[:, 1], 100.0)  # nearest neighbour at exactly one pitch
+    inner = (xy[:, 0] > 200) & (xy[:, 0] < 1800) & (xy[:, 1] > 200) & (xy[:, 1] < 1300)
+    n_at_pitch = (np.abs(d[inner, 1:] - 100.0) < 1e-6).sum(1)
+    assert (n_at_pitch == (6 if layout == "hex" else 4)).all()
+    rows = np.unique(np.round(xy[:, 1], 6))
+    assert np.allclose(np.diff(rows), 100 * np.sqrt(3) / 2 if layout == "hex" else 100)
+    assert xy.min() >= 0 and xy[:, 0].max() < 2000 and xy[:, 1].max() < 1500
+
+
+def test_in_tissue_filter_keeps_spots_whose_patch_is_mostly_tissue():
+    mask = np.zeros((150, 200), dtype=bool)
+    mask[:, :100] = True  # left half, at scale 0.1 of a 2000 × 1500 image
+    xy = spot_grid(2000, 1500, 100.0, "square")
+    frac = tissue_fraction(mask, 0.1, xy, 100.0)
+    keep = frac >= 0.5
+    assert np.all(xy[keep, 0] < 1000 + 50) and np.all(xy[~keep, 0] > 1000 - 50)
+    assert np.allclose(frac[xy[:, 0] < 900], 1.0) and np.allclose(frac[xy[:, 0] > 1100], 0.0)
+
+
+def _pyramid_tiff(path, image, mpp):
+    """A tiled pyramidal TIFF with resolution tags (what a scanner writes), levels /2 and /4."""
+    with tifffile.TiffWriter(path, bigtiff=False) as tif:
+        opts = dict(tile=(256, 256), photometric="rgb", compression="jpeg", resolutionunit="CENTIMETER")
+        tif.write(image, subifds=2, resolution=(1e4 / mpp, 1e4 / mpp), **opts)
+        for f in (2, 4):
+            tif.write(image[::f, ::f], subfiletype=1, resolution=(1e4 / mpp / f, 1e4 / mpp / f), **opts)
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory, c2):
+    """A 3000 × 3000 crop of C2's H&E around its spots, as a pyramidal TIFF."""
+    tmp = tmp_path_factory.mktemp("slide")
+    xy = np.asarray(c2.obsm["spatial"])
+    cx, cy = np.median(xy, 0).astype(int)
+    with open_image(c2.uns["stem"]["image_path"]) as img:
+        crop = img.read_region(cx - 1500, cy - 1500, 3000, 3000)
+    path = tmp / "c2_crop.tif"
+    _pyramid_tiff(path, crop, C2_MPP)
+    return path, (cx - 1500, cy - 1500)
+
+
+def test_pyramidal_tiff_is_read_lazily_at_the_right_mpp(slide):
+    with open_image(slide[0]) as img:
+        assert type(img).__name__ == "SlideImage"
+        assert img.mpp == pytest.approx(C2_MPP, rel=1e-4)
+        assert (img.width, img.height) == (3000, 3000)
+        assert len(img._slide.level_dimensions) == 3
+        thumb, scale = img.thumbnail(700)
+        assert thumb.shape[:2] == (700, 700) and scale == pytest.approx(700 / 3000)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny Stem run on real effnet embeddings of A1 (so the slide path can rebuild the encoder)."""
+    tmp = tmp_path_factory.mktemp("slide_run")
+    run_stem("prepare", "--data", HER2ST, "--layout", "her2st", "--sections", "A1", "--genes", "hmhvg:20",
+             "--out", tmp / "prep", cache=tmp / "cache")
+    run_stem("train", tmp / "prep", "--out", tmp / "run", "--preset", "tiny", "--steps", "20",
+             "--batch-size", "16", "--device", "cpu")
+    return tmp / "run"
+
+
+def test_predict_slide_writes_a_scanpy_ready_file_and_resumes_from_the_cache(run, slide, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    out = tmp_path / "pred.h5ad"
+    cache = tmp_path / "cache"
+    args = ["predict-slide", run, "--image", slide[0], "--out", out, "--num-samples", "2",
+            "--sampler", "ddim:2", "--device", "cpu", "--cache", cache]
+    res = run_stem(*args)
+    a = ad.read_h5ad(out)
+    meta = a.uns["stem"]
+    assert meta["mpp"] == pytest.approx(C2_MPP, rel=1e-4) and meta["layout"] == "square"  # legacy ST run
+    assert meta["pitch_um"] == 200.0 and meta["units"] == "log2(1 + count)"
+    xy = a.obsm["spatial"]
+    d, _ = cKDTree(xy).query(xy, k=2)
+    pitch_px = 200 / C2_MPP  # full-resolution pixels
+    assert d[:, 1].min() == pytest.approx(pitch_px) and np.median(d[:, 1]) == pytest.approx(pitch_px)
+    assert 40 < a.n_obs < (3000 / (200 / C2_MPP)) ** 2 + 10 and (a.obs["tissue_fraction"] >= 0.5).all()
+    assert a.layers["std"].shape == a.X.shape and (a.layers["std"] >= 0).all()
+    lib = meta["library_id"]
+    sf = a.uns["spatial"][lib]["scalefactors"]
+    assert sf["spot_diameter_fullres"] == pytest.approx(100 / C2_MPP)
+    assert a.uns["spatial"][lib]["images"]["hires"].shape[2] == 3
+    sc.pl.spatial(a, color=a.var_names[0], library_id=lib, img_key="hires", show=False)
+    assert (tmp_path / "pred_tissue.png").is_file()
+    assert len(list((tmp_path / "pred_maps").glob("*.png"))) == 6
+    assert "whole-slide prediction" in res.stdout
+    entries = sorted(p.name for p in cache.rglob("*.npy"))
+    assert entries  # embeddings cached per chunk
+    # a second run (e.g. after an interruption) reuses them and gives the same answer
+    run_stem(*args, "--overwrite")
+    assert sorted(p.name for p in cache.rglob("*.npy")) == entries
+    np.testing.assert_allclose(ad.read_h5ad(out).X, a.X, rtol=1e-5, atol=1e-5)
+    assert json.loads(json.dumps(ad.read_h5ad(out).uns["stem"]["seconds"], default=float))["embed"] < \
+        meta["seconds"]["embed"]
+
+
+def test_predict_slide_refuses_an_image_without_mpp(run, tmp_path):
+    jpg = next((HER2ST / "data/ST-imgs/C/C2").glob("*.jpg"))
+    res = run_stem("predict-slide", run, "--image", jpg, "--out", tmp_path / "p.h5ad", check=False)
+    assert res.returncode == 2 and "pass --mpp" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "p.h5ad").exists()
+    res = run_stem("predict-slide", run, "--image", tmp_path / "none.tif", "--out", tmp_path / "p.h5ad",
+                   check=False)
+    assert res.returncode == 2 and "not found" in res.stderr
