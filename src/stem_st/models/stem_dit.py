@@ -52,12 +52,18 @@ def _mlp(d_in: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_out), nn.SiLU(), nn.Linear(d_out, d_out))
 
 
+def _per_token(v: torch.Tensor) -> torch.Tensor:
+    """A per-sample ``(B, D)`` modulation broadcast over tokens; ``(B, T, D)`` is per token."""
+    return v.unsqueeze(1) if v.dim() == 2 else v
+
+
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    return x * (1 + _per_token(scale)) + _per_token(shift)
 
 
 class DiTBlock(nn.Module):
-    """Self-attention over gene tokens and an MLP, each gated by adaLN-Zero."""
+    """Self-attention over tokens and an MLP, each gated by adaLN-Zero; the condition is
+    ``(B, D)`` (one per sample, Stem) or ``(B, T, D)`` (one per token, LGDiST)."""
 
     def __init__(self, hidden: int, heads: int, mlp_ratio: float):
         super().__init__()
@@ -79,8 +85,8 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(c).chunk(6, dim=-1)
-        x = x + g1.unsqueeze(1) * self.attention(_modulate(self.norm1(x), sh1, sc1))
-        return x + g2.unsqueeze(1) * self.mlp(_modulate(self.norm2(x), sh2, sc2))
+        x = x + _per_token(g1) * self.attention(_modulate(self.norm1(x), sh1, sc1))
+        return x + _per_token(g2) * self.mlp(_modulate(self.norm2(x), sh2, sc2))
 
 
 class StemDiT(nn.Module):

@@ -1,0 +1,154 @@
+"""LGDiST completion: neighbourhoods, Moran's I, masking, baselines, sampler, CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+from conftest import HER2ST
+from test_prepare_cli import run_stem
+
+from stem_st.completion.baselines import adaptive_median, knn_smoothing, neighbour_mean
+from stem_st.completion.genes import knn_weights, morans_i
+from stem_st.completion.masking import dropout_rates, masked_scores, sample_hidden
+from stem_st.completion.model import LGDiST
+from stem_st.completion.neighbours import neighbourhoods
+from stem_st.models.lgdist import LGDiSTConfig
+
+
+def _hex_grid(rows=5, cols=5, pitch=100.0):
+    return np.array([(c * pitch + (pitch / 2 if r % 2 else 0), r * pitch * np.sqrt(3) / 2)
+                     for r in range(rows) for c in range(cols)])
+
+
+def test_neighbourhoods_on_a_hand_made_hex_grid():
+    xy = _hex_grid()
+    idx, present = neighbourhoods(xy)
+    centre = 2 * 5 + 2  # row 2, column 2: an interior spot with 6 neighbours
+    assert present[centre].all() and idx[centre, 0] == centre
+    nb = xy[idx[centre, 1:]] - xy[centre]
+    assert np.allclose(np.hypot(*nb.T), 100.0)
+    ang = np.degrees(np.mod(np.arctan2(nb[:, 1], nb[:, 0]), 2 * np.pi))
+    assert np.allclose(ang, [0, 60, 120, 180, 240, 300])  # fixed order: counter-clockwise from +x
+    # a corner spot has 2 neighbours on this grid: padded with itself and masked, not dropped
+    assert present[0].sum() == 3 and (idx[0, ~present[0]] == 0).all()
+    assert len(idx) == len(xy)
+    # the order does not depend on the order spots are listed in
+    perm = np.random.default_rng(0).permutation(len(xy))
+    idx2, present2 = neighbourhoods(xy[perm])
+    where = np.argsort(perm)
+    assert np.array_equal(perm[idx2[where[centre]]], idx[centre])
+
+
+def test_neighbourhoods_on_a_square_grid_stop_at_edges_and_far_spots():
+    xy = np.array([(x * 100.0, y * 100.0) for y in range(4) for x in range(4)] + [(5000.0, 5000.0)])
+    idx, present = neighbourhoods(xy)
+    assert present[-1].sum() == 1  # an isolated spot keeps only itself
+    assert (present[5].sum() - 1) == 6  # interior: 4 at the pitch + 2 diagonals (√2 < 1.5)
+
+
+def test_morans_i_by_hand():
+    xy = np.array([[0.0, 0], [1, 0], [2, 0], [3, 0]])
+    w = knn_weights(xy, k=1)
+    # z = (-1.5, -0.5, 0.5, 1.5) for a gradient; neighbours 0→1, 1→0|2, 2→1|3, 3→2
+    x = np.array([[0.0, 1], [1, 0], [2, 1], [3, 0]])
+    i = morans_i(x, w)
+    j = w.indices
+    z = x[:, 0] - 1.5
+    expect = 4 / 4 * sum(z[r] * z[j[r]] for r in range(4)) / (z**2).sum()
+    assert i[0] == pytest.approx(expect) and i[0] > 0
+    assert i[1] < 0  # alternating values are negatively autocorrelated
+    assert np.isnan(morans_i(np.ones((4, 1)), w)[0])
+
+
+def test_hidden_entries_follow_each_genes_dropout_rate():
+    rng = np.random.default_rng(0)
+    rates = np.array([0.1, 0.5, 0.8])
+    v = (rng.random((20000, 3)) > rates).astype(float) * 2.0
+    assert np.allclose(dropout_rates(v), rates, atol=0.01)
+    h = sample_hidden(v, np.random.default_rng(1))
+    assert not h[v == 0].any()  # only measured entries are hidden
+    frac = h.sum(0) / (v != 0).sum(0)
+    assert np.allclose(frac, rates, atol=0.02)
+
+
+def test_masked_scores_only_look_at_hidden_entries():
+    y = np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0], [9.0, 9.0]])
+    p = y.copy()
+    p[3] = 0.0  # wrong, but not hidden
+    h = np.array([[1, 1], [1, 1], [1, 1], [0, 0]], dtype=bool)
+    s = masked_scores(y, p, h)
+    assert s["MSE"] == 0 and s["MAE"] == 0 and s["R2"] == 1 and s["entries"] == 6
+    assert s["PCC_gene"] == pytest.approx(1.0) and s["genes_scored"] == 2
+    s2 = masked_scores(y, p + np.array([[1.0, 0.0]]), h)
+    assert s2["MSE"] == pytest.approx(3 / 6)
+
+
+def test_baselines_on_a_hand_made_grid():
+    xy = _hex_grid()
+    v = np.zeros((len(xy), 1))
+    v[:, 0] = np.arange(len(xy), dtype=float) + 1
+    centre = 12
+    nm = neighbour_mean(v, xy)
+    idx, _ = neighbourhoods(xy)
+    assert nm[centre, 0] == pytest.approx(v[idx[centre, 1:], 0].mean())
+    # adaptive median skips zero neighbours and grows the ring when the first has none
+    z = v.copy()
+    z[idx[centre, 1:], 0] = 0.0
+    am = adaptive_median(z, xy)
+    assert am[centre, 0] > 0
+    assert adaptive_median(v, xy)[centre, 0] == pytest.approx(np.median(v[idx[centre, 1:], 0]))
+    ks = knn_smoothing(v, xy, k=2, n_pcs=1)
+    assert ks.shape == v.shape and abs(ks[centre, 0] - v[centre, 0]) <= 1.0  # nearest in expression
+
+
+def test_completion_sampler_keeps_neighbour_latents_fixed():
+    torch.manual_seed(0)
+    cfg = LGDiSTConfig(num_genes=6, ae_hidden=16, ae_layers=1, latent=4, dit_hidden=16, dit_depth=1, dit_heads=2)
+    m = LGDiST(cfg, ["a", "b"], ["c", "d", "e", "f"], np.zeros(6))
+    seen = []
+    inner = m.dit.forward
+
+    def spy(z, t, cond):
+        seen.append((z.clone(), cond.clone()))
+        return inner(z, t, cond)
+
+    m.dit.forward = spy
+    xy = _hex_grid(3, 3)
+    out = m.complete(np.abs(np.random.default_rng(0).normal(size=(9, 6))).astype(np.float32), xy,
+                     num_samples=2, sampler="ddim:5")
+    assert out.shape == (9, 6) and (out >= 0).all()
+    first = seen[0][0][:, 1:]
+    assert len(seen) == 5 and all(torch.equal(z[:, 1:], first) for z, _ in seen)  # neighbours clean throughout
+    assert all(torch.equal(c[:, 0], torch.zeros_like(c[:, 0])) for _, c in seen)  # centre zeroed in the condition
+    assert not torch.equal(seen[0][0][:, 0], seen[-1][0][:, 0])  # the centre is generated
+
+
+def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
+    comp = tmp_path / "comp"
+    fit = run_stem("complete", "fit", "--data", HER2ST, "--train", "A2,A3", "--val", "B1", "--out", comp,
+                   "--panel", "16", "--total", "48", "--ae-steps", "30", "--dit-steps", "30", "--batch-size", "32",
+                   "--ae-hidden", "32", "--latent", "8", "--dit-hidden", "32", "--dit-depth", "1",
+                   "--device", "cpu")
+    assert "validation" in fit.stdout and "adaptive_median" in fit.stdout
+    conf = json.loads((comp / "config.json").read_text())
+    assert len(conf["panel"]) == 16 and len(conf["context"]) == 32 and conf["train"] == ["A2", "A3"]
+    ev = run_stem("complete", "evaluate", comp, "--sections", "B1", "--num-samples", "1", "--sampler", "ddim:3",
+                  "--out", tmp_path / "ev.json", "--device", "cpu")
+    rows = {r["method"]: r for r in json.loads((tmp_path / "ev.json").read_text())["pooled"]}
+    assert set(rows) == {"lgdist", "zeros", "neighbour_mean", "adaptive_median", "knn_smoothing"}
+    assert rows["zeros"]["entries"] == rows["lgdist"]["entries"] > 0 and np.isfinite(rows["lgdist"]["MSE"])
+    assert "masked completion" in ev.stdout
+    run_stem("complete", "apply", comp, "--sections", "B1", "--out", tmp_path / "done", "--num-samples", "1",
+             "--sampler", "ddim:3", "--device", "cpu")
+    a = ad.read_h5ad(tmp_path / "done" / "B1_completed.h5ad")
+    x, c = np.asarray(a.X, dtype=float), a.layers["completed"]
+    assert np.array_equal(c[x > 0], x[x > 0])  # measured values untouched
+    assert (c[x == 0] > 0).any() and a.var["completed_panel"].sum() == 16
+    again = run_stem("complete", "apply", comp, "--sections", "B1", "--out", tmp_path / "done", check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    res = run_stem("complete", "fit", "--data", HER2ST, "--train", "A2", "--out", comp, check=False)
+    assert res.returncode == 2 and "already exists" in res.stderr
