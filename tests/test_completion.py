@@ -142,7 +142,7 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
     assert set(rows) == {"lgdist", "zeros", "neighbour_mean", "adaptive_median", "knn_smoothing"}
     assert rows["zeros"]["entries"] == rows["lgdist"]["entries"] > 0 and np.isfinite(rows["lgdist"]["MSE"])
     assert "masked completion" in ev.stdout
-    run_stem("complete", "apply", comp, "--sections", "B1", "--out", tmp_path / "done", "--num-samples", "1",
+    run_stem("complete", "apply", comp, "--sections", "B1,A1", "--out", tmp_path / "done", "--num-samples", "1",
              "--sampler", "ddim:3", "--device", "cpu")
     a = ad.read_h5ad(tmp_path / "done" / "B1_completed.h5ad")
     x, c = np.asarray(a.X, dtype=float), a.layers["completed"]
@@ -152,3 +152,15 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
     res = run_stem("complete", "fit", "--data", HER2ST, "--train", "A2", "--out", comp, check=False)
     assert res.returncode == 2 and "already exists" in res.stderr
+    # downstream: a prepared dataset carries the completed counts for `stem train --target-layer`
+    run_stem("prepare", "--data", HER2ST, "--sections", "A1", "--genes", "hmhvg:40",
+             "--completed", tmp_path / "done",
+             "--out", tmp_path / "prep", cache=tmp_path / "cache")
+    from stem_st.data.prepared import open_prepared
+
+    sec = open_prepared(tmp_path / "prep").section("A1")
+    x, c = np.asarray(sec.X, dtype=float), sec.layers["completed"]
+    assert np.array_equal(c[x > 0], x[x > 0]) and "panel genes completed" in sec.uns["stem"]["completed"]
+    run_stem("train", tmp_path / "prep", "--out", tmp_path / "run", "--preset", "tiny", "--steps", "3",
+             "--batch-size", "8", "--target-layer", "completed", "--device", "cpu")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["target_layer"] == "completed"

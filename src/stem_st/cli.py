@@ -83,6 +83,8 @@ def prepare(
     platform: str = typer.Option("visium", help="Platform for --layout h5ad: visium | legacy_st."),
     counts_layer: str | None = typer.Option(None, help="AnnData layer with raw counts (h5ad)."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    completed: Path | None = typer.Option(None, help="Folder of <section>_completed.h5ad (stem complete "
+                                          "apply): adds layers['completed'] for stem train --target-layer."),
 ) -> None:
     """Turn H&E images plus spot counts into a prepared dataset (panel counts + embeddings)."""
     from .data.readers import ReaderOptions
@@ -100,6 +102,7 @@ def prepare(
         cache_dir=None if no_cache else str(cache or default_cache_dir()),
         reader=ReaderOptions(image=image, image_scale=image_scale, mpp=mpp, platform=platform,
                              counts_layer=counts_layer),
+        completed=str(completed) if completed else None,
     )
     rows = run_prepare(cfg)
     _print_table(rows, f"prepared dataset {out}")

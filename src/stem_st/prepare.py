@@ -54,6 +54,7 @@ class PrepareConfig:
     cache_dir: str | None = None
     overwrite: bool = False
     reader: ReaderOptions = field(default_factory=ReaderOptions)
+    completed: str | None = None  # folder of <section>_completed.h5ad (stem complete apply)
 
 
 def _coords_hash(xy: np.ndarray) -> str:
@@ -197,8 +198,26 @@ def _section_output(adata: ad.AnnData, panel: list[str], emb: np.ndarray,
         geom = patch_geometry(cfg.patch_mode, info["mpp"], info["spot_diameter_um"])
         info.update(patch_mode=geom.mode, patch_px=geom.side_px, patch_um=geom.field_um)
     res.obs["total_counts_all_genes"] = np.asarray(adata.X.sum(axis=1)).ravel().astype(np.int64)
+    if cfg.completed:
+        res.layers["completed"], info["completed"] = completed_layer(cfg.completed, info["section"], res)
     res.uns["stem"] = info
     return res
+
+
+def completed_layer(folder: str, sid: str, section: ad.AnnData) -> tuple[np.ndarray, str]:
+    """Counts of ``section``'s panel with LGDiST's completion where it has the gene (measured
+    counts elsewhere), from ``<folder>/<sid>_completed.h5ad``."""
+    path = Path(folder) / f"{sid}_completed.h5ad"
+    require(path.is_file(), f"no completed file for {sid} ({path}); run stem complete apply")
+    comp = ad.read_h5ad(path)
+    rows = comp.obs_names.get_indexer(section.obs_names)
+    require((rows >= 0).all(), f"{path.name} lacks {(rows < 0).sum()} of {sid}'s spots")
+    out = np.asarray(section.X, dtype=np.float32).copy()
+    genes = [g for g in section.var_names if g in comp.var_names]
+    if genes:
+        src = comp.layers["completed"][rows][:, comp.var_names.get_indexer(genes)]
+        out[:, section.var_names.get_indexer(genes)] = np.asarray(src, dtype=np.float32)
+    return out, f"{len(genes)} of {section.n_vars} panel genes completed from {path}"
 
 
 def _manifest(cfg: PrepareConfig, adatas: dict, panel: list[str], parts: list[dict],
