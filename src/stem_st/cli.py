@@ -392,7 +392,7 @@ def demo(
     preset: str | None = typer.Option(None, help="Model preset (CPU small, GPU paper)."),
     steps: int | None = typer.Option(None, help="Training steps (CPU 600, GPU 20000)."),
     batch_size: int | None = typer.Option(None, help="Batch size (CPU 32, GPU 256)."),
-    lr: float = typer.Option(1e-4, help="AdamW learning rate."),
+    lr: float | None = typer.Option(None, help="AdamW learning rate (CPU 5e-4, GPU 1e-4)."),
     num_samples: int | None = typer.Option(None, help="Samples per spot (CPU 10, GPU 20)."),
     sampler: str | None = typer.Option(None, help="Sampler (CPU ddim:10, GPU ddim:50)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),

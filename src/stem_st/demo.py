@@ -28,11 +28,12 @@ log = logging.getLogger(__name__)
 HER2ST_IMAGED = ["C2", "C3", "C4", "C5", "C6", "A1"]
 MARKER = ".stem-demo"
 
-# (views, aug_ratio, preset, steps, batch, num_samples, sampler) per device kind
+# per device kind; the CPU learning rate is 5x the paper's because the run is ~300x shorter
+# (600 steps of 32 at 5e-4 vs 1e-4 on HER2ST C6: PCC-all 0.375 vs 0.310, MSE 1.42 vs 1.83)
 PROFILES = {
-    "cpu": {"views": 2, "aug_ratio": 1, "preset": "small", "steps": 600, "batch_size": 32,
+    "cpu": {"views": 2, "aug_ratio": 1, "preset": "small", "steps": 600, "batch_size": 32, "lr": 5e-4,
             "num_samples": 10, "sampler": "ddim:10"},
-    "cuda": {"views": 8, "aug_ratio": 4, "preset": "paper", "steps": 20000, "batch_size": 256,
+    "cuda": {"views": 8, "aug_ratio": 4, "preset": "paper", "steps": 20000, "batch_size": 256, "lr": 1e-4,
              "num_samples": 20, "sampler": "ddim:50"},
 }
 
@@ -51,7 +52,7 @@ class DemoConfig:
     preset: str | None = None
     steps: int | None = None
     batch_size: int | None = None
-    lr: float = 1e-4
+    lr: float | None = None
     num_samples: int | None = None
     sampler: str | None = None
     seed: int = 0
