@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .stem_dit import DiTBlock, _mlp, _modulate, timestep_embedding
+from .stem_dit import DiTBlock, _mlp, _modulate, adaln_zero_init, timestep_embedding
 
 NEIGHBOURS = 6
 TOKENS = NEIGHBOURS + 1
@@ -77,12 +77,7 @@ class LatentDiT(nn.Module):
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.head = nn.Linear(d, cfg.latent)
         nn.init.normal_(self.pos, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.ada[-1].weight)
-            nn.init.zeros_(block.ada[-1].bias)
-        for layer in (self.final_ada[-1], self.head):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        adaln_zero_init(self)
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, neighbours: torch.Tensor
                 ) -> tuple[torch.Tensor, None]:

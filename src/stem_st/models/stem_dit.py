@@ -89,6 +89,17 @@ class DiTBlock(nn.Module):
         return x + _per_token(g2) * self.mlp(_modulate(self.norm2(x), sh2, sc2))
 
 
+def adaln_zero_init(net: nn.Module) -> None:
+    """adaLN-Zero: zero every block's modulation, the final modulation and the head, so each
+    block starts as the identity and the output starts at 0."""
+    for block in net.blocks:
+        nn.init.zeros_(block.ada[-1].weight)
+        nn.init.zeros_(block.ada[-1].bias)
+    for layer in (net.final_ada[-1], net.head):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
 class StemDiT(nn.Module):
     """ε-prediction network over G gene tokens conditioned on time and an image embedding."""
 
@@ -116,12 +127,7 @@ class StemDiT(nn.Module):
         for mlp in (self.time_mlp, self.cond_mlp, self.count_mlp):
             for layer in (mlp[0], mlp[2]):
                 nn.init.normal_(layer.weight, std=0.02)
-        for block in self.blocks:  # adaLN-Zero: every block starts as the identity
-            nn.init.zeros_(block.ada[-1].weight)
-            nn.init.zeros_(block.ada[-1].bias)
-        for layer in (self.final_ada[-1], self.head):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        adaln_zero_init(self)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
