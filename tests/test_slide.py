@@ -142,3 +142,18 @@ def test_predict_slide_refuses_an_image_without_mpp(run, tmp_path):
     res = run_stem("predict-slide", run, "--image", tmp_path / "none.tif", "--out", tmp_path / "p.h5ad",
                    check=False)
     assert res.returncode == 2 and "not found" in res.stderr
+
+
+def test_thumbnail_of_a_flat_tiff_is_built_block_by_block(slide, tmp_path):
+    """A TIFF without a pyramid must not be decoded whole for the thumbnail."""
+    with open_image(slide[0]) as img:
+        full = img.read_region(0, 0, 3000, 3000)
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, full, tile=(256, 256), photometric="rgb", resolution=(1e4 / C2_MPP, 1e4 / C2_MPP),
+                     resolutionunit="CENTIMETER")
+    with open_image(flat) as img:
+        assert len(img._slide.level_dimensions) == 1
+        whole, s1 = img.thumbnail(600)
+        blocks, s2 = img.thumbnail(600, block=700)  # forces 5 x 5 blocks
+    assert s1 == s2 == pytest.approx(0.2) and blocks.shape == whole.shape == (600, 600, 3)
+    assert np.abs(blocks.astype(int) - whole.astype(int)).mean() < 4  # same picture, up to block seams

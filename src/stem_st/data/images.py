@@ -121,15 +121,30 @@ class SlideImage(ImageSource):
             raise StemError(f"cannot read region of {self.path}: {exc}") from None
         return _rgb(np.asarray(arr))
 
-    def thumbnail(self, max_side):
+    def thumbnail(self, max_side, block: int = 4096):
         downs = self._slide.level_downsamples
         target = max(self.width, self.height) / max_side
         level = max((i for i, d in enumerate(downs) if d <= max(target, 1)), default=0)
         lw, lh = self._slide.level_dimensions[level]
-        arr = _rgb(np.asarray(self._slide.read_region((0, 0), level, (lw, lh), as_array=True)))
         scale = min(1.0, max_side / max(self.width, self.height))
         size = (max(1, round(self.width * scale)), max(1, round(self.height * scale)))
-        return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR)), scale
+        if max(lw, lh) <= 2 * block:
+            arr = _rgb(np.asarray(self._slide.read_region((0, 0), level, (lw, lh), as_array=True)))
+            return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR)), scale
+        # no small enough level (a flat or shallow TIFF): shrink block by block, never the whole level
+        out = Image.new("RGB", size, (255, 255, 255))
+        f = size[0] / lw
+        down = downs[level]
+        for y in range(0, lh, block):
+            for x in range(0, lw, block):
+                w, h = min(block, lw - x), min(block, lh - y)
+                tile = _rgb(np.asarray(self._slide.read_region((round(x * down), round(y * down)), level, (w, h),
+                                                               as_array=True)))
+                x0, y0, x1, y1 = round(x * f), round(y * f), round((x + w) * f), round((y + h) * f)
+                if x1 > x0 and y1 > y0:
+                    small = Image.fromarray(tile).resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
+                    out.paste(small, (x0, y0))
+        return np.asarray(out), scale
 
     def close(self):
         self._slide.close()
