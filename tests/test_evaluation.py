@@ -214,3 +214,17 @@ def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path):
     mine.mkdir()
     bad = run_stem("demo", "--data", HER2ST, "--out", mine, check=False)
     assert bad.returncode == 2 and "not made by 'stem demo'" in bad.stderr
+
+
+def test_leave_one_out_summary_averages_each_method_over_folds():
+    from stem_st.demo import loo_summary
+
+    folds = {"C2": {"rows": [{"method": "stem", "PCC-all": 0.2, "MSE": 1.0, "ARI": float("nan")},
+                             {"method": "knn", "PCC-all": 0.4, "MSE": 2.0}]},
+             "A1": {"rows": [{"method": "stem", "PCC-all": 0.4, "MSE": 3.0, "ARI": 0.5},
+                             {"method": "knn", "PCC-all": 0.6, "MSE": 4.0}]}}
+    rows = {r["method"]: r for r in loo_summary(folds)}
+    assert rows["stem"]["folds"] == 2 and rows["stem"]["PCC-all"] == pytest.approx(0.3)
+    assert rows["stem"]["MSE"] == pytest.approx(2.0) and rows["knn"]["MSE"] == pytest.approx(3.0)
+    assert rows["stem"]["ARI"] == pytest.approx(0.5)  # a fold without labels does not count
+    assert np.isnan(rows["knn"]["ARI"])
