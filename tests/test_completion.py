@@ -152,6 +152,9 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
     res = run_stem("complete", "fit", "--data", HER2ST, "--train", "A2", "--out", comp, check=False)
     assert res.returncode == 2 and "already exists" in res.stderr
+    res = run_stem("complete", "fit", "--data", HER2ST, "--train", "A2", "--val", "Z9", "--out", tmp_path / "z",
+                   check=False)
+    assert res.returncode == 2 and "Z9" in res.stderr and not (tmp_path / "z").exists()
     # downstream: a prepared dataset carries the completed counts for `stem train --target-layer`
     run_stem("prepare", "--data", HER2ST, "--sections", "A1", "--genes", "hmhvg:40",
              "--completed", tmp_path / "done",

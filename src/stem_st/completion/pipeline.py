@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, write_json
-from ..data.readers import ReaderOptions, read_section
+from ..data.readers import ReaderOptions, list_sections, read_section
 from ..errors import require
 from ..models.lgdist import LGDiSTConfig
 from .baselines import BASELINES
@@ -57,6 +57,9 @@ def fit_completion(data: str, layout: str, train: list[str], val: list[str], out
         require((out / "config.json").is_file(), f"{out} is not a completion run; nothing to resume")
     else:
         require(not out.exists(), f"{out} already exists; pass --resume to continue it or choose another --out")
+    known = set(list_sections(layout, data))
+    unknown = sorted((set(train) | set(val)) - known)
+    require(not unknown, f"sections {', '.join(unknown)} are not in {data}")
     t0 = time.perf_counter()
     secs = read_counts(data, layout, train)
     if resume:
