@@ -183,7 +183,8 @@ def predict(
     prep: Path | None = typer.Option(None, help="Prepared dataset (default: the run's)."),
     num_samples: int = typer.Option(20, help="Expression samples per spot (paper: 20)."),
     sampler: str = typer.Option("ddim:50", help="ddpm (all T steps) | ddpm:S | ddim:S[:eta]"),
-    summary: str = typer.Option("mean", help="mean | median | mode of the samples"),
+    summary: str = typer.Option("recipe", help="recipe (the run's: posterior mean or sample mean) | "
+                                "mean | median | mode of the samples"),
     keep_samples: bool = typer.Option(False, help="Also write every sample (.samples.npy)."),
     seed: int = typer.Option(0, help="Sampling seed."),
     checkpoint: Path | None = typer.Option(None, help="A specific checkpoint (default: latest)."),
@@ -201,7 +202,8 @@ def predict(
 
     cfg_path = run / "config.json"
     require(cfg_path.is_file(), f"{run} is not a training run (no config.json)")
-    require(summary in SUMMARIES, f"unknown --summary '{summary}'; choose {', '.join(SUMMARIES)}")
+    require(summary in ("recipe", *SUMMARIES),
+            f"unknown --summary '{summary}'; choose recipe, {', '.join(SUMMARIES)}")
     model = StemModel.from_run(run, checkpoint)
     parse_sampler(sampler, model.diffusion.num_steps)
     ds = open_prepared(prep or json.loads(cfg_path.read_text())["train"]["prep"])
@@ -214,7 +216,8 @@ def predict(
     many = len(ids) > 1
     dev = _device(device)
     rows = [predict_section(model, ds, sid, out / f"{sid}_pred.h5ad" if many else out, num_samples,
-                            sampler, summary, seed, dev, keep_samples, overwrite) for sid in ids]
+                            sampler, None if summary == "recipe" else summary, seed, dev, keep_samples,
+                            overwrite) for sid in ids]
     _print_table(rows, f"predictions from {run}")
 
 

@@ -14,15 +14,19 @@ import numpy as np
 import torch
 
 from .atomic import write_json
+from .data.context import add_context
 from .data.prepared import PreparedDataset
 from .diffusion import GaussianDiffusion
+from .encoders.scaling import EmbeddingScaler
 from .errors import StemError, require
 from .models import PRESETS, StemDiT, StemDiTConfig
 from .prediction.summarise import summarise
+from .recipe import Recipe
 from .training.checkpoint import latest_checkpoint, load_checkpoint
 from .training.data import build_training_data
 from .training.distributed import DistInfo
 from .training.loop import LoopConfig, LoopResult, train_loop
+from .training.targets import TargetTransform, fit_targets
 
 log = logging.getLogger(__name__)
 UNITS = "log2(1 + count)"
@@ -45,6 +49,7 @@ class TrainSettings:
     diffusion_steps: int = 1000
     schedule: str = "linear"
     target_layer: str | None = None
+    recipe: Recipe = field(default_factory=Recipe)
 
 
 def training_geometry(ds: PreparedDataset, sections: list[str]) -> dict:
@@ -63,20 +68,23 @@ def network_config(preset: str, num_genes: int, cond_dim: int, **overrides) -> S
 
 
 class StemModel:
-    """A trained (or to-be-trained) Stem model with its gene panel and input normalisation."""
+    """A trained (or to-be-trained) Stem model: network, gene panel, input scaling, recipe and
+    target transform."""
 
-    def __init__(self, net_cfg: StemDiTConfig, genes: list[str], cond_mean: torch.Tensor,
-                 cond_std: torch.Tensor, encoders: list[dict], diffusion_steps: int = 1000,
-                 schedule: str = "linear", meta: dict | None = None, x_max: float | None = None):
+    def __init__(self, net_cfg: StemDiTConfig, genes: list[str], scaler: EmbeddingScaler,
+                 encoders: list[dict], diffusion_steps: int = 1000, schedule: str = "linear",
+                 meta: dict | None = None, recipe: Recipe | None = None,
+                 target: TargetTransform | None = None):
         self.net_cfg = net_cfg
         self.genes = list(genes)
-        self.cond_mean = cond_mean.float()
-        self.cond_std = cond_std.float()
+        self.scaler = scaler
         self.encoders = encoders
-        self.diffusion = GaussianDiffusion(diffusion_steps, schedule)
+        self.recipe = recipe or Recipe()
+        self.diffusion = GaussianDiffusion(diffusion_steps, schedule, self.recipe.objective,
+                                           self.recipe.min_snr_gamma)
         self.net = StemDiT(net_cfg)
         self.meta = meta or {}
-        self.x_max = x_max  # largest training value: samples' x_0 predictions are kept in [0, x_max]
+        self.target = target or TargetTransform.identity(len(self.genes), None)
 
     # --- training -----------------------------------------------------------------------
     @classmethod
@@ -85,16 +93,21 @@ class StemModel:
             resume: bool = False, dist_info: DistInfo | None = None, progress: bool = True,
             ) -> tuple[StemModel, LoopResult]:
         """Train on the non-held-out sections of ``ds``; checkpoints go to ``run_dir``."""
+        recipe = settings.recipe
         sections = [s for s in ds.sections if s not in settings.holdout]
         data = build_training_data(ds, sections, settings.aug_ratio, settings.seed,
-                                   settings.target_layer)
-        cfg = network_config(settings.preset, len(ds.genes), data.cond.shape[1],
+                                   settings.target_layer, recipe.context)
+        scaler = EmbeddingScaler.fit(data.inputs)
+        cond_np = scaler.transform(data.inputs)
+        target, z = fit_targets(recipe, cond_np, data.x, data.group, data.original)
+        cfg = network_config(settings.preset, len(ds.genes), cond_np.shape[1],
                              learn_sigma=learn_sigma, **(net_overrides or {}))
         torch.manual_seed(settings.seed)
-        model = cls(cfg, ds.genes, data.cond_mean, data.cond_std, ds.manifest["encoders"],
-                    settings.diffusion_steps, settings.schedule, x_max=float(data.x.max()),
+        model = cls(cfg, ds.genes, scaler, ds.manifest["encoders"], settings.diffusion_steps,
+                    settings.schedule, recipe=recipe, target=target,
                     meta={"train": asdict(settings), "train_sections": sections,
                           "train_pairs": len(data.x), "train_spots": data.n_spots,
+                          "constant_inputs": int((~scaler.informative).sum()),
                           "patch_mode": ds.manifest.get("patch_mode"),
                           "geometry": training_geometry(ds, sections)})
         info = dist_info or DistInfo()
@@ -107,13 +120,14 @@ class StemModel:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             write_json(Path(run_dir) / "config.json",
                        {"train": asdict(settings), "net": cfg.to_dict(), "genes": ds.genes,
-                        "encoders": ds.manifest["encoders"], "train_sections": sections})
-        log.info("training on %s: %d spots, %d pairs, %d genes, %d-d condition; %s",
-                 ",".join(sections), data.n_spots, len(data.x), len(ds.genes), data.cond.shape[1],
-                 cfg)
+                        "recipe": recipe.to_dict(), "encoders": ds.manifest["encoders"],
+                        "train_sections": sections})
+        log.info("training on %s: %d spots, %d pairs, %d genes, %d-d condition (%d constant); %s; %s",
+                 ",".join(sections), data.n_spots, len(data.x), len(ds.genes), cond_np.shape[1],
+                 model.meta["constant_inputs"], recipe, cfg)
         dev = torch.device(device)
-        x_all, c_all = data.x.to(dev), data.cond.to(dev)
-        diffusion, n, g, batch = model.diffusion, len(data.x), len(ds.genes), settings.batch_size
+        x_all, c_all = torch.from_numpy(z).to(dev), torch.from_numpy(cond_np).to(dev)
+        diffusion, n, g, batch = model.diffusion, len(z), len(ds.genes), settings.batch_size
 
         def loss_fn(net, data_gen, noise_gen, share):
             idx = torch.randint(n, (batch,), generator=data_gen)[share].to(dev)
@@ -125,7 +139,7 @@ class StemModel:
 
         loop = LoopConfig(steps=settings.steps, lr=settings.lr, ema_decay=settings.ema_decay,
                           seed=settings.seed, checkpoint_every=settings.checkpoint_every,
-                          device=device, progress=progress)
+                          device=device, progress=progress, lr_schedule=recipe.lr_schedule)
         result = train_loop(model.net, loss_fn, loop, run_dir, model._extra_state(),
                             dist_info, resume, global_batch=batch)
         # predict with the EMA weights
@@ -135,20 +149,23 @@ class StemModel:
         return model, result
 
     def _extra_state(self) -> dict:
-        return {"net_config": self.net_cfg.to_dict(), "genes": self.genes,
-                "cond_mean": self.cond_mean, "cond_std": self.cond_std,
+        return {"net_config": self.net_cfg.to_dict(), "genes": self.genes, **self.scaler.state(),
                 "encoders_json": json.dumps(self.encoders),
                 "diffusion": {"steps": self.diffusion.num_steps,
                               "schedule": self.diffusion.schedule_kind},
-                "meta_json": json.dumps(self.meta, default=str), "x_max": self.x_max}
+                "recipe": self.recipe.to_dict(), "target": self.target.state(),
+                "meta_json": json.dumps(self.meta, default=str)}
 
     # --- persistence --------------------------------------------------------------------
     @classmethod
     def _from_state(cls, state: dict, weights: dict) -> StemModel:
-        m = cls(StemDiTConfig(**state["net_config"]), state["genes"], state["cond_mean"],
-                state["cond_std"], json.loads(state["encoders_json"]),
-                state["diffusion"]["steps"], state["diffusion"]["schedule"],
-                json.loads(state["meta_json"]), state.get("x_max"))
+        genes = state["genes"]
+        target = (TargetTransform.from_state(state["target"]) if state.get("target")
+                  else TargetTransform.identity(len(genes), state.get("x_max")))  # before recipes
+        m = cls(StemDiTConfig(**state["net_config"]), genes, EmbeddingScaler.from_state(state),
+                json.loads(state["encoders_json"]), state["diffusion"]["steps"],
+                state["diffusion"]["schedule"], json.loads(state["meta_json"]),
+                Recipe.from_dict(state.get("recipe")), target)
         m.net.load_state_dict(weights)
         m.net.eval()
         return m
@@ -170,6 +187,7 @@ class StemModel:
         path.mkdir(parents=True, exist_ok=True)
         torch.save({**self._extra_state(), "weights": self.net.state_dict()}, path / "model.pt")
         write_json(path / "config.json", {"net": self.net_cfg.to_dict(), "genes": self.genes,
+                                          "recipe": self.recipe.to_dict(),
                                           "encoders": self.encoders, "meta": self.meta})
 
     @classmethod
@@ -185,48 +203,79 @@ class StemModel:
         return cls._from_state(state, state["weights"])
 
     # --- prediction ---------------------------------------------------------------------
-    def condition(self, embeddings: np.ndarray) -> torch.Tensor:
-        """Standardise raw spot embeddings ``(N, C)`` with the training statistics."""
-        emb = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
-        require(emb.ndim == 2 and emb.shape[1] == self.net_cfg.cond_dim,
-                f"embeddings of width {emb.shape[-1]} do not match the model's "
-                f"{self.net_cfg.cond_dim} (same encoder(s) as in training?)")
-        return (emb - self.cond_mean) / self.cond_std
+    def condition(self, embeddings: np.ndarray, xy: np.ndarray | None = None) -> np.ndarray:
+        """Standardised condition ``(N, C')`` from raw spot embeddings ``(N, C)`` (plus the
+        ring-1 context from spot centres ``xy`` when the recipe uses it)."""
+        emb = np.asarray(embeddings, dtype=np.float32)
+        width = self.net_cfg.cond_dim // (2 if self.recipe.context == "ring1" else 1)
+        require(emb.ndim == 2 and emb.shape[1] == width,
+                f"embeddings of width {emb.shape[-1]} do not match the model's {width} "
+                "(same encoder(s) as in training?)")
+        require(self.recipe.context == "none" or xy is not None,
+                "this model uses spatial context: pass the spot centres (xy)")
+        return self.scaler.transform(add_context(emb, xy, self.recipe.context))
 
     @torch.no_grad()
-    def sample(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = "ddim:50",
-               seed: int = 0, device: str = "cpu", batch_rows: int | None = None, progress=None,
-               ) -> np.ndarray:
-        """Draw ``num_samples`` expression profiles per spot: ``(spots, samples, genes)`` in
-        log2(1 + count), clipped at 0."""
-        require(num_samples >= 1, "--num-samples must be at least 1")
-        cond = self.condition(embeddings)
+    def _run(self, cond: np.ndarray, num_samples: int, sampler: str | None, seed: int, device: str,
+             batch_rows: int | None = None, progress=None) -> np.ndarray:
+        """z for each condition row repeated ``num_samples`` times: ``(N, samples, G)``;
+        ``sampler=None`` gives the posterior-mean estimate instead of samples."""
         net = self.net.to(device).eval()
         gen = torch.Generator(device=device).manual_seed(seed)
-        rows = cond.repeat_interleave(num_samples, dim=0)
+        rows = torch.from_numpy(cond).repeat_interleave(num_samples, dim=0)
+        lo, hi = (v.to(device) for v in self.target.clip_range())
         # CPU: small batches stay in cache (5.3 ms/row at 64-256 rows vs 7.6 at 1024, small preset)
         batch_rows = batch_rows or (2048 if str(device).startswith("cuda") else 256)
         out = []
         for start in range(0, len(rows), batch_rows):
             c = rows[start:start + batch_rows].to(device)
-            x = self.diffusion.sample(lambda xt, tt, c=c: net(xt, tt, c),
-                                      (len(c), self.net_cfg.num_genes), sampler, gen, device,
-                                      clip_x0=None if self.x_max is None else (0.0, self.x_max))
-            out.append(x.clamp_min(0).float().cpu())
+            def fn(xt, tt, c=c):
+                return net(xt, tt, c)
+
+            shape = (len(c), self.net_cfg.num_genes)
+            if sampler is None:
+                x = self.diffusion.posterior_mean(fn, shape, self.recipe.posterior_draws, gen, device,
+                                                  clip_x0=(lo, hi))
+            else:
+                x = self.diffusion.sample(fn, shape, sampler, gen, device, clip_x0=(lo, hi))
+            out.append(x.float().cpu())
             if progress is not None:
                 progress(len(c))
-        samples = torch.cat(out).view(len(cond), num_samples, -1)
-        return samples.numpy()
+        return torch.cat(out).view(len(cond), num_samples, -1).numpy()
+
+    def sample(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = "ddim:50",
+               seed: int = 0, device: str = "cpu", batch_rows: int | None = None, progress=None,
+               xy: np.ndarray | None = None) -> np.ndarray:
+        """Draw ``num_samples`` expression profiles per spot: ``(spots, samples, genes)`` in
+        log2(1 + count), clipped at 0."""
+        require(num_samples >= 1, "--num-samples must be at least 1")
+        cond = self.condition(embeddings, xy)
+        z = self._run(cond, num_samples, sampler, seed, device, batch_rows, progress)
+        return np.maximum(self.target.decode(z, self.target.prior(cond)[:, None]), 0)
+
+    def posterior_mean(self, embeddings: np.ndarray, xy: np.ndarray | None = None, seed: int = 0,
+                       device: str = "cpu") -> np.ndarray:
+        """The network's estimate of E[expression | image] ``(spots, genes)`` (x0/v recipes)."""
+        cond = self.condition(embeddings, xy)
+        z = self._run(cond, 1, None, seed, device)[:, 0]
+        return np.maximum(self.target.decode(z, self.target.prior(cond)), 0)
 
     def predict(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = "ddim:50",
-                summary: str = "mean", seed: int = 0, device: str = "cpu", progress=None,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return (summary, per-gene std across samples, samples) for ``(N, C)`` embeddings."""
-        samples = self.sample(embeddings, num_samples, sampler, seed, device, progress=progress)
-        return summarise(samples, summary), samples.std(axis=1), samples
+                summary: str | None = None, seed: int = 0, device: str = "cpu", progress=None,
+                xy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (point estimate, per-gene std across samples, samples) for ``(N, C)``
+        embeddings. The point estimate is the recipe's (``summary=None``) or the named summary
+        of the samples (mean, median, mode)."""
+        samples = self.sample(embeddings, num_samples, sampler, seed, device, progress=progress, xy=xy)
+        if summary is None and self.recipe.point == "posterior_mean":
+            point = self.posterior_mean(embeddings, xy, seed, device)
+        else:
+            point = summarise(samples, summary or "mean")
+        return point, samples.std(axis=1), samples
 
 
-RESUME_FIXED = ("prep", "holdout", "preset", "batch_size", "aug_ratio", "lr", "seed", "target_layer")
+RESUME_FIXED = ("prep", "holdout", "preset", "batch_size", "aug_ratio", "lr", "seed", "target_layer",
+                "recipe")
 
 
 def train_run(ds: PreparedDataset, out: str | Path, settings: TrainSettings, net_overrides: dict | None = None,
@@ -244,7 +293,9 @@ def train_run(ds: PreparedDataset, out: str | Path, settings: TrainSettings, net
     if resume:
         require(cfg_path.is_file(), f"{out} is not a training run; nothing to resume")
         saved = json.loads(cfg_path.read_text())["train"]
-        changed = {k for k in RESUME_FIXED if saved.get(k) != getattr(settings, k)}
+        saved.setdefault("recipe", Recipe().to_dict())  # runs from before recipes: the paper's
+        now = json.loads(json.dumps(asdict(settings)))
+        changed = {k for k in RESUME_FIXED if saved.get(k) != now.get(k)}
         require(not changed, f"--resume with different settings: {', '.join(sorted(changed))}")
     elif info.main:
         require(not out.exists(), f"{out} already exists; pass --resume to continue it or choose another --out")

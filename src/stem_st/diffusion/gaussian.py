@@ -1,10 +1,13 @@
-"""Gaussian diffusion: forward noising, the ε-prediction loss (optionally with learned
-variance, improved DDPM's hybrid loss) and two samplers — ancestral DDPM and DDIM — on the full
-or a respaced chain. An optional ``mask`` diffuses only part of ``x`` and keeps the rest at its
-known value throughout (inpainting), which LGDiST uses for neighbour tokens.
+"""Gaussian diffusion: forward noising, the denoising loss (the network predicts ε, x_0 or v;
+optionally min-SNR-γ weighted, or with improved DDPM's learned variance), two samplers —
+ancestral DDPM and DDIM — on the full or a respaced chain, and the posterior-mean estimate
+E[x_0 | condition] read from the network at the noisiest step. An optional ``mask`` diffuses
+only part of ``x`` and keeps the rest at its known value throughout (inpainting), which LGDiST
+uses for neighbour tokens.
 
-``model_fn(x_t, t)`` returns ``(eps, v)``: ``eps`` shaped like ``x_t``, ``v`` the variance
-interpolation in [-1, 1] or ``None`` for the fixed posterior variance.
+``model_fn(x_t, t)`` returns ``(out, v)``: ``out`` shaped like ``x_t`` (ε, x_0 or v, by the
+diffusion's ``objective``), ``v`` the variance interpolation in [-1, 1] or ``None`` for the
+fixed posterior variance.
 """
 
 from __future__ import annotations
@@ -64,14 +67,45 @@ def _normal_kl(mean1, logvar1, mean2, logvar2):
                   + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
-class GaussianDiffusion:
-    """A DDPM with ``num_steps`` trained timesteps on a ``linear`` or ``cosine`` schedule."""
+OBJECTIVES = ("eps", "x0", "v")
 
-    def __init__(self, num_steps: int = 1000, schedule: str = "linear"):
+
+class GaussianDiffusion:
+    """A DDPM with ``num_steps`` trained timesteps on a ``linear`` or ``cosine`` schedule whose
+    network predicts ``objective`` (ε, x_0 or v = √ᾱ ε − √(1−ᾱ) x_0)."""
+
+    def __init__(self, num_steps: int = 1000, schedule: str = "linear", objective: str = "eps",
+                 min_snr_gamma: float = 0.0):
+        if objective not in OBJECTIVES:
+            raise StemError(f"unknown objective '{objective}'; choose {', '.join(OBJECTIVES)}")
         self.num_steps = num_steps
         self.schedule_kind = schedule
+        self.objective = objective
+        self.min_snr_gamma = float(min_snr_gamma)
         self.schedule = make_schedule(schedule, num_steps)
         self.chain = _Chain(self.schedule)
+
+    def eps_x0(self, out: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε, x̂_0) from the network's output ``out`` at noise level ``abar`` (broadcastable)."""
+        a, s = torch.sqrt(abar), torch.sqrt(1 - abar)
+        if self.objective == "eps":
+            return out, (x_t - s * out) / a
+        if self.objective == "x0":
+            return (x_t - a * out) / s, out
+        x0 = a * x_t - s * out  # v
+        return s * x_t + a * out, x0
+
+    def _target_and_weight(self, x0, noise, t) -> tuple[torch.Tensor, torch.Tensor]:
+        abar = _take(self.chain.abar, t, x0)
+        target = {"eps": noise, "x0": x0,
+                  "v": torch.sqrt(abar) * noise - torch.sqrt(1 - abar) * x0}[self.objective]
+        if self.min_snr_gamma <= 0:
+            return target, torch.ones_like(abar)
+        snr = abar / (1 - abar)
+        w = torch.clamp(snr, max=self.min_snr_gamma)  # min-SNR-γ in x_0 units …
+        w = w / {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1}[self.objective]
+        return target, w  # … divided by the objective's own SNR factor
 
     # --- forward process and loss -------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -79,9 +113,8 @@ class GaussianDiffusion:
         c = self.chain
         return _take(np.sqrt(c.abar), t, x0) * x0 + _take(np.sqrt(1 - c.abar), t, x0) * noise
 
-    def _p_mean_logvar(self, chain: _Chain, eps, v, x_t, i, clip_x0=None):
-        abar = _take(chain.abar, i, x_t)
-        x0 = (x_t - torch.sqrt(1 - abar) * eps) / torch.sqrt(abar)
+    def _p_mean_logvar(self, chain: _Chain, out, v, x_t, i, clip_x0=None):
+        _, x0 = self.eps_x0(out, x_t, _take(chain.abar, i, x_t))
         if clip_x0 is not None:
             x0 = x0.clamp(*clip_x0)
         mean = _take(chain.coef_x0, i, x_t) * x0 + _take(chain.coef_xt, i, x_t) * x_t
@@ -97,24 +130,26 @@ class GaussianDiffusion:
         self, model_fn: ModelFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
         mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per-sample losses: ``mse`` of ε, plus ``vb`` (bits/dim) when the variance is learned.
+        """Per-sample losses: ``mse`` of the objective (ε, x_0 or v; min-SNR-γ weighted when
+        set), plus ``vb`` (bits/dim) when the variance is learned.
 
         With ``mask``, only masked entries are noised and scored; the rest stay at ``x0``.
         """
         x_t = self.q_sample(x0, t, noise)
         if mask is not None:
             x_t = torch.where(mask.bool(), x_t, x0)
-        eps, v = model_fn(x_t, t)
+        out, v = model_fn(x_t, t)
+        target, snr_w = self._target_and_weight(x0, noise, t)
         w = torch.ones_like(x0) if mask is None else mask.to(x0.dtype).expand_as(x0)
         dims = tuple(range(1, x0.dim()))
         denom = w.sum(dims).clamp_min(1.0)
-        terms = {"mse": (((eps.float() - noise) ** 2) * w).sum(dims) / denom}
+        terms = {"mse": (((out.float() - target) ** 2) * w).sum(dims) / denom * snr_w.flatten()}
         if v is not None:
             # variational bound with a frozen mean, so it only trains the variance
             c = self.chain
             true_mean = _take(c.coef_x0, t, x0) * x0 + _take(c.coef_xt, t, x0) * x_t
             true_logvar = _take(c.post_logvar, t, x0)
-            mean, logvar, _ = self._p_mean_logvar(c, eps.detach().float(), v.float(), x_t, t)
+            mean, logvar, _ = self._p_mean_logvar(c, out.detach().float(), v.float(), x_t, t)
             kl = _normal_kl(true_mean, true_logvar, mean, logvar) / math.log(2.0)
             nll = 0.5 * (math.log(2 * math.pi) + logvar + (x0 - mean) ** 2 * torch.exp(-logvar))
             nll = nll / math.log(2.0)
@@ -153,11 +188,11 @@ class GaussianDiffusion:
             idx = torch.full((shape[0],), i, device=x.device, dtype=torch.long)
             t = torch.as_tensor(chain.timesteps, device=x.device)[idx]
             with torch.no_grad():
-                eps, v = model_fn(x, t)
-            eps = eps.float()
+                out, v = model_fn(x, t)
+            out = out.float()
             v = None if v is None else v.float()
             if kind == "ddpm":
-                mean, logvar, _ = self._p_mean_logvar(chain, eps, v, x, idx, clip_x0)
+                mean, logvar, _ = self._p_mean_logvar(chain, out, v, x, idx, clip_x0)
                 if i > 0:
                     z = torch.randn(x.shape, generator=generator, device=x.device)
                     x = mean + torch.exp(0.5 * logvar) * z
@@ -166,7 +201,7 @@ class GaussianDiffusion:
             else:
                 abar = _take(chain.abar, idx, x)
                 abar_prev = _take(chain.abar_prev, idx, x)
-                x0 = (x - torch.sqrt(1 - abar) * eps) / torch.sqrt(abar)
+                eps, x0 = self.eps_x0(out, x, abar)
                 if clip_x0 is not None:  # and the ε consistent with the clipped x_0
                     x0 = x0.clamp(*clip_x0)
                     eps = (x - torch.sqrt(abar) * x0) / torch.sqrt(1 - abar)
@@ -178,3 +213,22 @@ class GaussianDiffusion:
             if progress is not None:
                 progress(1)
         return x
+
+    @torch.no_grad()
+    def posterior_mean(self, model_fn: ModelFn, shape: tuple[int, ...], draws: int = 8,
+                       generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+                       clip_x0: tuple | None = None) -> torch.Tensor:
+        """E[x_0 | condition]: the network's x̂_0 at the noisiest trained step, where x_T carries
+        (almost) nothing of x_0, averaged over ``draws`` draws of x_T. Needs an x_0 or v
+        objective: ε-prediction divides by √ᾱ_T there."""
+        if self.objective == "eps":
+            raise StemError("the posterior-mean estimate needs an x0 or v objective")
+        t = torch.full((shape[0],), self.num_steps - 1, device=device, dtype=torch.long)
+        abar = _take(self.chain.abar, t, torch.zeros(shape, device=device))
+        total = torch.zeros(shape, device=device)
+        for _ in range(draws):
+            x = torch.randn(shape, generator=generator, device=device)
+            out, _ = model_fn(x, t)
+            x0 = self.eps_x0(out.float(), x, abar)[1]
+            total += x0 if clip_x0 is None else x0.clamp(*clip_x0)
+        return total / draws

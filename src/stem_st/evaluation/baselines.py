@@ -1,8 +1,10 @@
 """Baselines with the same ``fit`` / ``predict`` interface as :class:`~stem_st.StemModel`.
 
 Every baseline learns from the same prepared dataset, split and embeddings as Stem: the
-original view (view 0) of each training spot with panel counts, embeddings standardised with
-the training statistics, targets in log2(1 + count). ``predict`` returns
+original view (view 0) of each training spot with panel counts, inputs standardised with the
+training statistics (:class:`~stem_st.encoders.scaling.EmbeddingScaler`), targets in
+log2(1 + count). ``name+ctx`` variants get the same ring-1 spatial context as Stem's
+``context='ring1'`` recipe. ``predict(embeddings, xy)`` returns
 ``(mean, std or None, samples or None)`` like ``StemModel.predict``.
 """
 
@@ -11,45 +13,50 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..data.context import add_context
 from ..data.prepared import PreparedDataset
+from ..encoders.scaling import EmbeddingScaler
 from ..errors import require
-from ..training.data import embedding_stats, log2_expression
+from ..models.ridge import ALPHAS, RidgeProbe
+from ..training.data import log2_expression, section_counts, section_inputs
 
 
-def training_pairs(ds: PreparedDataset, sections: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings (N, C) of view 0, log2(1 + count) (N, G)) of spots with panel counts."""
+def training_pairs(ds: PreparedDataset, sections: list[str], context: str = "none"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs (N, C) of view 0, log2(1 + count) (N, G)) of spots with panel counts."""
     require(bool(sections), "no training sections for the baselines")
     xs, ys = [], []
     for sid in sections:
-        a = ds.section(sid)
-        counts = np.asarray(a.X.toarray() if hasattr(a.X, "toarray") else a.X)
+        counts = section_counts(ds, sid)
         keep = counts.sum(1) > 0
-        xs.append(ds.embeddings(sid)[keep, 0])
+        xs.append(section_inputs(ds, sid, context)[keep, 0])
         ys.append(log2_expression(counts[keep]))
     return np.concatenate(xs), np.concatenate(ys)
 
 
 class Baseline:
-    """Common part: embedding standardisation and the fit/predict contract."""
+    """Common part: inputs (with optional spatial context), standardisation, fit/predict."""
 
     name = "baseline"
+    context = "none"
 
     def fit(self, ds: PreparedDataset, sections: list[str]) -> Baseline:
         """Fit on the given (training) sections of ``ds``."""
-        emb, y = training_pairs(ds, sections)
-        self._mean, self._std = embedding_stats(emb)
-        self._fit((emb - self._mean) / self._std, y)
+        emb, y = training_pairs(ds, sections, self.context)
+        self.scaler = EmbeddingScaler.fit(emb)
+        self._fit(self.scaler.transform(emb), y)
         return self
 
-    def predict(self, embeddings: np.ndarray, **_) -> tuple[np.ndarray, np.ndarray | None,
-                                                             np.ndarray | None]:
-        """``(mean, std, samples)`` for raw ``(N, C)`` embeddings; std/samples may be None."""
-        require(hasattr(self, "_mean"), f"{self.name}: call fit() first")
-        emb = np.asarray(embeddings, dtype=np.float32)
-        require(emb.ndim == 2 and emb.shape[1] == len(self._mean),
-                f"{self.name}: embeddings of width {emb.shape[-1]} do not match the fitted "
-                f"{len(self._mean)}")
-        return self._predict((emb - self._mean) / self._std)
+    def predict(self, embeddings: np.ndarray, xy: np.ndarray | None = None, **_
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``(mean, std, samples)`` for raw ``(N, C)`` embeddings (and spot centres ``xy``,
+        needed with context); std/samples may be None."""
+        require(hasattr(self, "scaler"), f"{self.name}: call fit() first")
+        emb = add_context(np.asarray(embeddings, dtype=np.float32), xy, self.context)
+        require(emb.ndim == 2 and emb.shape[1] == self.scaler.dim,
+                f"{self.name}: inputs of width {emb.shape[-1]} do not match the fitted "
+                f"{self.scaler.dim}")
+        return self._predict(self.scaler.transform(emb))
 
     def _fit(self, x: np.ndarray, y: np.ndarray) -> None:
         raise NotImplementedError
@@ -98,19 +105,14 @@ class RidgeBaseline(Baseline):
 
     name = "ridge"
 
-    def __init__(self, n_components: int = 256, alphas: tuple[float, ...] = tuple(np.logspace(-1, 5, 13))):
-        self.n_components, self.alphas = n_components, alphas
+    def __init__(self, n_components: int = 256, alphas: tuple[float, ...] = ALPHAS):
+        self.probe = RidgeProbe(n_components, alphas)
 
     def _fit(self, x, y):
-        from sklearn.decomposition import PCA
-        from sklearn.linear_model import RidgeCV
-
-        self.pca = PCA(n_components=min(self.n_components, *x.shape), random_state=0).fit(x)
-        self.ridge = RidgeCV(alphas=self.alphas).fit(self.pca.transform(x), y)
-        self.alpha = float(self.ridge.alpha_)
+        self.alpha = self.probe.fit(x, y).alpha
 
     def _predict(self, x):
-        return self.ridge.predict(self.pca.transform(x)).astype(np.float32), None, None
+        return self.probe.predict(x), None, None
 
 
 class MLPBaseline(Baseline):
@@ -147,7 +149,15 @@ class MLPBaseline(Baseline):
             return self.net(torch.from_numpy(x).float()).numpy(), None, None
 
 
-BASELINES = {"mean": MeanBaseline, "knn": KNNBaseline, "ridge": RidgeBaseline, "mlp": MLPBaseline}
+def _with_context(base: type[Baseline]) -> type[Baseline]:
+    return type(f"{base.__name__}Context", (base,), {"name": f"{base.name}+ctx", "context": "ring1",
+                                                     "__doc__": f"{base.name} on [embedding, ring-1 mean]."})
+
+
+BASELINES: dict[str, type[Baseline]] = {
+    "mean": MeanBaseline, "knn": KNNBaseline, "ridge": RidgeBaseline, "mlp": MLPBaseline,
+    "knn+ctx": _with_context(KNNBaseline), "ridge+ctx": _with_context(RidgeBaseline),
+}
 
 
 def parse_baselines(spec: str) -> list[str]:

@@ -139,7 +139,7 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
     for name in baselines:
         tb = time.perf_counter()
         model = BASELINES[name]().fit(ds, trained_on)
-        mean, std, samples = model.predict(emb)
+        mean, std, samples = model.predict(emb, np.asarray(truth_ad.obsm["spatial"]))
         info = {"seconds": round(time.perf_counter() - tb, 2)}
         if name == "ridge":
             info["alpha"] = model.alpha

@@ -88,3 +88,21 @@ def score(truth: np.ndarray, pred: np.ndarray, samples: np.ndarray | None = None
     out["genes_zero_variance"] = int((~np.isfinite(r)).sum())
     out["coverage80"] = interval_coverage(y, samples) if samples is not None else float("nan")
     return out
+
+
+#: evaluation units: the paper's, and a depth-normalised one for cross-patient comparisons
+UNIT_NAMES = {"log2": "log2(1 + count)",
+              "cp10k": "log2(1 + CP10k), counts scaled to 10 000 per spot over the panel"}
+
+
+def in_unit(log2_values: np.ndarray, unit: str = "log2") -> np.ndarray:
+    """Convert log2(1 + count) values ``(..., genes)`` (truth, predictions or samples) to
+    ``unit``: ``log2`` unchanged, ``cp10k`` = log2(1 + 10⁴ · c / Σ_panel c) per spot, so sections
+    sequenced to different depths become comparable (all-zero spots stay 0)."""
+    if unit not in UNIT_NAMES:
+        raise ValueError(f"unknown unit '{unit}'; choose {', '.join(UNIT_NAMES)}")
+    if unit == "log2":
+        return log2_values
+    counts = np.maximum(np.exp2(np.asarray(log2_values, dtype=np.float64)) - 1.0, 0.0)
+    total = counts.sum(-1, keepdims=True)
+    return np.log2(1.0 + 1e4 * counts / np.where(total > 0, total, 1.0)).astype(np.float32)

@@ -49,16 +49,19 @@ def write_prediction(pred: ad.AnnData, path: str | Path, samples: np.ndarray | N
 
 
 def predict_section(model, ds, section: str, target: str | Path, num_samples: int = 20,
-                    sampler: str = "ddim:50", summary: str = "mean", seed: int = 0, device: str = "cpu",
+                    sampler: str = "ddim:50", summary: str | None = None, seed: int = 0, device: str = "cpu",
                     keep_samples: bool = False, overwrite: bool = False) -> dict:
     """Predict one prepared section with a :class:`~stem_st.StemModel` and write the file;
     returns a summary row."""
     require(overwrite or not Path(target).exists(), f"{target} already exists; pass --overwrite")
     spots = ds.section(section)
     t0 = time.perf_counter()
-    mean, std, samples = model.predict(ds.embeddings(section)[:, 0], num_samples, sampler, summary, seed, device)
+    mean, std, samples = model.predict(ds.embeddings(section)[:, 0], num_samples, sampler, summary, seed,
+                                       device, xy=np.asarray(spots.obsm["spatial"]))
     secs = time.perf_counter() - t0
+    summary = summary or model.recipe.point
     prov = {"section": section, "method": "stem", "summary": summary, "num_samples": num_samples,
+            "recipe": model.recipe.to_dict(),
             "sampler": sampler, "seed": seed, "checkpoint": model.meta.get("checkpoint"),
             "step": model.meta.get("step"), "weights": "ema",
             "encoders": [p["encoder"] for p in model.encoders],

@@ -135,8 +135,8 @@ def predict_slide(cfg: SlideConfig) -> dict:
     t = time.perf_counter()
     with _progress(cfg.progress) as prog:
         task = prog.add_task("sample", total=len(xy) * cfg.num_samples)
-        mean, std, _ = model.predict(emb, cfg.num_samples, cfg.sampler, "mean", cfg.seed, cfg.device,
-                                     progress=lambda n: prog.advance(task, n))
+        mean, std, _ = model.predict(emb, cfg.num_samples, cfg.sampler, None, cfg.seed, cfg.device,
+                                     progress=lambda n: prog.advance(task, n), xy=xy)
     times["sample"] = time.perf_counter() - t
     lib = Path(cfg.image).stem
     spot_px = geo["spot_diameter_um"] / mpp
@@ -152,7 +152,8 @@ def predict_slide(cfg: SlideConfig) -> dict:
     res.uns["stem"] = {"units": "log2(1 + count)", "image": str(Path(cfg.image).resolve()), "mpp": float(mpp),
                        "pitch_um": float(pitch_um), "layout": layout, "min_tissue": cfg.min_tissue,
                        "patch_px": geom.side_px, "patch_um": geom.field_um, "num_samples": cfg.num_samples,
-                       "sampler": cfg.sampler, "seed": cfg.seed, "checkpoint": model.meta.get("checkpoint"),
+                       "sampler": cfg.sampler, "recipe": model.recipe.to_dict(), "seed": cfg.seed,
+                       "checkpoint": model.meta.get("checkpoint"),
                        "step": model.meta.get("step"), "weights": "ema",
                        "encoders": [e["encoder"] for e in model.encoders], "library_id": lib,
                        "seconds": {k: round(v, 1) for k, v in times.items()}}

@@ -1,4 +1,4 @@
-"""Training pairs (expression, image embedding) from a prepared dataset."""
+"""Training pairs (expression, spot input) from a prepared dataset."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from ..data.context import add_context
 from ..data.prepared import PreparedDataset
 from ..errors import require
 
@@ -19,39 +19,44 @@ def log2_expression(counts: np.ndarray) -> np.ndarray:
     return np.log2(1.0 + np.asarray(counts, dtype=np.float32))
 
 
+def section_counts(ds: PreparedDataset, sid: str, layer: str | None = None) -> np.ndarray:
+    """Dense panel counts of a prepared section (``X`` or a layer)."""
+    a = ds.section(sid)
+    counts = a.layers[layer] if layer else a.X
+    return np.asarray(counts.toarray() if hasattr(counts, "toarray") else counts)
+
+
+def section_inputs(ds: PreparedDataset, sid: str, context: str = "none") -> np.ndarray:
+    """Raw spot inputs ``(spots, views, C)`` of a section: embeddings, with the ring-1
+    neighbour mean appended per view for ``context='ring1'``."""
+    return add_context(ds.embeddings(sid), np.asarray(ds.section(sid).obsm["spatial"]), context)
+
+
 @dataclass
 class TrainingData:
-    """Stacked pairs; ``cond_mean``/``cond_std`` standardise embeddings (training stats)."""
+    """Stacked pairs of raw inputs and log2 expression, with each pair's section and view."""
 
-    x: torch.Tensor          # (N, G) log2(1 + count)
-    cond: torch.Tensor       # (N, C) standardised embeddings
-    cond_mean: torch.Tensor  # (C,)
-    cond_std: torch.Tensor   # (C,)
+    x: np.ndarray        # (N, G) log2(1 + count)
+    inputs: np.ndarray   # (N, C) raw spot inputs (embedding [+ context])
+    group: np.ndarray    # (N,) index of the pair's section
+    original: np.ndarray  # (N,) True for view 0
     sections: list[str]
     n_spots: int
 
 
-def embedding_stats(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and std (floored) of embeddings, ``(N, C)``."""
-    return emb.mean(0), np.maximum(emb.std(0), 1e-6)
-
-
-def build_training_data(
-    ds: PreparedDataset, sections: list[str], aug_ratio: int, seed: int, target_layer: str | None = None
-) -> TrainingData:
-    """Each non-empty spot of ``sections`` contributes its original view plus ``aug_ratio``
-    randomly chosen other dihedral views (fewer if fewer were prepared)."""
+def build_training_data(ds: PreparedDataset, sections: list[str], aug_ratio: int, seed: int,
+                        target_layer: str | None = None, context: str = "none") -> TrainingData:
+    """Each spot of ``sections`` with panel counts contributes its original view plus
+    ``aug_ratio`` randomly chosen other dihedral views (fewer if fewer were prepared)."""
     require(len(sections) > 0, "no training sections (all were held out?)")
     rng = np.random.default_rng(seed)
-    xs, conds, n_spots = [], [], 0
-    for sid in sections:
-        a = ds.section(sid)
-        counts = a.layers[target_layer] if target_layer else a.X
-        counts = np.asarray(counts.toarray() if hasattr(counts, "toarray") else counts)
+    xs, feats, groups, orig, n_spots = [], [], [], [], 0
+    for gi, sid in enumerate(sections):
+        counts = section_counts(ds, sid, target_layer)
         keep = counts.sum(axis=1) > 0
         if (~keep).any():
             log.info("%s: %d spots with no panel counts dropped", sid, int((~keep).sum()))
-        emb = ds.embeddings(sid)[keep]
+        emb = section_inputs(ds, sid, context)[keep]
         x = log2_expression(counts[keep])
         n_spots += len(x)
         k = min(aug_ratio, emb.shape[1] - 1)
@@ -59,12 +64,9 @@ def build_training_data(
             views = [0, *(rng.choice(np.arange(1, emb.shape[1]), size=k, replace=False) if k else [])]
             for v in views:
                 xs.append(x[i])
-                conds.append(emb[i, v])
+                feats.append(emb[i, v])
+                groups.append(gi)
+                orig.append(v == 0)
     require(n_spots > 0, "the training sections hold no spot with counts")
-    cond = np.stack(conds)
-    mean, std = embedding_stats(cond)
-    return TrainingData(
-        x=torch.from_numpy(np.stack(xs)), cond=torch.from_numpy((cond - mean) / std).float(),
-        cond_mean=torch.from_numpy(mean).float(), cond_std=torch.from_numpy(std).float(),
-        sections=list(sections), n_spots=n_spots,
-    )
+    return TrainingData(x=np.stack(xs), inputs=np.stack(feats), group=np.array(groups),
+                        original=np.array(orig), sections=list(sections), n_spots=n_spots)

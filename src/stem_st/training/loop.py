@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,16 @@ class LoopConfig:
     device: str = "cpu"
     bf16: bool = True
     progress: bool = True
+    lr_schedule: str = "constant"  # or "cosine": linear warm-up over 5 % of steps, cosine to 0
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for optimizer step ``step`` (0-based)."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        warm = max(1, self.steps // 20)
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, self.steps - warm)))
 
 
 @dataclass
@@ -149,6 +160,8 @@ def train_loop(
         while step < cfg.steps:
             with autocast:
                 terms = loss_fn(ddp, data_gen, noise_gen, share)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(step)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
@@ -158,7 +171,7 @@ def train_loop(
                 vals = {k: float(mean_across(v.detach().float(), info)) for k, v in terms.items()}
                 rows.append({"step": step, "loss": vals["loss"], "mse": vals.get("mse", ""),
                              "vb": vals.get("vb", ""), "ema_decay": ema.current_decay(),
-                             "lr": cfg.lr, "seconds": round(time.perf_counter() - t0, 3)})
+                             "lr": cfg.lr_at(step - 1), "seconds": round(time.perf_counter() - t0, 3)})
                 progress.update(task, completed=step, loss=vals["loss"])
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 checkpoint()

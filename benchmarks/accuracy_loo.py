@@ -1,0 +1,198 @@
+"""Leave-one-section-out accuracy of Stem recipes and the baselines on the six imaged HER2ST
+sections (C2–C6, A1).
+
+Each fold holds one section out: the gene panel (hmhvg:200) is chosen on the other five,
+every method trains on those five with the same embeddings (ImageNet EfficientNet-Lite0,
+2 dihedral views, cached) and is scored on the held-out section in two units, log2(1 + count)
+(the paper's) and log2(1 + CP10k) over the panel (depth-normalised). Stem's compute is the
+same for every recipe and stated in the output. Results are cached per fold and method in
+``--work`` (rerun to resume); the summary (mean ± sd over folds) is written to
+``benchmarks/results/accuracy_loo.{json,md}``.
+
+Usage: .venv/bin/python benchmarks/accuracy_loo.py [--variants paper,default] [--baselines all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stem_st.data.prepared import open_prepared
+from stem_st.evaluation.baselines import BASELINES
+from stem_st.evaluation.clustering import label_agreement
+from stem_st.evaluation.metrics import UNIT_NAMES, in_unit, score
+from stem_st.prepare import PrepareConfig, prepare
+from stem_st.recipe import get_recipe
+from stem_st.stem_model import StemModel, TrainSettings
+from stem_st.training.data import log2_expression, section_counts
+
+SECTIONS = ["C2", "C3", "C4", "C5", "C6", "A1"]
+#: one lever at a time from the paper recipe, then the combination (``name+key=value;…``)
+VARIANTS = {
+    "stem:paper": "paper",
+    "stem:zscore": "paper+target=zscore",
+    "stem:zscore+ctx": "paper+target=zscore;context=ring1",
+    "stem:zscore+prior": "paper+target=zscore;prior=ridge",
+    "stem:zscore+x0+posterior": "paper+target=zscore;objective=x0;point=posterior_mean",
+    "stem:zscore+cosine": "paper+target=zscore;lr_schedule=cosine",
+    "stem:default": "default",
+}
+ORDER = ["stem:default", "stem:paper", "stem:zscore", "stem:zscore+prior", "stem:zscore+ctx",
+         "stem:zscore+x0+posterior", "stem:zscore+cosine"]
+KEYS = ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "coverage80")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
+def fold_prep(args, fold: str) -> Path:
+    out = Path(args.work) / f"prep_{fold}"
+    if not (out / "manifest.json").is_file():
+        prepare(PrepareConfig(data=args.data, layout="her2st", sections=SECTIONS, holdout=[fold],
+                              views=args.views, out=str(out), overwrite=True,
+                              cache_dir=str(Path(args.work) / "cache")))
+    return out
+
+
+def scored(truth, mean, samples, labels) -> dict:
+    row = {}
+    for unit in UNIT_NAMES:
+        s = score(in_unit(truth, unit), in_unit(mean, unit),
+                  None if samples is None else in_unit(samples, unit))
+        row[unit] = {k: float(s[k]) for k in KEYS if k in s}
+    if labels is not None:
+        row["log2"].update({k: float(v) for k, v in label_agreement(mean, labels).items()
+                            if k in ("ARI", "NMI")})
+    return row
+
+
+def run_method(args, ds, fold: str, name: str) -> dict:
+    a = ds.section(fold)
+    truth = log2_expression(section_counts(ds, fold))
+    emb, xy = ds.embeddings(fold)[:, 0], np.asarray(a.obsm["spatial"])
+    labels = a.obs["label"].to_numpy() if "label" in a.obs else None
+    train = [s for s in ds.sections if s != fold]
+    t0 = time.perf_counter()
+    if name in BASELINES:
+        mean, _, samples = BASELINES[name]().fit(ds, train).predict(emb, xy)
+        info = {}
+    else:
+        base, _, over = VARIANTS[name].partition("+")
+        recipe = get_recipe(base, over.replace(";", ","))
+        settings = TrainSettings(prep=str(ds.root), holdout=[fold], preset=args.preset, steps=args.steps,
+                                 batch_size=args.batch, aug_ratio=args.views - 1, lr=args.lr,
+                                 seed=args.seed, checkpoint_every=10 ** 9, recipe=recipe)
+        with tempfile.TemporaryDirectory() as run_dir:
+            model, _ = StemModel.fit(ds, run_dir, settings, progress=False)
+        t_train = time.perf_counter() - t0
+        mean, _, samples = model.predict(emb, args.samples, args.sampler, None, args.seed, xy=xy)
+        info = {"train_seconds": round(t_train, 1), "recipe": recipe.to_dict()}
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    return {**scored(truth, mean, samples, labels), **info}
+
+
+def summarise(results: dict, methods: list[str]) -> dict:
+    out = {}
+    for unit in (*UNIT_NAMES, ):
+        rows = []
+        for m in methods:
+            folds = [results[f][m] for f in SECTIONS if m in results.get(f, {})]
+            row = {"method": m, "folds": len(folds)}
+            for k in (*KEYS, "ARI", "NMI"):
+                vals = [f[unit][k] for f in folds if k in f[unit] and np.isfinite(f[unit][k])]
+                if vals:
+                    row[k] = float(np.mean(vals))
+                    row[k + "_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            rows.append(row)
+        out[unit] = rows
+    return out
+
+
+def markdown(summary: dict, meta: dict) -> str:
+    lines = ["# Leave-one-section-out accuracy, HER2ST C2–C6 + A1", "",
+             f"Machine: {meta['machine']}. Stem budget per fold: {meta['stem_budget']}. "
+             f"Baselines: their normal fit. Encoder: ImageNet EfficientNet-Lite0 (not a pathology "
+             f"encoder), {meta['views']} views. Regenerate: `{meta['command']}`.", ""]
+    for unit, rows in summary.items():
+        lines += [f"## {UNIT_NAMES[unit]} (mean ± sd over folds)", "",
+                  "| method | folds | " + " | ".join((*KEYS, "ARI (A1)", "NMI (A1)")) + " |",
+                  "|---" * (len(KEYS) + 4) + "|"]
+        for r in rows:
+            cells = []
+            for k in (*KEYS, "ARI", "NMI"):
+                if k not in r:
+                    cells.append("–")
+                elif k in ("ARI", "NMI"):
+                    cells.append(f"{r[k]:.3f}")
+                else:
+                    cells.append(f"{r[k]:.3f} ± {r[k + '_sd']:.3f}")
+            lines.append(f"| {r['method']} | {r['folds']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared/data/her2st"))
+    p.add_argument("--work", default=str(ROOT / "runs/accuracy_loo"))
+    p.add_argument("--variants", default=",".join(ORDER))
+    p.add_argument("--baselines", default=",".join(BASELINES))
+    p.add_argument("--folds", default=",".join(SECTIONS))
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--views", type=int, default=2)
+    p.add_argument("--samples", type=int, default=10)
+    p.add_argument("--sampler", default="ddim:10")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results", default=str(ROOT / "benchmarks/results/accuracy_loo"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / "results.json"
+    results = json.loads(cache.read_text()) if cache.is_file() else {}
+    methods = [m for m in args.baselines.split(",") if m] + [v for v in args.variants.split(",") if v]
+    preps = {fold: fold_prep(args, fold) for fold in args.folds.split(",")}
+    for m in methods:  # method by method, so an interrupted run leaves whole rows
+        for fold, prep in preps.items():
+            if m in results.get(fold, {}):
+                continue
+            ds = open_prepared(prep)
+            results.setdefault(fold, {})[m] = run_method(args, ds, fold, m)
+            r = results[fold][m]["log2"]
+            print(f"{fold} {m}: PCC-50 {r['PCC-50']:.3f} MSE {r['MSE']:.3f} RVD {r['RVD']:.3f} "
+                  f"cov {r.get('coverage80', float('nan')):.3f} ({results[fold][m]['seconds']} s)", flush=True)
+            cache.write_text(json.dumps(results, indent=1))
+    all_methods = list(dict.fromkeys(m for f in results.values() for m in f))
+    summary = summarise(results, all_methods)
+    meta = {"machine": machine(), "views": args.views,
+            "stem_budget": f"{args.preset} preset, {args.steps} steps × batch {args.batch}, lr {args.lr}, "
+                           f"{args.samples} samples {args.sampler} (+ posterior-mean pass where the "
+                           "recipe uses it)",
+            "command": "python benchmarks/accuracy_loo.py"}
+    res = Path(args.results)
+    res.parent.mkdir(parents=True, exist_ok=True)
+    res.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "folds": results},
+                                                   indent=1))
+    res.with_suffix(".md").write_text(markdown(summary, meta))
+    print(markdown(summary, meta))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Spatial context: each spot's embedding beside the mean embedding of its ring-1 neighbours.
+
+Spots are neighbours when their centres are at most ``factor`` × the section's spot pitch
+apart (the median nearest-neighbour distance): the 6 around a spot on a Visium hexagon, the 4
+(plus 4 diagonals at √2 pitch) on a legacy-ST square grid. A spot without neighbours is its
+own context.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..errors import require
+
+CONTEXTS = ("none", "ring1")
+
+
+def ring_neighbours(xy: np.ndarray, factor: float = 1.5) -> list[np.ndarray]:
+    """For each spot, the indices of the other spots within ``factor`` × pitch."""
+    xy = np.asarray(xy, dtype=np.float64)
+    require(xy.ndim == 2 and xy.shape[1] == 2 and np.isfinite(xy).all(),
+            "spot coordinates must be finite (spots, 2)")
+    n = len(xy)
+    if n < 2:
+        return [np.zeros(0, dtype=np.int64) for _ in range(n)]
+    tree = cKDTree(xy)
+    pitch = float(np.median(tree.query(xy, k=2)[0][:, 1]))
+    found = tree.query_ball_point(xy, r=factor * pitch) if pitch > 0 else [[i] for i in range(n)]
+    return [np.array(sorted(j for j in nb if j != i), dtype=np.int64) for i, nb in enumerate(found)]
+
+
+def neighbour_mean(values: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
+    """Mean of ``values[neighbours[i]]`` for each spot ``i`` (its own value when it has none);
+    ``values`` is ``(spots, ...)``."""
+    out = np.empty_like(values)
+    for i, nb in enumerate(neighbours):
+        out[i] = values[nb].mean(0) if len(nb) else values[i]
+    return out
+
+
+def add_context(emb: np.ndarray, xy: np.ndarray | None, context: str) -> np.ndarray:
+    """Spot inputs for a recipe's ``context``: ``emb`` itself (``none``) or ``[emb, ring-1 mean]``
+    concatenated on the last axis (``ring1``); ``emb`` is ``(spots, ..., C)``."""
+    require(context in CONTEXTS, f"unknown context '{context}'; choose {', '.join(CONTEXTS)}")
+    if context == "none":
+        return emb
+    require(xy is not None and len(xy) == len(emb),
+            "spatial context needs one coordinate per spot (obsm['spatial'])")
+    return np.concatenate([emb, neighbour_mean(emb, ring_neighbours(xy))], axis=-1)

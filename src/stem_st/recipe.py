@@ -1,0 +1,107 @@
+"""The Stem recipe: every modelling choice beyond the network size, in one object.
+
+It is built once (by the CLI or the API), stored in the run's checkpoint and config, and read
+back by every later stage (predict, predict-slide, demo, evaluate), so a run always predicts
+the way it was trained. ``paper`` is the faithful reproduction of Zhu et al. (ICLR 2025);
+``default`` is the combination chosen on the leave-one-section-out benchmark
+(``benchmarks/accuracy_loo.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from .data.context import CONTEXTS
+from .errors import require
+
+TARGETS = ("log2", "zscore")
+PRIORS = ("none", "ridge")
+
+OBJECTIVES = ("eps", "x0", "v")
+POINTS = ("sample_mean", "posterior_mean")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What Stem learns and how it summarises its samples.
+
+    - ``target``: ``log2`` diffuses log2(1 + count) itself (paper); ``zscore`` diffuses it
+      standardised per gene with training statistics (the x̂₀ clamp is then in those units).
+    - ``prior``: ``ridge`` predicts a mean with a ridge probe (PCA 256 + RidgeCV, cross-fitted
+      over training sections) and diffuses the residual (CARD, Han et al. 2022); ``none``.
+    - ``context``: ``ring1`` conditions on [own embedding, mean of the ring-1 neighbours'].
+    - ``objective``: what the network predicts, ``eps`` (paper), ``x0`` or ``v``;
+      ``min_snr_gamma`` > 0 weights the loss by min(SNR, γ) (Hang et al. 2023), 0 = unweighted
+      in the objective's own units.
+    - ``point``: the reported expression, ``sample_mean`` of the samples (paper) or the
+      network's ``posterior_mean`` estimate E[x₀ | image] (x̂₀ at the noisiest step,
+      averaged over ``posterior_draws`` noise draws); samples still give std and intervals.
+    - ``lr_schedule``: ``constant`` (paper) or linear warm-up then ``cosine`` decay.
+    """
+
+    target: str = "log2"
+    prior: str = "none"
+    context: str = "none"
+    objective: str = "eps"
+    min_snr_gamma: float = 0.0
+    point: str = "sample_mean"
+    posterior_draws: int = 8
+    lr_schedule: str = "constant"
+
+    def __post_init__(self):
+        for name, allowed in (("target", TARGETS), ("prior", PRIORS), ("context", CONTEXTS),
+                              ("objective", OBJECTIVES), ("point", POINTS),
+                              ("lr_schedule", LR_SCHEDULES)):
+            value = getattr(self, name)
+            require(value in allowed, f"recipe: unknown {name} '{value}'; choose {', '.join(allowed)}")
+        require(self.min_snr_gamma >= 0, "recipe: min_snr_gamma must be >= 0")
+        require(self.posterior_draws >= 1, "recipe: posterior_draws must be >= 1")
+        require(not (self.point == "posterior_mean" and self.objective == "eps"),
+                "recipe: posterior_mean needs an x0 or v objective (ε at the noisiest step "
+                "gives no usable x̂₀)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Recipe:
+        """From :meth:`to_dict`; ``None`` (a run from before recipes) is the paper recipe."""
+        if not d:
+            return RECIPES["paper"]
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def with_options(self, spec: str) -> Recipe:
+        """Override fields from ``key=value,key=value`` (the CLI's ``--recipe-set``)."""
+        if not spec.strip():
+            return self
+        types = {f.name: f.type for f in fields(self)}
+        changes = {}
+        for item in spec.split(","):
+            key, sep, value = item.partition("=")
+            key = key.strip().replace("-", "_")
+            require(sep and key in types, f"recipe: bad option '{item}'; use key=value with keys "
+                    f"{', '.join(types)}")
+            try:
+                changes[key] = {"float": float, "int": int}.get(types[key], str)(value.strip())
+            except ValueError:
+                raise_bad(key, value)
+        return replace(self, **changes)
+
+
+def raise_bad(key: str, value: str) -> None:
+    require(False, f"recipe: {key}={value} is not a number")
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe(),
+    "default": Recipe(target="zscore", prior="ridge", context="ring1", objective="x0",
+                      point="posterior_mean", lr_schedule="cosine"),
+}
+
+
+def get_recipe(name: str, overrides: str = "") -> Recipe:
+    """A named recipe with ``key=value`` overrides."""
+    require(name in RECIPES, f"unknown recipe '{name}'; choose {', '.join(RECIPES)}")
+    return RECIPES[name].with_options(overrides)

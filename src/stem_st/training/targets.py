@@ -1,0 +1,110 @@
+"""What Stem diffuses: log2(1 + count), optionally minus a prior mean and z-scored per gene.
+
+``z = (x − prior(c) − μ) / σ`` with a ridge prior on the standardised condition ``c`` (CARD-style
+residual diffusion) and per-gene ``μ``, ``σ`` of the training residuals. The prior used on
+training spots is cross-fitted (each section predicted by a probe fitted on the others), so the
+residuals the network learns look like the ones it meets on a new section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..models.ridge import RidgeProbe
+from ..recipe import Recipe
+
+SD_FLOOR = 1e-3
+
+
+@dataclass
+class TargetTransform:
+    """Affine map between expression ``x`` (log2(1 + count)) and the diffused ``z``;
+    ``lo``/``hi`` bound x̂₀ in z units while sampling."""
+
+    mu: np.ndarray
+    sd: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    prior_weight: np.ndarray | None = None
+    prior_bias: np.ndarray | None = None
+
+    def prior(self, cond: np.ndarray) -> np.ndarray:
+        """The prior mean ``(N, G)`` for standardised conditions (zeros without a prior)."""
+        if self.prior_weight is None:
+            return np.zeros((len(cond), len(self.mu)), dtype=np.float32)
+        return (np.asarray(cond, dtype=np.float32) @ self.prior_weight + self.prior_bias).astype(np.float32)
+
+    def encode(self, x: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        return ((x - prior - self.mu) / self.sd).astype(np.float32)
+
+    def decode(self, z: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """Expression from z; broadcasting ``prior`` (N, 1, G) over samples is fine."""
+        return (z * self.sd + self.mu + prior).astype(np.float32)
+
+    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.lo), torch.from_numpy(self.hi)
+
+    def state(self) -> dict:
+        keys = ("mu", "sd", "lo", "hi", "prior_weight", "prior_bias")
+        return {k: None if getattr(self, k) is None else torch.from_numpy(getattr(self, k))
+                for k in keys}
+
+    @classmethod
+    def from_state(cls, state: dict) -> TargetTransform:
+        return cls(**{k: None if v is None else np.asarray(v, dtype=np.float32) for k, v in state.items()})
+
+    @classmethod
+    def identity(cls, genes: int, x_max: float | None) -> TargetTransform:
+        """The paper's: z = x, x̂₀ clamped to [0, largest training value]."""
+        hi = np.inf if x_max is None else x_max
+        return cls(np.zeros(genes, np.float32), np.ones(genes, np.float32),
+                   np.zeros(genes, np.float32), np.full(genes, hi, np.float32))
+
+
+def cross_fitted_prior(cond: np.ndarray, x: np.ndarray, groups: np.ndarray, fit_rows: np.ndarray
+                       ) -> tuple[np.ndarray, RidgeProbe]:
+    """Out-of-group ridge predictions for every row, and the probe fitted on all ``fit_rows``.
+    With one group only, the rows get the in-sample prediction."""
+    prior = np.empty_like(x)
+    for g in np.unique(groups):
+        rows = groups == g
+        train = fit_rows & ~rows
+        probe = RidgeProbe().fit(cond[train], x[train]) if train.any() else None
+        prior[rows] = probe.predict(cond[rows]) if probe is not None else np.nan
+    full = RidgeProbe().fit(cond[fit_rows], x[fit_rows])
+    missing = np.isnan(prior).any(1)
+    prior[missing] = full.predict(cond[missing])
+    return prior, full
+
+
+def fit_targets(recipe: Recipe, cond: np.ndarray, x: np.ndarray, groups: np.ndarray,
+                fit_rows: np.ndarray) -> tuple[TargetTransform, np.ndarray]:
+    """The transform for ``recipe`` and the training z ``(N, G)``.
+
+    ``cond`` standardised conditions, ``x`` log2 expression, ``groups`` each row's section,
+    ``fit_rows`` the rows the prior learns from (original views)."""
+    if recipe.target == "log2" and recipe.prior == "none":
+        t = TargetTransform.identity(x.shape[1], float(x.max()))
+        return t, x.astype(np.float32)
+    weight = bias = None
+    prior = np.zeros_like(x)
+    if recipe.prior == "ridge":
+        prior, probe = cross_fitted_prior(cond, x, groups, fit_rows)
+        weight, bias = probe.weight, probe.bias
+    resid = x - prior
+    if recipe.target == "zscore":
+        # with a prior, the prior is the mean: the cross-fitted residuals' mean mostly measures
+        # how the training sections' depths differ, and shifting every prediction by it hurts
+        mu = np.zeros(x.shape[1]) if recipe.prior != "none" else resid.mean(0)
+        spread = np.sqrt(((resid - mu) ** 2).mean(0))
+        sd = np.maximum(spread, max(SD_FLOOR, 0.01 * float(np.median(spread))))
+    else:
+        mu, sd = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    t = TargetTransform(mu.astype(np.float32), sd.astype(np.float32), np.zeros(1, np.float32),
+                        np.zeros(1, np.float32), weight, bias)
+    z = t.encode(x, prior)
+    t.lo, t.hi = z.min(0).astype(np.float32), z.max(0).astype(np.float32)
+    return t, z

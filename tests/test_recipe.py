@@ -1,0 +1,211 @@
+"""The "Make Stem win" levers: safe embedding scaling out of domain, target transforms, the
+ridge prior, ring-1 context, objectives, and the recipe stored with every run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from synthetic import COND_A, write_synthetic
+
+from stem_st.data.context import add_context, ring_neighbours
+from stem_st.data.images import open_image
+from stem_st.data.patches import iter_patch_batches, patch_geometry
+from stem_st.data.prepared import open_prepared
+from stem_st.diffusion import GaussianDiffusion
+from stem_st.encoders.scaling import EmbeddingScaler
+from stem_st.errors import StemError
+from stem_st.evaluation.baselines import BASELINES
+from stem_st.evaluation.metrics import in_unit
+from stem_st.models.ridge import RidgeProbe
+from stem_st.recipe import RECIPES, Recipe, get_recipe
+from stem_st.stem_model import StemModel, TrainSettings
+from stem_st.training.targets import fit_targets
+
+
+@pytest.fixture(scope="module")
+def c2_embeddings(c2, effnet):
+    """Real EfficientNet-Lite0 embeddings of 48 HER2ST C2 spots."""
+    info = c2.uns["stem"]
+    geom = patch_geometry("hest", info["mpp"], info["spot_diameter_um"])
+    with open_image(info["image_path"]) as img:
+        _, crops = next(iter_patch_batches(img, c2.obsm["spatial"][:48], geom, batch_size=48))
+    return effnet.embed(crops).numpy()
+
+
+def test_constant_training_dimensions_cannot_blow_up_out_of_domain(c2_embeddings):
+    emb = c2_embeddings.copy()
+    train, test = emb[:32].copy(), emb[32:].copy()
+    # the out-of-domain case: 19 dimensions are 0 in every training spot, switched on at test
+    off = np.argsort(train.std(0))[-19:]
+    train[:, off] = 0.0
+    test[:, off] = np.abs(test[:, off]) + 1.0
+    old = (test - train.mean(0)) / np.maximum(train.std(0), 1e-6)  # the previous standardisation
+    assert np.abs(old).max() > 1e5
+    scaler = EmbeddingScaler.fit(train)
+    assert set(np.flatnonzero(~scaler.informative)) >= set(off)
+    z = scaler.transform(test)
+    assert np.isfinite(z).all() and np.abs(z).max() <= scaler.clip
+    assert np.all(z[:, off] == 0)
+    # a probe on these inputs predicts the same as if the dimensions had stayed off
+    y = np.random.default_rng(0).normal(size=(32, 5)).astype(np.float32)
+    probe = RidgeProbe(n_components=16).fit(scaler.transform(train), y)
+    quiet = test.copy()
+    quiet[:, off] = 0.0
+    np.testing.assert_allclose(probe.predict(z), probe.predict(scaler.transform(quiet)), atol=1e-5)
+    back = EmbeddingScaler.from_state(scaler.state())
+    np.testing.assert_array_equal(back.transform(test), z)
+
+
+def test_ring1_context_averages_the_right_neighbours():
+    # a 3 × 3 square grid, pitch 10: the centre has 8 neighbours within 1.5 pitch, a corner 3
+    xy = np.array([(x, y) for y in range(3) for x in range(3)], dtype=float) * 10
+    nb = ring_neighbours(xy)
+    assert sorted(nb[4]) == [0, 1, 2, 3, 5, 6, 7, 8]
+    assert sorted(nb[0]) == [1, 3, 4]
+    emb = np.arange(9, dtype=np.float32)[:, None] * np.array([[1.0, 10.0]], dtype=np.float32)
+    out = add_context(emb, xy, "ring1")
+    assert out.shape == (9, 4)
+    np.testing.assert_allclose(out[:, :2], emb)
+    np.testing.assert_allclose(out[0, 2:], emb[[1, 3, 4]].mean(0))
+    np.testing.assert_allclose(out[4, 2:], emb[[0, 1, 2, 3, 5, 6, 7, 8]].mean(0))
+    # a hexagonal patch: 6 neighbours at one pitch, nothing at √3 pitch
+    hexa = np.array([(0, 0)] + [(np.cos(a), np.sin(a)) for a in np.arange(6) * np.pi / 3]
+                    + [(np.sqrt(3), 0.0)])
+    assert sorted(ring_neighbours(hexa)[0]) == [1, 2, 3, 4, 5, 6]
+    # a lone spot is its own context; (spots, views, C) inputs work per view
+    assert np.all(add_context(emb[:1, None], xy[:1], "ring1") == np.concatenate([emb[:1, None]] * 2, -1))
+    with pytest.raises(StemError, match="coordinate"):
+        add_context(emb, None, "ring1")
+
+
+def test_zscored_residual_target_round_trips_exactly():
+    rng = np.random.default_rng(0)
+    cond = rng.normal(size=(120, 6)).astype(np.float32)
+    x = np.clip(cond @ rng.normal(size=(6, 4)) + 3 + rng.normal(0, 0.5, (120, 4)), 0, None).astype(np.float32)
+    groups = np.repeat(np.arange(3), 40)
+    for recipe in (get_recipe("paper", "target=zscore"), RECIPES["default"]):
+        t, z = fit_targets(recipe, cond, x, groups, np.ones(120, bool))
+        prior = t.prior(cond)
+        np.testing.assert_allclose(t.decode(t.encode(x, prior), prior), x, atol=2e-5)
+        if recipe.prior == "none":
+            assert not prior.any()
+            np.testing.assert_allclose(t.decode(z, prior), x, atol=2e-5)
+            np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
+            np.testing.assert_allclose(z.std(0), 1, atol=1e-4)
+        assert np.all(z >= t.lo - 1e-6) and np.all(z <= t.hi + 1e-6)
+    # the cross-fitted prior of each section comes from a probe that never saw it
+    t, z = fit_targets(RECIPES["default"], cond, x, groups, np.ones(120, bool))
+    in_sample = t.prior(cond)
+    assert not np.allclose(t.decode(z, in_sample) - x, 0)  # z was made with the cross-fitted prior
+    paper, zp = fit_targets(RECIPES["paper"], cond, x, groups, np.ones(120, bool))
+    assert np.array_equal(zp, x) and float(paper.hi[0]) == float(x.max()) and paper.lo[0] == 0
+
+
+@pytest.mark.parametrize("objective", ["eps", "x0", "v"])
+def test_objectives_recover_noise_and_data(objective):
+    diff = GaussianDiffusion(1000, "linear", objective)
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(16, 5, generator=gen), torch.randn(16, 5, generator=gen)
+    t = torch.randint(1000, (16,), generator=gen)
+    x_t = diff.q_sample(x0, t, noise)
+    target, w = diff._target_and_weight(x0, noise, t)
+    abar = torch.as_tensor(diff.chain.abar, dtype=torch.float32)[t][:, None]
+    eps, x0_hat = diff.eps_x0(target, x_t, abar)
+    torch.testing.assert_close(eps, noise, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(x0_hat, x0, atol=2e-3, rtol=1e-3)
+    # a perfect prediction has zero loss
+    loss = diff.training_loss(lambda xt, tt: (target, None), x0, t, noise)["mse"]
+    assert float(loss.max()) < 1e-10
+    # min-SNR-5 in x_0 units: high-SNR steps are capped at weight 5
+    capped = GaussianDiffusion(1000, "linear", objective, min_snr_gamma=5.0)
+    _, wc = capped._target_and_weight(x0[:2], noise[:2], torch.tensor([0, 999]))
+    snr = torch.as_tensor(diff.chain.abar[[0, 999]] / (1 - diff.chain.abar[[0, 999]]), dtype=torch.float32)
+    x0_weight = wc.flatten() * {"eps": snr, "x0": torch.ones(2), "v": snr + 1}[objective]
+    torch.testing.assert_close(x0_weight, torch.minimum(snr, torch.tensor(5.0)), rtol=1e-3, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recipe")
+    ds = open_prepared(write_synthetic(tmp / "prep", n=200))
+    settings = TrainSettings(prep=str(ds.root), holdout=ds.holdout, preset="tiny", steps=30,
+                             batch_size=64, aug_ratio=1, lr=1e-3, checkpoint_every=1000,
+                             recipe=RECIPES["default"])
+    model, _ = StemModel.fit(ds, tmp / "run", settings, progress=False)
+    return ds, model, tmp / "run"
+
+
+def test_residual_model_with_a_zero_network_returns_the_prior(default_run):
+    ds, model, _ = default_run
+    emb, xy = ds.embeddings("TA")[:, 0], np.asarray(ds.section("TA").obsm["spatial"])
+    with torch.no_grad():
+        model.net.head.weight.zero_()
+        model.net.head.bias.zero_()
+    prior = np.maximum(model.target.prior(model.condition(emb, xy)), 0)
+    np.testing.assert_allclose(model.posterior_mean(emb, xy), prior, atol=1e-5)
+    point, std, samples = model.predict(emb, 3, "ddim:5", xy=xy)
+    np.testing.assert_allclose(point, prior, atol=1e-5)
+    np.testing.assert_allclose(samples, np.repeat(prior[:, None], 3, 1), atol=1e-4)
+    with pytest.raises(StemError, match="spot centres"):
+        model.predict(emb, 1, "ddim:2")
+
+
+def test_recipe_round_trips_through_the_checkpoint(default_run, tmp_path):
+    ds, _, run = default_run
+    model = StemModel.from_run(run)
+    assert model.recipe == RECIPES["default"] and model.diffusion.objective == "x0"
+    emb, xy = ds.embeddings("TA")[:, 0], np.asarray(ds.section("TA").obsm["spatial"])
+    model.save(tmp_path / "saved")
+    back = StemModel.load(tmp_path / "saved")
+    assert back.recipe == model.recipe
+    np.testing.assert_array_equal(back.target.prior_weight, model.target.prior_weight)
+    np.testing.assert_array_equal(back.posterior_mean(emb, xy), model.posterior_mean(emb, xy))
+    assert Recipe.from_dict(model.recipe.to_dict()) == model.recipe
+
+
+def test_old_runs_without_a_recipe_load_as_the_paper_recipe(default_run, tmp_path):
+    ds, _, _ = default_run
+    settings = TrainSettings(prep=str(ds.root), holdout=ds.holdout, preset="tiny", steps=5,
+                             batch_size=16, aug_ratio=1, checkpoint_every=1000)
+    model, _ = StemModel.fit(ds, tmp_path / "run", settings, progress=False)
+    state = {k: v for k, v in model._extra_state().items() if k not in ("recipe", "target")}
+    state.pop("cond_clip")
+    state["x_max"] = 7.5
+    torch.save({**state, "weights": model.net.state_dict()}, tmp_path / "model.pt")
+    old = StemModel.load(tmp_path)
+    assert old.recipe == RECIPES["paper"] and old.diffusion.objective == "eps"
+    assert float(old.target.hi.max()) == 7.5 and float(old.target.lo.min()) == 0.0
+    samples = old.sample(np.repeat(COND_A[None], 4, 0), 2, "ddim:3")
+    assert samples.min() >= 0 and samples.max() <= 7.5 + 1e-5
+
+
+def test_recipe_options_are_checked():
+    r = get_recipe("paper", "target=zscore,min-snr-gamma=5,posterior_draws=4")
+    assert r.target == "zscore" and r.min_snr_gamma == 5.0 and r.posterior_draws == 4
+    for bad in ("target=zz", "nope=1", "min_snr_gamma=x", "point=posterior_mean"):
+        with pytest.raises(StemError):
+            get_recipe("paper", bad)
+    with pytest.raises(StemError, match="unknown recipe"):
+        get_recipe("fancy")
+
+
+def test_context_baselines_use_the_neighbours(default_run):
+    ds, _, _ = default_run
+    emb, xy = ds.embeddings("TA")[:, 0], np.asarray(ds.section("TA").obsm["spatial"])
+    ctx = BASELINES["ridge+ctx"]().fit(ds, ["A", "B"])
+    assert ctx.name == "ridge+ctx" and ctx.scaler.dim == 2 * emb.shape[1]
+    plain = BASELINES["ridge"]().fit(ds, ["A", "B"]).predict(emb)[0]
+    with_ctx = ctx.predict(emb, xy)[0]
+    assert with_ctx.shape == plain.shape and not np.allclose(with_ctx, plain)
+    with pytest.raises(StemError, match="coordinate"):
+        ctx.predict(emb)
+
+
+def test_depth_normalised_unit():
+    counts = np.array([[0, 10, 30], [0, 1, 3], [0, 0, 0]], dtype=float)
+    out = in_unit(np.log2(1 + counts), "cp10k")
+    # two spots with the same composition at 10x different depth become identical
+    np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+    np.testing.assert_allclose(out[0], np.log2(1 + np.array([0, 2500, 7500])), atol=1e-4)
+    assert np.all(out[2] == 0)
