@@ -21,11 +21,13 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from stem_st.data.prepared import open_prepared
+from stem_st.demo import PROFILES
 from stem_st.evaluation.baselines import BASELINES
 from stem_st.evaluation.clustering import label_agreement
 from stem_st.evaluation.metrics import UNIT_NAMES, in_unit, score
@@ -47,6 +49,7 @@ VARIANTS = {
 }
 ORDER = ["stem:default", "stem:paper", "stem:zscore", "stem:zscore+prior", "stem:zscore+ctx",
          "stem:zscore+x0+posterior", "stem:zscore+cosine"]
+RESIDUAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 KEYS = ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "coverage80")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,8 +104,26 @@ def run_method(args, ds, fold: str, name: str) -> dict:
         t_train = time.perf_counter() - t0
         mean, _, samples = model.predict(emb, args.samples, args.sampler, None, args.seed, xy=xy)
         info = {"train_seconds": round(t_train, 1), "recipe": recipe.to_dict()}
+        if recipe.point == "posterior_mean":  # the same network, other residual weights
+            info["residual_weight"] = {}
+            for w in RESIDUAL_WEIGHTS:
+                model.recipe = replace(recipe, residual_weight=w)
+                info["residual_weight"][str(w)] = scored(truth, model.posterior_mean(emb, xy, args.seed),
+                                                         samples, None)
     info["seconds"] = round(time.perf_counter() - t0, 1)
     return {**scored(truth, mean, samples, labels), **info}
+
+
+def expand(results: dict) -> dict:
+    """Per fold, each posterior-mean recipe's residual-weight curve as rows of their own."""
+    out = {}
+    for fold, methods in results.items():
+        out[fold] = {}
+        for m, r in methods.items():
+            out[fold][m] = r
+            for w, rw in r.get("residual_weight", {}).items():
+                out[fold][f"{m} (w={w})"] = rw
+    return out
 
 
 def summarise(results: dict, methods: list[str]) -> dict:
@@ -152,13 +173,14 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(ORDER))
     p.add_argument("--baselines", default=",".join(BASELINES))
     p.add_argument("--folds", default=",".join(SECTIONS))
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--views", type=int, default=2)
-    p.add_argument("--samples", type=int, default=10)
-    p.add_argument("--sampler", default="ddim:10")
+    cpu = PROFILES["cpu"]  # Stem's budget per fold: the CPU demo's
+    p.add_argument("--preset", default=cpu["preset"])
+    p.add_argument("--steps", type=int, default=cpu["steps"])
+    p.add_argument("--batch", type=int, default=cpu["batch_size"])
+    p.add_argument("--lr", type=float, default=cpu["lr"])
+    p.add_argument("--views", type=int, default=cpu["views"])
+    p.add_argument("--samples", type=int, default=cpu["num_samples"])
+    p.add_argument("--sampler", default=cpu["sampler"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", default=str(ROOT / "benchmarks/results/accuracy_loo"))
     args = p.parse_args()
@@ -179,8 +201,9 @@ def main() -> None:
             print(f"{fold} {m}: PCC-50 {r['PCC-50']:.3f} MSE {r['MSE']:.3f} RVD {r['RVD']:.3f} "
                   f"cov {r.get('coverage80', float('nan')):.3f} ({results[fold][m]['seconds']} s)", flush=True)
             cache.write_text(json.dumps(results, indent=1))
-    all_methods = list(dict.fromkeys(m for f in results.values() for m in f))
-    summary = summarise(results, all_methods)
+    rows = expand(results)
+    all_methods = list(dict.fromkeys(m for f in rows.values() for m in f))
+    summary = summarise(rows, all_methods)
     meta = {"machine": machine(), "views": args.views,
             "stem_budget": f"{args.preset} preset, {args.steps} steps × batch {args.batch}, lr {args.lr}, "
                            f"{args.samples} samples {args.sampler} (+ posterior-mean pass where the "

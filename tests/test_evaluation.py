@@ -98,7 +98,7 @@ def test_baselines_share_the_fit_predict_contract(prep):
 
 
 def test_parse_baselines():
-    assert parse_baselines("all") == ["mean", "knn", "ridge", "mlp"]
+    assert parse_baselines("all") == ["mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx"]
     assert parse_baselines("none") == [] and parse_baselines("ridge, knn") == ["ridge", "knn"]
     with pytest.raises(Exception, match="unknown baseline"):
         parse_baselines("ridge,svm")

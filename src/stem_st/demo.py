@@ -29,9 +29,11 @@ HER2ST_IMAGED = ["C2", "C3", "C4", "C5", "C6", "A1"]
 MARKER = ".stem-demo"
 
 # per device kind; the CPU learning rate is 5x the paper's because the run is ~300x shorter
-# (600 steps of 32 at 5e-4 vs 1e-4 on HER2ST C6: PCC-all 0.375 vs 0.310, MSE 1.42 vs 1.83)
+# (600 steps of 32 at 5e-4 vs 1e-4 on HER2ST C6: PCC-all 0.375 vs 0.310, MSE 1.42 vs 1.83).
+# The CPU profile is also the budget of benchmarks/accuracy_loo.py (tiny preset: ~1 min of
+# training on 2 cores, so a leave-one-section-out table over six folds stays affordable).
 PROFILES = {
-    "cpu": {"views": 2, "aug_ratio": 1, "preset": "small", "steps": 600, "batch_size": 32, "lr": 5e-4,
+    "cpu": {"views": 2, "aug_ratio": 1, "preset": "tiny", "steps": 600, "batch_size": 32, "lr": 5e-4,
             "num_samples": 10, "sampler": "ddim:10"},
     "cuda": {"views": 8, "aug_ratio": 4, "preset": "paper", "steps": 20000, "batch_size": 256, "lr": 1e-4,
              "num_samples": 20, "sampler": "ddim:50"},

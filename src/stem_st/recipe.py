@@ -37,6 +37,9 @@ class Recipe:
     - ``point``: the reported expression, ``sample_mean`` of the samples (paper) or the
       network's ``posterior_mean`` estimate E[x₀ | image] (x̂₀ at the noisiest step,
       averaged over ``posterior_draws`` noise draws); samples still give std and intervals.
+      ``residual_weight`` w scales the network's part of that estimate: prior + w · E[residual |
+      image] (1 trusts the network fully, 0 reports the prior; a briefly trained network's
+      residual is noisy, and shrinking it towards the prior lowers the error).
     - ``lr_schedule``: ``constant`` (paper) or linear warm-up then ``cosine`` decay.
     """
 
@@ -47,6 +50,7 @@ class Recipe:
     min_snr_gamma: float = 0.0
     point: str = "sample_mean"
     posterior_draws: int = 8
+    residual_weight: float = 1.0
     lr_schedule: str = "constant"
 
     def __post_init__(self):
@@ -57,6 +61,7 @@ class Recipe:
             require(value in allowed, f"recipe: unknown {name} '{value}'; choose {', '.join(allowed)}")
         require(self.min_snr_gamma >= 0, "recipe: min_snr_gamma must be >= 0")
         require(self.posterior_draws >= 1, "recipe: posterior_draws must be >= 1")
+        require(0 <= self.residual_weight <= 1, "recipe: residual_weight must be in [0, 1]")
         require(not (self.point == "posterior_mean" and self.objective == "eps"),
                 "recipe: posterior_mean needs an x0 or v objective (ε at the noisiest step "
                 "gives no usable x̂₀)")
@@ -97,7 +102,7 @@ def raise_bad(key: str, value: str) -> None:
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe(),
     "default": Recipe(target="zscore", prior="ridge", context="ring1", objective="x0",
-                      point="posterior_mean", lr_schedule="cosine"),
+                      point="posterior_mean", residual_weight=0.5, lr_schedule="cosine"),
 }
 
 

@@ -257,7 +257,7 @@ class StemModel:
                        device: str = "cpu") -> np.ndarray:
         """The network's estimate of E[expression | image] ``(spots, genes)`` (x0/v recipes)."""
         cond = self.condition(embeddings, xy)
-        z = self._run(cond, 1, None, seed, device)[:, 0]
+        z = self._run(cond, 1, None, seed, device)[:, 0] * self.recipe.residual_weight
         return np.maximum(self.target.decode(z, self.target.prior(cond)), 0)
 
     def predict(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = "ddim:50",
