@@ -209,3 +209,24 @@ def test_depth_normalised_unit():
     np.testing.assert_allclose(out[0], out[1], atol=1e-5)
     np.testing.assert_allclose(out[0], np.log2(1 + np.array([0, 2500, 7500])), atol=1e-4)
     assert np.all(out[2] == 0)
+
+
+def test_train_cli_stores_the_chosen_recipe_and_refuses_bad_options(default_run, tmp_path):
+    import json
+
+    from test_prepare_cli import run_stem
+
+    ds, _, _ = default_run
+    run_stem("train", ds.root, "--out", tmp_path / "paper", "--recipe", "paper", "--preset", "tiny",
+             "--steps", 2, "--batch-size", 8, "--device", "cpu")
+    saved = json.loads((tmp_path / "paper" / "config.json").read_text())
+    assert saved["recipe"] == RECIPES["paper"].to_dict()
+    assert StemModel.from_run(tmp_path / "paper").recipe == RECIPES["paper"]
+    run_stem("train", ds.root, "--out", tmp_path / "tuned", "--recipe-set", "residual_weight=0.25",
+             "--preset", "tiny", "--steps", 2, "--batch-size", 8, "--device", "cpu")
+    tuned = StemModel.from_run(tmp_path / "tuned").recipe
+    assert tuned.residual_weight == 0.25 and tuned.prior == "ridge"
+    bad = run_stem("train", ds.root, "--out", tmp_path / "bad", "--recipe-set", "objective=q",
+                   "--steps", 2, check=False)
+    assert bad.returncode == 2 and "error: recipe: unknown objective 'q'" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr and not (tmp_path / "bad").exists()

@@ -129,6 +129,18 @@ def info(prep: Path = typer.Argument(..., help="A prepared dataset folder.")) ->
                  f"{ds.embedding_dim}-d embeddings ({'+'.join(p['encoder'] for p in ds.manifest['encoders'])})")
 
 
+RECIPE_HELP = ("default (z-scored residual of a ridge prior, ring-1 spatial context, x0 objective, "
+               "posterior-mean point estimate; chosen on benchmarks/accuracy_loo.py) | paper (Zhu et al.)")
+RECIPE_SET_HELP = ("Override recipe fields: key=value,... (target, prior, context, objective, "
+                   "min_snr_gamma, point, posterior_draws, residual_weight, lr_schedule).")
+
+
+def _recipe(name: str, overrides: str):
+    from .recipe import get_recipe
+
+    return get_recipe(name, overrides)
+
+
 @app.command()
 def train(
     prep: Path = typer.Argument(..., help="Prepared dataset folder (stem prepare)."),
@@ -149,6 +161,8 @@ def train(
     checkpoint_every: int = typer.Option(500, help="Steps between checkpoints."),
     target_layer: str | None = typer.Option(None, help="Train on this layer of the prepared "
                                             "sections instead of X (e.g. completed counts)."),
+    recipe: str = typer.Option("default", help=RECIPE_HELP),
+    recipe_set: str = typer.Option("", help=RECIPE_SET_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
 ) -> None:
@@ -165,7 +179,8 @@ def train(
         dev = f"cuda:{dist_info.local_rank}"
     settings = TrainSettings(prep=str(prep.resolve()), holdout=held, preset=preset, steps=steps,
                              batch_size=batch_size, aug_ratio=aug_ratio, lr=lr, ema_decay=ema_decay,
-                             seed=seed, checkpoint_every=checkpoint_every, target_layer=target_layer)
+                             seed=seed, checkpoint_every=checkpoint_every, target_layer=target_layer,
+                             recipe=_recipe(recipe, recipe_set))
     overrides = {"hidden": hidden, "depth": depth, "heads": heads}
     model, result = train_run(ds, out, settings, overrides, learn_sigma, dev, resume, dist_info)
     if dist_info.main:
@@ -264,12 +279,15 @@ def evaluate(
     prep: Path = typer.Argument(..., help="Prepared dataset folder holding the truth."),
     holdout: str = typer.Option(..., help="The held-out section to score."),
     pred: list[Path] = typer.Option([], help="Prediction .h5ad from stem predict (repeatable)."),
-    baselines: str = typer.Option("all", help="all | none | comma-separated: mean,knn,ridge,mlp"),
+    baselines: str = typer.Option("all", help="all | none | comma-separated: mean,knn,ridge,mlp,"
+                                  "knn+ctx,ridge+ctx (+ctx: ring-1 spatial context)"),
     out: Path = typer.Option(..., help="Report folder: metrics.json/csv, PNGs, report.html."),
     train_sections: str = typer.Option("", help="Sections the baselines train on (default: the "
                                        "prediction run's training sections)."),
     genes: str = typer.Option("", help="Genes for the maps (default: top-PCC + HER2ST markers)."),
     seed: int = typer.Option(0, help="Seed for clustering."),
+    unit: str = typer.Option("log2", help="log2: log2(1 + count), the paper's | cp10k: "
+                             "log2(1 + CP10k) over the panel, depth-normalised (for other patients)"),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
     """Score predictions and baselines on a held-out section; write metrics and a report."""
@@ -277,7 +295,7 @@ def evaluate(
     from .evaluation.harness import evaluate as run_evaluate
 
     res = run_evaluate(prep, holdout, pred, parse_baselines(baselines), out, _csv(train_sections),
-                       _csv(genes), overwrite, seed)
+                       _csv(genes), overwrite, seed, unit)
     _print_metric_table(res["rows"], f"section {holdout} ({res['protocol']['units'].split(' of')[0]}, "
                         f"{res['protocol']['genes']} genes, {res['protocol']['spots']} spots)")
     out_console.print(f"report: {res['report']}")
@@ -398,16 +416,19 @@ def demo(
     lr: float | None = typer.Option(None, help="AdamW learning rate (CPU 5e-4, GPU 1e-4)."),
     num_samples: int | None = typer.Option(None, help="Samples per spot (CPU 10, GPU 20)."),
     sampler: str | None = typer.Option(None, help="Sampler (CPU ddim:10, GPU ddim:50)."),
+    recipe: str = typer.Option("default", help=RECIPE_HELP),
+    recipe_set: str = typer.Option("", help=RECIPE_SET_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
 ) -> None:
     """The main job on HER2ST: prepare → train → predict the held-out section → evaluate
-    against four baselines → report."""
+    against the baselines (with and without spatial context) → report."""
     from .demo import DemoConfig, describe, run_demo
 
     cfg = DemoConfig(data=str(data), out=str(out), device=_device(device), holdout=holdout,
                      sections=_csv(sections),
                      views=views, aug_ratio=aug_ratio, preset=preset, steps=steps, batch_size=batch_size,
-                     lr=lr, num_samples=num_samples, sampler=sampler, leave_one_out=leave_one_out)
+                     lr=lr, num_samples=num_samples, sampler=sampler, leave_one_out=leave_one_out,
+                     recipe=_recipe(recipe, recipe_set))
     summary = run_demo(cfg)
     _print_metric_table(summary["main"]["rows"], f"held-out section {holdout}: log2(1 + count), per-gene "
                         "PCC over spots, top-k by PCC")

@@ -22,6 +22,7 @@ from .evaluation.baselines import BASELINES
 from .evaluation.harness import evaluate
 from .prediction.output import predict_section
 from .prepare import PrepareConfig, prepare
+from .recipe import RECIPES, Recipe
 from .stem_model import StemModel, TrainSettings, train_run
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,13 @@ class DemoConfig:
     sampler: str | None = None
     seed: int = 0
     leave_one_out: bool = False
+    recipe: Recipe = field(default_factory=lambda: RECIPES["default"])
 
     def resolved(self) -> DemoConfig:
         """A copy with the device profile filled in."""
         prof = PROFILES["cuda" if self.device.startswith("cuda") else "cpu"]
         vals = {k: (prof[k] if getattr(self, k) is None else getattr(self, k)) for k in prof}
-        return DemoConfig(**{**asdict(self), **vals})
+        return DemoConfig(**{**{f: getattr(self, f) for f in self.__dataclass_fields__}, **vals})
 
 
 def run_fold(cfg: DemoConfig, holdout: str, folder: Path) -> dict:
@@ -82,7 +84,8 @@ def run_fold(cfg: DemoConfig, holdout: str, folder: Path) -> dict:
     run_dir = folder / "run"
     settings = TrainSettings(prep=str(prep_dir.resolve()), holdout=[holdout], preset=cfg.preset,
                              steps=cfg.steps, batch_size=cfg.batch_size, aug_ratio=cfg.aug_ratio,
-                             lr=cfg.lr, seed=cfg.seed, checkpoint_every=max(100, cfg.steps // 5))
+                             lr=cfg.lr, seed=cfg.seed, checkpoint_every=max(100, cfg.steps // 5),
+                             recipe=cfg.recipe)
     resume = (run_dir / "config.json").is_file()
     try:
         train_run(ds, run_dir, settings, device=cfg.device, resume=resume)
@@ -94,7 +97,7 @@ def run_fold(cfg: DemoConfig, holdout: str, folder: Path) -> dict:
     t = time.perf_counter()
     model = StemModel.from_run(run_dir)
     pred_file = folder / f"{holdout}_pred.h5ad"
-    predict_section(model, ds, holdout, pred_file, cfg.num_samples, cfg.sampler, "mean", cfg.seed,
+    predict_section(model, ds, holdout, pred_file, cfg.num_samples, cfg.sampler, None, cfg.seed,
                     cfg.device, keep_samples=True, overwrite=True)
     times["predict"] = time.perf_counter() - t
 
@@ -154,6 +157,8 @@ def run_demo(cfg: DemoConfig) -> dict:
 def describe(summary: dict) -> str:
     """One line on what the demo chose (printed with the table)."""
     c = summary["config"]
-    return (f"{c['preset']} preset, {c['views']} views (aug ratio {c['aug_ratio']}), {c['steps']} steps × "
+    r = c["recipe"]
+    return (f"recipe {', '.join(f'{k}={v}' for k, v in r.items())}; "
+            f"{c['preset']} preset, {c['views']} views (aug ratio {c['aug_ratio']}), {c['steps']} steps × "
             f"batch {c['batch_size']}, {c['num_samples']} samples {c['sampler']} on {c['device']}; "
             f"stage seconds {json.dumps(summary['main']['seconds'])}; total {summary['seconds_total']} s")

@@ -23,7 +23,7 @@ from ..training.data import log2_expression
 from . import plots
 from .baselines import BASELINES
 from .clustering import label_agreement
-from .metrics import pearson_per_gene, score
+from .metrics import UNIT_NAMES, in_unit, pearson_per_gene, score
 from .report import write_report
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,11 @@ def default_marker_genes(genes: list[str], r: np.ndarray, top: int = 4) -> list[
 
 def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], baselines: list[str],
              out: str | Path, train_sections: list[str] | None = None, genes: list[str] | None = None,
-             overwrite: bool = False, seed: int = 0) -> dict:
-    """Score every prediction file and baseline on ``section``; write the report folder."""
+             overwrite: bool = False, seed: int = 0, unit: str = "log2") -> dict:
+    """Score every prediction file and baseline on ``section`` in ``unit`` (``log2`` or the
+    depth-normalised ``cp10k``, see :func:`~stem_st.evaluation.metrics.in_unit`); write the
+    report folder."""
+    require(unit in UNIT_NAMES, f"unknown --unit '{unit}'; choose {', '.join(UNIT_NAMES)}")
     t0 = time.perf_counter()
     ds = open_prepared(prep)
     truth_ad = ds.section(section)
@@ -146,6 +149,11 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
         methods.append(MethodResult(name, mean, std, samples, info))
         log.info("baseline %s: %.1f s", name, info["seconds"])
 
+    if unit != "log2":
+        truth = in_unit(truth, unit)
+        for m in methods:
+            m.mean = in_unit(m.mean, unit)
+            m.samples = None if m.samples is None else in_unit(m.samples, unit)
     labels = truth_ad.obs["label"].to_numpy() if "label" in truth_ad.obs else None
     rows, correlations, sample_stats = [], {}, []
     for m in methods:
@@ -166,13 +174,14 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
         rows.append({"method": "truth (reference)", **label_agreement(truth, labels, seed)})
 
     protocol = _protocol(ds, section, truth, methods, trained_on, labels)
+    protocol["units"] = UNIT_NAMES[unit] + " (from raw counts); predictions converted the same way"
     marker = genes or default_marker_genes(panel, correlations[methods[0].name])
     unknown = [g for g in marker if g not in panel]
     require(not unknown, f"--genes not in the panel: {', '.join(unknown)}")
 
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.mkdir()
-        figures = _figures(tmp, ds, truth_ad, truth, methods, correlations, marker)
+        figures = _figures(tmp, ds, truth_ad, truth, methods, correlations, marker, UNIT_NAMES[unit])
         per_gene = {m: [None if not np.isfinite(v) else float(v) for v in r] for m, r in correlations.items()}
         (tmp / "metrics.json").write_text(json.dumps(
             {"protocol": protocol, "methods": rows, "sample_statistics": sample_stats,
@@ -220,7 +229,8 @@ def _protocol(ds, section, truth, methods, trained_on, labels) -> dict:
     return proto
 
 
-def _figures(folder: Path, ds, truth_ad, truth, methods, correlations, marker) -> list[tuple[str, Path]]:
+def _figures(folder: Path, ds, truth_ad, truth, methods, correlations, marker,
+             units: str = UNITS) -> list[tuple[str, Path]]:
     figs = [("Per-gene Pearson r, sorted (the curve behind PCC-k)",
              plots.pcc_curve_plot(correlations, folder / "pcc_sorted.png"))]
     for m in methods:
@@ -236,7 +246,7 @@ def _figures(folder: Path, ds, truth_ad, truth, methods, correlations, marker) -
         panels = {"truth": truth[:, j], **{m.name: m.mean[:, j] for m in methods}}
         pcc = {m.name: float(correlations[m.name][j]) for m in methods if np.isfinite(correlations[m.name][j])}
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in g)
-        figs.append((f"{g}: truth and predictions, shared colour scale ({UNITS})",
+        figs.append((f"{g}: truth and predictions, shared colour scale ({units})",
                      plots.marker_map_plot(g, xy, panels, folder / f"map_{safe}.png", image, scale,
                                            radius, pcc)))
     return figs
