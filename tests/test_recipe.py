@@ -230,3 +230,25 @@ def test_train_cli_stores_the_chosen_recipe_and_refuses_bad_options(default_run,
                    "--steps", 2, check=False)
     assert bad.returncode == 2 and "error: recipe: unknown objective 'q'" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stdout + bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_spread_calibration_reaches_the_interval_level_and_is_stored(default_run):
+    from stem_st.training.targets import spread_factor
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(400, 6))
+    narrow = rng.normal(scale=0.4, size=(400, 10, 6))
+    s = spread_factor(truth, narrow)
+    assert 2.0 < s < 4.0
+
+    def coverage(f):
+        m = narrow.mean(1, keepdims=True)
+        w = m + f * (narrow - m)
+        lo, hi = np.quantile(w, 0.1, axis=1), np.quantile(w, 0.9, axis=1)
+        return ((truth >= lo) & (truth <= hi)).mean()
+
+    assert coverage(s) >= 0.8 > coverage(s - 0.02)
+    # the default recipe calibrates after training, and the factor travels with the run
+    _, model, run = default_run
+    assert model.target.spread is not None and float(model.target.spread) >= 1.0
+    assert float(StemModel.from_run(run).target.spread) == float(model.target.spread)

@@ -22,11 +22,11 @@ from .errors import StemError, require
 from .models import PRESETS, StemDiT, StemDiTConfig
 from .prediction.summarise import summarise
 from .recipe import Recipe
-from .training.checkpoint import latest_checkpoint, load_checkpoint
+from .training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .training.data import build_training_data
 from .training.distributed import DistInfo
 from .training.loop import LoopConfig, LoopResult, train_loop
-from .training.targets import TargetTransform, fit_targets
+from .training.targets import TargetTransform, fit_targets, spread_factor
 
 log = logging.getLogger(__name__)
 UNITS = "log2(1 + count)"
@@ -146,7 +146,20 @@ class StemModel:
         ck = load_checkpoint(latest_checkpoint(run_dir))
         model.net.load_state_dict(ck["ema"]["model"])
         model.net.to("cpu")
+        if recipe.calibrate_spread and info.main:
+            model.calibrate_spread(cond_np[data.original], z[data.original], settings.seed)
+            path = latest_checkpoint(run_dir)  # the factor travels with the final checkpoint
+            save_checkpoint({**ck, **model._extra_state()}, run_dir, int(ck["step"]))
+            log.info("sample spread calibrated: × %.3f (%s)", float(model.target.spread), path.name)
         return model, result
+
+    def calibrate_spread(self, cond: np.ndarray, z: np.ndarray, seed: int = 0, spots: int = 256,
+                         num_samples: int = 10, sampler: str = "ddim:10") -> float:
+        """Set the samples' spread factor from up to ``spots`` training spots (their z)."""
+        rows = np.random.default_rng(seed).permutation(len(cond))[:spots]
+        draws = self._run(cond[rows], num_samples, sampler, seed, "cpu")
+        self.target.spread = np.asarray(spread_factor(z[rows], draws), dtype=np.float32)
+        return float(self.target.spread)
 
     def _extra_state(self) -> dict:
         return {"net_config": self.net_cfg.to_dict(), "genes": self.genes, **self.scaler.state(),
@@ -250,7 +263,7 @@ class StemModel:
         log2(1 + count), clipped at 0."""
         require(num_samples >= 1, "--num-samples must be at least 1")
         cond = self.condition(embeddings, xy)
-        z = self._run(cond, num_samples, sampler, seed, device, batch_rows, progress)
+        z = self.target.widen(self._run(cond, num_samples, sampler, seed, device, batch_rows, progress))
         return np.maximum(self.target.decode(z, self.target.prior(cond)[:, None]), 0)
 
     def posterior_mean(self, embeddings: np.ndarray, xy: np.ndarray | None = None, seed: int = 0,

@@ -30,6 +30,7 @@ class TargetTransform:
     hi: np.ndarray
     prior_weight: np.ndarray | None = None
     prior_bias: np.ndarray | None = None
+    spread: np.ndarray | None = None  # () factor on samples' deviations from their mean
 
     def prior(self, cond: np.ndarray) -> np.ndarray:
         """The prior mean ``(N, G)`` for standardised conditions (zeros without a prior)."""
@@ -44,11 +45,18 @@ class TargetTransform:
         """Expression from z; broadcasting ``prior`` (N, 1, G) over samples is fine."""
         return (z * self.sd + self.mu + prior).astype(np.float32)
 
+    def widen(self, z: np.ndarray) -> np.ndarray:
+        """Samples ``(N, S, G)`` scaled about each spot's sample mean by the calibrated spread."""
+        if self.spread is None or z.shape[1] < 2:
+            return z
+        m = z.mean(1, keepdims=True)
+        return (m + float(self.spread) * (z - m)).astype(np.float32)
+
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(self.lo), torch.from_numpy(self.hi)
 
     def state(self) -> dict:
-        keys = ("mu", "sd", "lo", "hi", "prior_weight", "prior_bias")
+        keys = ("mu", "sd", "lo", "hi", "prior_weight", "prior_bias", "spread")
         return {k: None if getattr(self, k) is None else torch.from_numpy(getattr(self, k))
                 for k in keys}
 
@@ -108,3 +116,18 @@ def fit_targets(recipe: Recipe, cond: np.ndarray, x: np.ndarray, groups: np.ndar
     z = t.encode(x, prior)
     t.lo, t.hi = z.min(0).astype(np.float32), z.max(0).astype(np.float32)
     return t, z
+
+
+def spread_factor(z_true: np.ndarray, z_samples: np.ndarray, level: float = 0.8) -> float:
+    """The smallest factor s (on a 1 % grid up to 8) for which the central ``level`` interval
+    of the samples, scaled by s about their mean, holds ``level`` of the truth: ``(N, G)``
+    truth, ``(N, S, G)`` samples (with S as at prediction: few samples give narrow intervals)."""
+    m = z_samples.mean(1, keepdims=True)
+    dev = z_samples - m
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    lo, hi = np.quantile(dev, lo_q, axis=1), np.quantile(dev, hi_q, axis=1)
+    off = z_true - m[:, 0]
+    for s in np.arange(1.0, 8.0, 0.01):
+        if ((off >= s * lo) & (off <= s * hi)).mean() >= level:
+            return float(s)
+    return 8.0
