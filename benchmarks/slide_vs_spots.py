@@ -58,7 +58,8 @@ def main() -> None:
     at_spots = interpolate(np.asarray(grid.obsm["spatial"]), np.asarray(grid.X), xy)
     model = StemModel.from_run(a.run)
     t = time.perf_counter()
-    spot_pred, _, _ = model.predict(ds.embeddings(a.section)[:, 0], a.num_samples, a.sampler)
+    spot_pred, _, _ = model.predict(ds.embeddings(a.section)[:, 0], a.num_samples, a.sampler,
+                                    xy=np.asarray(ds.section(a.section).obsm["spatial"]))
     spot_s = time.perf_counter() - t
     keys = ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE")
     rows = {"predict-slide, interpolated": score(truth, at_spots),

@@ -17,6 +17,7 @@ from stem_st.data.prepared import open_prepared, write_prepared
 from stem_st.evaluation.baselines import KNNBaseline, MeanBaseline, MLPBaseline, RidgeBaseline, parse_baselines
 from stem_st.evaluation.metrics import pearson_per_gene
 from stem_st.prediction.output import prediction_anndata, write_prediction
+from stem_st.recipe import RECIPES
 from stem_st.training.data import log2_expression
 
 GENES = [f"G{i}" for i in range(12)]
@@ -117,7 +118,7 @@ def report(prep, tmp_path_factory):
 def test_evaluate_writes_metrics_that_match_a_direct_computation(prep, report):
     m = json.loads((report["out"] / "metrics.json").read_text())
     rows = {r["method"]: r for r in m["methods"]}
-    assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "truth (reference)"]
+    assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "truth (reference)"]
     y = _truth(prep)
     r = pearson_per_gene(y, report["mean"])
     assert rows["stem"]["PCC-all"] == pytest.approx(np.nanmean(r), abs=1e-5)
@@ -138,8 +139,26 @@ def test_evaluate_writes_metrics_that_match_a_direct_computation(prep, report):
     assert list(csv["method"]) == list(rows) and csv.loc[0, "PCC-all"] == pytest.approx(rows["stem"]["PCC-all"])
     pngs = sorted(p.name for p in report["out"].glob("*.png"))
     assert pngs == sorted(["pcc_sorted.png", "map_G0.png", "map_G3.png",
-                           *[f"gene_variation_{k}.png" for k in ("stem", "mean", "knn", "ridge", "mlp")]])
+                           *[f"gene_variation_{k}.png" for k in ("stem", "mean", "knn", "ridge", "mlp",
+                                                                 "knn+ctx", "ridge+ctx")]])
     assert "PCC-10" in report["stdout"] and "report.html" in report["stdout"]
+
+
+def test_evaluate_in_depth_normalised_units(prep, report, tmp_path):
+    from stem_st.evaluation.metrics import in_unit
+
+    out = tmp_path / "cp10k"
+    run_stem("evaluate", prep, "--holdout", "T", "--pred", report["out"].parent / "T_pred.h5ad",
+             "--baselines", "none", "--unit", "cp10k", "--genes", "G0", "--out", out)
+    m = json.loads((out / "metrics.json").read_text())
+    row = m["methods"][0]
+    y, p = in_unit(_truth(prep), "cp10k"), in_unit(report["mean"], "cp10k")
+    assert row["MSE"] == pytest.approx(float(((p - y) ** 2).mean()), abs=1e-4)
+    assert "CP10k" in m["protocol"]["units"]
+    bad = run_stem("evaluate", prep, "--holdout", "T", "--baselines", "mean", "--unit", "tpm",
+                   "--out", tmp_path / "bad", check=False)
+    assert bad.returncode == 2 and "unknown --unit 'tpm'" in bad.stdout + bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_evaluate_refuses_bad_input_without_touching_outputs(prep, report, tmp_path):
@@ -201,10 +220,11 @@ def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path):
                    "--sampler", "ddim:3", "--device", "cpu")
     summary = json.loads((out / "demo.json").read_text())
     rows = {r["method"]: r for r in summary["main"]["rows"]}
-    assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "truth (reference)"]
+    assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "truth (reference)"]
     assert rows["stem"]["num_samples"] == 3 and 0 <= rows["stem"]["coverage80"] <= 1
     assert all(np.isfinite(rows[m]["ARI"]) for m in rows)  # A1 has pathologist labels
-    assert summary["config"]["preset"] == "small" and summary["config"]["steps"] == 30
+    assert summary["config"]["preset"] == "tiny" and summary["config"]["steps"] == 30
+    assert summary["config"]["recipe"] == RECIPES["default"].to_dict()
     pred = ad.read_h5ad(out / "A1_pred.h5ad")
     assert pred.uns["stem"]["section"] == "A1" and (out / "A1_pred.samples.npy").is_file()
     assert (out / "report" / "report.html").is_file() and "report.html" in res.stdout

@@ -167,7 +167,7 @@ def test_recipe_round_trips_through_the_checkpoint(default_run, tmp_path):
 def test_old_runs_without_a_recipe_load_as_the_paper_recipe(default_run, tmp_path):
     ds, _, _ = default_run
     settings = TrainSettings(prep=str(ds.root), holdout=ds.holdout, preset="tiny", steps=5,
-                             batch_size=16, aug_ratio=1, checkpoint_every=1000)
+                             batch_size=16, aug_ratio=1, checkpoint_every=1000, recipe=RECIPES["paper"])
     model, _ = StemModel.fit(ds, tmp_path / "run", settings, progress=False)
     state = {k: v for k, v in model._extra_state().items() if k not in ("recipe", "target")}
     state.pop("cond_clip")

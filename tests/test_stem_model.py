@@ -18,6 +18,7 @@ from stem_st.data.prepared import open_prepared
 from stem_st.diffusion import GaussianDiffusion
 from stem_st.diffusion.schedules import make_schedule, respace
 from stem_st.errors import StemError
+from stem_st.recipe import RECIPES
 from stem_st.stem_model import StemModel, TrainSettings
 
 TINY = {"hidden": 64, "depth": 2, "heads": 2}
@@ -35,7 +36,7 @@ def trained(tmp_path_factory):
     ds = open_prepared(write_synthetic(tmp / "prep"))
     settings = TrainSettings(prep=str(ds.root), holdout=ds.holdout, preset="tiny", steps=1500,
                              batch_size=256, aug_ratio=1, lr=1e-3, ema_decay=0.999,
-                             checkpoint_every=1000)
+                             checkpoint_every=1000, recipe=RECIPES["paper"])
     model, result = StemModel.fit(ds, tmp / "run", settings, progress=False)
     return ds, model, result, tmp
 

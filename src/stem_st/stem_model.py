@@ -21,7 +21,7 @@ from .encoders.scaling import EmbeddingScaler
 from .errors import StemError, require
 from .models import PRESETS, StemDiT, StemDiTConfig
 from .prediction.summarise import summarise
-from .recipe import Recipe
+from .recipe import RECIPES, Recipe
 from .training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .training.data import build_training_data
 from .training.distributed import DistInfo
@@ -49,7 +49,7 @@ class TrainSettings:
     diffusion_steps: int = 1000
     schedule: str = "linear"
     target_layer: str | None = None
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: Recipe = field(default_factory=lambda: RECIPES["default"])
 
 
 def training_geometry(ds: PreparedDataset, sections: list[str]) -> dict:
