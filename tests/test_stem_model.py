@@ -108,8 +108,9 @@ def test_clipping_x0_keeps_a_wild_model_in_the_data_range(sampler):
 
 def test_exact_resume(tmp_path):
     ds = open_prepared(write_synthetic(tmp_path / "prep", n=100))
+    # a constant learning rate: under a cosine schedule, extending --steps changes the schedule
     base = dict(prep=str(ds.root), holdout=ds.holdout, preset="tiny", batch_size=32,
-                aug_ratio=1, checkpoint_every=1000)
+                aug_ratio=1, checkpoint_every=1000, recipe=RECIPES["paper"])
     _, straight = StemModel.fit(ds, tmp_path / "a", TrainSettings(steps=20, **base), progress=False)
     StemModel.fit(ds, tmp_path / "b", TrainSettings(steps=10, **base), progress=False)
     resumed, res_b = StemModel.fit(ds, tmp_path / "b", TrainSettings(steps=20, **base),

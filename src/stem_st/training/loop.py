@@ -46,7 +46,9 @@ class LoopConfig:
     device: str = "cpu"
     bf16: bool = True
     progress: bool = True
-    lr_schedule: str = "constant"  # or "cosine": linear warm-up over 5 % of steps, cosine to 0
+    # or "cosine": linear warm-up over 5 % of steps, cosine to 0 at ``steps``; resuming with the
+    # same ``steps`` is exact, extending ``steps`` stretches the rest of the schedule
+    lr_schedule: str = "constant"
 
     def lr_at(self, step: int) -> float:
         """Learning rate for optimizer step ``step`` (0-based)."""
