@@ -147,7 +147,10 @@ def markdown(summary: dict, meta: dict) -> str:
     lines = ["# Leave-one-section-out accuracy, HER2ST C2–C6 + A1", "",
              f"Machine: {meta['machine']}. Stem budget per fold: {meta['stem_budget']}. "
              f"Baselines: their normal fit. Encoder: ImageNet EfficientNet-Lite0 (not a pathology "
-             f"encoder), {meta['views']} views. Regenerate: `{meta['command']}`.", ""]
+             f"encoder), {meta['views']} views. Regenerate: `{meta['command']}`.", "",
+             "Rows `stem:<recipe> (w=…)` score the same trained network's posterior-mean estimate with "
+             "another residual weight w (prior + w · learned residual); the samples, hence coverage80, "
+             "are the same. A difference smaller than the sd over folds is not a result.", ""]
     for unit, rows in summary.items():
         lines += [f"## {UNIT_NAMES[unit]} (mean ± sd over folds)", "",
                   "| method | folds | " + " | ".join((*KEYS, "ARI (A1)", "NMI (A1)")) + " |",

@@ -114,7 +114,7 @@ def raise_bad(key: str, value: str) -> None:
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe(),
     "default": Recipe(target="zscore", prior="ridge", context="ring1", objective="x0",
-                      point="posterior_mean", residual_weight=0.5, calibrate_spread=True,
+                      point="posterior_mean", residual_weight=0.25, calibrate_spread=True,
                       lr_schedule="cosine"),
 }
 
