@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from .data.context import CONTEXTS
-from .errors import require
+from .errors import StemError, require
 
 TARGETS = ("log2", "zscore")
 PRIORS = ("none", "ridge")
@@ -95,7 +95,7 @@ class Recipe:
             try:
                 changes[key] = {"float": float, "int": int, "bool": _boolean}.get(types[key], str)(value.strip())
             except ValueError:
-                raise_bad(key, value)
+                raise StemError(f"recipe: {key}={value} is not a valid {types[key]}") from None
         return replace(self, **changes)
 
 
@@ -105,10 +105,6 @@ def _boolean(value: str) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError(value)
-
-
-def raise_bad(key: str, value: str) -> None:
-    require(False, f"recipe: {key}={value} is not a number or boolean")
 
 
 RECIPES: dict[str, Recipe] = {
