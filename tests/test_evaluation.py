@@ -205,7 +205,7 @@ def test_report_renders_table_and_every_image_in_headless_chromium(report):
         external = page.eval_on_selector_all("[src]:not([src^='data:'])", "els => els.length")
         browser.close()
     assert header[:3] == ["method", "PCC-10", "PCC-50"]
-    assert methods == ["stem", "mean", "knn", "ridge", "mlp", "truth (reference)"]
+    assert methods == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "truth (reference)"]
     assert len(images) == n_png and external == 0  # self-contained: every figure embedded
     assert all(done and natural > 0 and shown > 0 for done, natural, shown in images), images
 
