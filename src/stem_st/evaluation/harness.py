@@ -217,7 +217,9 @@ def _protocol(ds, section, truth, methods, trained_on, labels) -> dict:
                      "vs the pathologist labels, 'undetermined' left out" if labels is not None
                      else "not computed: the section has no pathologist labels",
         "baselines trained on": ", ".join(trained_on),
-        "baseline inputs": "view 0 embeddings standardised with training statistics; targets "
+        "baseline inputs": "view 0 embeddings (+ctx: with the ring-1 neighbour mean appended) "
+                           "standardised with training statistics, constant dimensions zeroed, "
+                           "clipped to ±10; targets "
                            f"{UNITS}",
         "encoders": "+".join(e["encoder"] for e in ds.manifest["encoders"]),
         "prepared dataset": str(ds.root),
