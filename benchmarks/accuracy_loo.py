@@ -45,10 +45,15 @@ VARIANTS = {
     "stem:zscore+prior": "paper+target=zscore;prior=ridge",
     "stem:zscore+x0+posterior": "paper+target=zscore;objective=x0;point=posterior_mean",
     "stem:zscore+cosine": "paper+target=zscore;lr_schedule=cosine",
+    "stem:zscore+v+minsnr": "paper+target=zscore;objective=v;min_snr_gamma=5;point=posterior_mean",
     "stem:default": "default",
+    # the default's own ablations: ring-1 context only; samples not centred on the point
+    "stem:default ring1": "default+context=ring1",
+    "stem:default uncentred": "default+centre_samples=false",
 }
-ORDER = ["stem:default", "stem:paper", "stem:zscore", "stem:zscore+prior", "stem:zscore+ctx",
-         "stem:zscore+x0+posterior", "stem:zscore+cosine"]
+ORDER = ["stem:default", "stem:default ring1", "stem:default uncentred", "stem:paper", "stem:zscore",
+         "stem:zscore+prior", "stem:zscore+ctx", "stem:zscore+x0+posterior", "stem:zscore+v+minsnr",
+         "stem:zscore+cosine"]
 RESIDUAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 KEYS = ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "coverage80")
 ROOT = Path(__file__).resolve().parents[1]

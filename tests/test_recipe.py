@@ -79,6 +79,20 @@ def test_ring1_context_averages_the_right_neighbours():
         add_context(emb, None, "ring1")
 
 
+def test_ring2_context_adds_the_disc_of_radius_two_and_a_half_pitches():
+    # a 5 × 5 square grid, pitch 10: the centre's 2.5-pitch disc holds every spot but the 4
+    # corners (distance 2√2 ≈ 2.83 pitch), i.e. 20 spots
+    xy = np.array([(x, y) for y in range(5) for x in range(5)], dtype=float) * 10
+    emb = np.arange(25, dtype=np.float32)[:, None] ** 2
+    out = add_context(emb, xy, "ring2")
+    assert out.shape == (25, 3)
+    np.testing.assert_allclose(out[:, :2], add_context(emb, xy, "ring1"))
+    disc = [i for i in range(25) if i != 12 and i not in (0, 4, 20, 24)]
+    np.testing.assert_allclose(out[12, 2], emb[disc].mean(), rtol=1e-6)
+    # a corner's disc: (0,1),(0,2),(1,0),(1,1),(1,2),(2,0),(2,1) → 7 spots
+    np.testing.assert_allclose(out[0, 2], emb[[1, 2, 5, 6, 7, 10, 11]].mean(), rtol=1e-6)
+
+
 def test_zscored_residual_target_round_trips_exactly():
     rng = np.random.default_rng(0)
     cond = rng.normal(size=(120, 6)).astype(np.float32)
@@ -200,6 +214,39 @@ def test_context_baselines_use_the_neighbours(default_run):
     assert with_ctx.shape == plain.shape and not np.allclose(with_ctx, plain)
     with pytest.raises(StemError, match="coordinate"):
         ctx.predict(emb)
+    wide = BASELINES["ridge+ctx2"]().fit(ds, ["A", "B"])
+    assert wide.scaler.dim == 3 * emb.shape[1] and wide.predict(emb, xy)[0].shape == plain.shape
+
+
+def test_samples_centred_on_the_point_estimate(default_run):
+    from dataclasses import replace
+
+    ds, model, _ = default_run
+    emb, xy = ds.embeddings("TA")[:, 0], np.asarray(ds.section("TA").obsm["spatial"])
+    model = StemModel._from_state(model._extra_state(), model.net.state_dict())
+    model.recipe = replace(model.recipe, centre_samples=True)
+    model.target.spread = np.asarray(1.5, dtype=np.float32)
+    torch.manual_seed(0)  # an earlier test may have zeroed the shared fixture's head
+    with torch.no_grad():
+        model.net.head.weight.normal_(0, 0.5)
+        model.net.head.bias.normal_(0, 0.5)
+    free_model = StemModel._from_state(model._extra_state(), model.net.state_dict())
+    free_model.recipe = replace(model.recipe, centre_samples=False)
+    point, _, samples = model.predict(emb, 6, "ddim:4", xy=xy, seed=3)
+    _, _, free = free_model.predict(emb, 6, "ddim:4", xy=xy, seed=3)
+    cond = model.condition(emb, xy)
+    z = model.target.encode(samples, model.target.prior(cond)[:, None])
+    zf = free_model.target.encode(free, model.target.prior(cond)[:, None])
+    positive = (samples > 0).all(1) & (free > 0).all(1)  # away from the clip at 0
+    # same draws: identical deviations about their own means, only the centre moves …
+    dev, devf = z - z.mean(1, keepdims=True), zf - zf.mean(1, keepdims=True)
+    np.testing.assert_allclose(dev[np.repeat(positive[:, None], 6, 1)],
+                               devf[np.repeat(positive[:, None], 6, 1)], atol=1e-4)
+    # … to the reported point estimate
+    np.testing.assert_allclose(samples.mean(1)[positive], point[positive], atol=1e-4)
+    assert not np.allclose(free.mean(1)[positive], point[positive], atol=1e-3)
+    with pytest.raises(StemError, match="centre_samples needs"):
+        Recipe(centre_samples=True)
 
 
 def test_depth_normalised_unit():

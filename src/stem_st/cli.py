@@ -129,6 +129,8 @@ def info(prep: Path = typer.Argument(..., help="A prepared dataset folder.")) ->
                  f"{ds.embedding_dim}-d embeddings ({'+'.join(p['encoder'] for p in ds.manifest['encoders'])})")
 
 
+SAMPLER_HELP = ("ddpm (all T steps) | ddpm:S | ddim:S[:eta] | dpm++:S (DPM-Solver++ 2M); "
+                "S = network calls per sample, the cost of sampling")
 RECIPE_HELP = ("default (z-scored residual of a ridge prior, ring-1 spatial context, x0 objective, "
                "posterior-mean point estimate; chosen on benchmarks/accuracy_loo.py) | paper (Zhu et al.)")
 RECIPE_SET_HELP = ("Override recipe fields: key=value,... (target, prior, context, objective, "
@@ -197,7 +199,7 @@ def predict(
     sections: str = typer.Option("", help="Sections of the prepared dataset (default: holdout)."),
     prep: Path | None = typer.Option(None, help="Prepared dataset (default: the run's)."),
     num_samples: int = typer.Option(20, help="Expression samples per spot (paper: 20)."),
-    sampler: str = typer.Option("ddim:50", help="ddpm (all T steps) | ddpm:S | ddim:S[:eta]"),
+    sampler: str = typer.Option("ddim:50", help=SAMPLER_HELP),
     summary: str = typer.Option("recipe", help="recipe (the run's: posterior mean or sample mean) | "
                                 "mean | median | mode of the samples"),
     keep_samples: bool = typer.Option(False, help="Also write every sample (.samples.npy)."),
@@ -247,7 +249,7 @@ def predict_slide_cmd(
     genes: str = typer.Option("", help="Genes to map (default: the 6 most variable predictions)."),
     min_tissue: float = typer.Option(0.5, help="Minimum tissue fraction of a spot's patch."),
     num_samples: int = typer.Option(20, help="Expression samples per spot."),
-    sampler: str = typer.Option("ddim:50", help="ddpm | ddpm:S | ddim:S[:eta]"),
+    sampler: str = typer.Option("ddim:50", help=SAMPLER_HELP),
     weights: str = typer.Option("", help="Encoder checkpoint(s), as given to stem prepare."),
     batch_size: int = typer.Option(64, help="Patches per encoder batch."),
     seed: int = typer.Option(0, help="Sampling seed."),

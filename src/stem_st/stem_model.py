@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .atomic import write_json
-from .data.context import add_context
+from .data.context import add_context, context_blocks
 from .data.prepared import PreparedDataset
 from .diffusion import GaussianDiffusion
 from .encoders.scaling import EmbeddingScaler
@@ -147,18 +147,27 @@ class StemModel:
         model.net.load_state_dict(ck["ema"]["model"])
         model.net.to("cpu")
         if recipe.calibrate_spread and info.main:
-            model.calibrate_spread(cond_np[data.original], z[data.original], settings.seed)
+            orig = data.original
+            model.calibrate_spread(cond_np[orig], z[orig], settings.seed, data.group[orig])
             path = latest_checkpoint(run_dir)  # the factor travels with the final checkpoint
             save_checkpoint({**ck, **model._extra_state()}, run_dir, int(ck["step"]))
             log.info("sample spread calibrated: × %.3f (%s)", float(model.target.spread), path.name)
         return model, result
 
-    def calibrate_spread(self, cond: np.ndarray, z: np.ndarray, seed: int = 0, spots: int = 256,
-                         num_samples: int = 10, sampler: str = "ddim:10") -> float:
-        """Set the samples' spread factor from up to ``spots`` training spots (their z)."""
-        rows = np.random.default_rng(seed).permutation(len(cond))[:spots]
-        draws = self._run(cond[rows], num_samples, sampler, seed, "cpu")
-        self.target.spread = np.asarray(spread_factor(z[rows], draws), dtype=np.float32)
+    def calibrate_spread(self, cond: np.ndarray, z: np.ndarray, seed: int = 0,
+                         groups: np.ndarray | None = None, spots: int = 128, num_samples: int = 10,
+                         sampler: str = "ddim:10") -> float:
+        """Set the samples' spread factor from training spots (their z): the median over
+        training sections (``groups``) of each section's factor on up to ``spots`` of its spots,
+        so one atypical section (another patient, another depth) does not set everyone's width."""
+        groups = np.zeros(len(cond), dtype=int) if groups is None else np.asarray(groups)
+        rng = np.random.default_rng(seed)
+        factors = []
+        for g in np.unique(groups):
+            rows = rng.permutation(np.flatnonzero(groups == g))[:spots]
+            draws = self._run(cond[rows], num_samples, sampler, seed, "cpu")
+            factors.append(spread_factor(z[rows], draws, self._centre(cond[rows], seed, "cpu")))
+        self.target.spread = np.asarray(float(np.median(factors)), dtype=np.float32)
         return float(self.target.spread)
 
     def _extra_state(self) -> dict:
@@ -218,9 +227,9 @@ class StemModel:
     # --- prediction ---------------------------------------------------------------------
     def condition(self, embeddings: np.ndarray, xy: np.ndarray | None = None) -> np.ndarray:
         """Standardised condition ``(N, C')`` from raw spot embeddings ``(N, C)`` (plus the
-        ring-1 context from spot centres ``xy`` when the recipe uses it)."""
+        neighbourhood context from spot centres ``xy`` when the recipe uses it)."""
         emb = np.asarray(embeddings, dtype=np.float32)
-        width = self.net_cfg.cond_dim // (2 if self.recipe.context == "ring1" else 1)
+        width = self.net_cfg.cond_dim // context_blocks(self.recipe.context)
         require(emb.ndim == 2 and emb.shape[1] == width,
                 f"embeddings of width {emb.shape[-1]} do not match the model's {width} "
                 "(same encoder(s) as in training?)")
@@ -261,17 +270,31 @@ class StemModel:
                xy: np.ndarray | None = None) -> np.ndarray:
         """Draw ``num_samples`` expression profiles per spot: ``(spots, samples, genes)`` in
         log2(1 + count), clipped at 0."""
-        require(num_samples >= 1, "--num-samples must be at least 1")
         cond = self.condition(embeddings, xy)
-        z = self.target.widen(self._run(cond, num_samples, sampler, seed, device, batch_rows, progress))
+        return self._samples(cond, num_samples, sampler, seed, device, self._centre(cond, seed, device),
+                             batch_rows, progress)
+
+    def _samples(self, cond: np.ndarray, num_samples: int, sampler: str, seed: int, device: str,
+                 centre: np.ndarray | None, batch_rows: int | None = None, progress=None) -> np.ndarray:
+        require(num_samples >= 1, "--num-samples must be at least 1")
+        z = self.target.widen(self._run(cond, num_samples, sampler, seed, device, batch_rows, progress),
+                              centre)
         return np.maximum(self.target.decode(z, self.target.prior(cond)[:, None]), 0)
+
+    def _point_z(self, cond: np.ndarray, seed: int, device: str) -> np.ndarray:
+        """The posterior-mean estimate in z units, its residual scaled by ``residual_weight``."""
+        return self._run(cond, 1, None, seed, device)[:, 0] * self.recipe.residual_weight
+
+    def _centre(self, cond: np.ndarray, seed: int, device: str) -> np.ndarray | None:
+        """Where samples are centred, in z units: the point estimate (``centre_samples``) or
+        None (their own mean)."""
+        return self._point_z(cond, seed, device) if self.recipe.centre_samples else None
 
     def posterior_mean(self, embeddings: np.ndarray, xy: np.ndarray | None = None, seed: int = 0,
                        device: str = "cpu") -> np.ndarray:
         """The network's estimate of E[expression | image] ``(spots, genes)`` (x0/v recipes)."""
         cond = self.condition(embeddings, xy)
-        z = self._run(cond, 1, None, seed, device)[:, 0] * self.recipe.residual_weight
-        return np.maximum(self.target.decode(z, self.target.prior(cond)), 0)
+        return np.maximum(self.target.decode(self._point_z(cond, seed, device), self.target.prior(cond)), 0)
 
     def predict(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = "ddim:50",
                 summary: str | None = None, seed: int = 0, device: str = "cpu", progress=None,
@@ -279,9 +302,12 @@ class StemModel:
         """Return (point estimate, per-gene std across samples, samples) for ``(N, C)``
         embeddings. The point estimate is the recipe's (``summary=None``) or the named summary
         of the samples (mean, median, mode)."""
-        samples = self.sample(embeddings, num_samples, sampler, seed, device, progress=progress, xy=xy)
-        if summary is None and self.recipe.point == "posterior_mean":
-            point = self.posterior_mean(embeddings, xy, seed, device)
+        cond = self.condition(embeddings, xy)
+        point_z = self._point_z(cond, seed, device) if self.recipe.point == "posterior_mean" else None
+        samples = self._samples(cond, num_samples, sampler, seed, device,
+                                point_z if self.recipe.centre_samples else None, progress=progress)
+        if summary is None and point_z is not None:
+            point = np.maximum(self.target.decode(point_z, self.target.prior(cond)), 0)
         else:
             point = summarise(samples, summary or "mean")
         return point, samples.std(axis=1), samples

@@ -1,9 +1,11 @@
-"""Spatial context: each spot's embedding beside the mean embedding of its ring-1 neighbours.
+"""Spatial context: each spot's embedding beside the mean embeddings of its neighbourhood.
 
 Spots are neighbours when their centres are at most ``factor`` × the section's spot pitch
-apart (the median nearest-neighbour distance): the 6 around a spot on a Visium hexagon, the 4
-(plus 4 diagonals at √2 pitch) on a legacy-ST square grid. A spot without neighbours is its
-own context.
+apart (the median nearest-neighbour distance). ``ring1`` (factor 1.5) is the 6 spots around a
+spot on a Visium hexagon, the 4 (plus 4 diagonals at √2 pitch) on a legacy-ST square grid;
+``ring2`` adds a second block, the mean over the disc of radius 2.5 pitch (18 spots on a
+hexagon: a field of view about 5 spots across, ≈ 500 µm on Visium, like TRIPLEX's global
+view). A spot without neighbours is its own context.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from scipy.spatial import cKDTree
 
 from ..errors import require
 
-CONTEXTS = ("none", "ring1")
+#: each context's neighbourhood radii, in spot pitches (one block of inputs per radius)
+RADII = {"none": (), "ring1": (1.5,), "ring2": (1.5, 2.5)}
+CONTEXTS = tuple(RADII)
+
+
+def context_blocks(context: str) -> int:
+    """How many embedding-wide blocks a context's inputs have (1 + one per radius)."""
+    require(context in RADII, f"unknown context '{context}'; choose {', '.join(CONTEXTS)}")
+    return 1 + len(RADII[context])
 
 
 def ring_neighbours(xy: np.ndarray, factor: float = 1.5) -> list[np.ndarray]:
@@ -40,11 +50,12 @@ def neighbour_mean(values: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarr
 
 
 def add_context(emb: np.ndarray, xy: np.ndarray | None, context: str) -> np.ndarray:
-    """Spot inputs for a recipe's ``context``: ``emb`` itself (``none``) or ``[emb, ring-1 mean]``
-    concatenated on the last axis (``ring1``); ``emb`` is ``(spots, ..., C)``."""
-    require(context in CONTEXTS, f"unknown context '{context}'; choose {', '.join(CONTEXTS)}")
-    if context == "none":
+    """Spot inputs for a recipe's ``context``: ``emb`` itself (``none``) or ``emb`` followed by
+    the neighbourhood means at each of the context's radii, concatenated on the last axis;
+    ``emb`` is ``(spots, ..., C)``."""
+    if context_blocks(context) == 1:
         return emb
     require(xy is not None and len(xy) == len(emb),
             "spatial context needs one coordinate per spot (obsm['spatial'])")
-    return np.concatenate([emb, neighbour_mean(emb, ring_neighbours(xy))], axis=-1)
+    means = [neighbour_mean(emb, ring_neighbours(xy, r)) for r in RADII[context]]
+    return np.concatenate([emb, *means], axis=-1)

@@ -1,6 +1,6 @@
 """Gaussian diffusion: forward noising, the denoising loss (the network predicts ε, x_0 or v;
-optionally min-SNR-γ weighted, or with improved DDPM's learned variance), two samplers —
-ancestral DDPM and DDIM — on the full or a respaced chain, and the posterior-mean estimate
+optionally min-SNR-γ weighted, or with improved DDPM's learned variance), three samplers —
+ancestral DDPM, DDIM and DPM-Solver++(2M) — on the full or a respaced chain, and the posterior-mean estimate
 E[x_0 | condition] read from the network at the noisiest step. An optional ``mask`` diffuses
 only part of ``x`` and keeps the rest at its known value throughout (inpainting), which LGDiST
 uses for neighbour tokens.
@@ -24,19 +24,21 @@ from .schedules import Schedule, make_schedule, respace
 ModelFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 
+SAMPLER_FORMS = "ddpm, ddpm:S, ddim:S, ddim:S:eta or dpm++:S"
+
+
 def parse_sampler(spec: str, trained_steps: int) -> tuple[str, int, float]:
-    """``ddpm`` | ``ddpm:S`` | ``ddim:S`` | ``ddim:S:eta`` → (kind, steps, eta)."""
+    """``ddpm`` | ``ddpm:S`` | ``ddim:S`` | ``ddim:S:eta`` | ``dpm++:S`` → (kind, steps, eta)."""
     parts = spec.split(":")
     kind = parts[0]
     try:
         steps = int(parts[1]) if len(parts) > 1 else trained_steps
         eta = float(parts[2]) if len(parts) > 2 else 0.0
     except ValueError:
-        raise StemError(f"bad sampler '{spec}'; use ddpm, ddpm:S, ddim:S or ddim:S:eta") from None
-    if kind not in ("ddpm", "ddim") or not 1 <= steps <= trained_steps or len(parts) > 3 \
-            or (kind == "ddpm" and len(parts) > 2) or eta < 0:
-        raise StemError(f"bad sampler '{spec}'; use ddpm, ddpm:S, ddim:S or ddim:S:eta "
-                        f"with 1 <= S <= {trained_steps}")
+        raise StemError(f"bad sampler '{spec}'; use {SAMPLER_FORMS}") from None
+    if kind not in ("ddpm", "ddim", "dpm++") or not 1 <= steps <= trained_steps or len(parts) > 3 \
+            or (kind != "ddim" and len(parts) > 2) or eta < 0:
+        raise StemError(f"bad sampler '{spec}'; use {SAMPLER_FORMS} with 1 <= S <= {trained_steps}")
     return kind, steps, eta
 
 
@@ -168,14 +170,17 @@ class GaussianDiffusion:
     ) -> torch.Tensor:
         """Run the reverse chain from pure noise and return x_0.
 
-        ``sampler``: ``ddpm`` (ancestral, all trained steps), ``ddpm:S`` or ``ddim:S[:eta]`` (on
-        S respaced steps). With ``known``/``mask``, unmasked entries are reset to ``known``
-        after every step (inpainting). ``clip_x0`` clamps each step's prediction of x_0 to the
-        data range (ADM's ``clip_denoised``), which keeps few-step samplers of a briefly
-        trained model from diverging.
+        ``sampler``: ``ddpm`` (ancestral, all trained steps), ``ddpm:S``, ``ddim:S[:eta]`` or
+        ``dpm++:S`` (DPM-Solver++(2M), Lu et al. 2022: a second-order multistep solver of the
+        probability-flow ODE in log-SNR time, on the x_0 prediction, with steps evenly spaced in
+        log-SNR) on S respaced steps, i.e. S network calls. With ``known``/``mask``, unmasked
+        entries are reset to ``known`` after every step (inpainting). ``clip_x0`` clamps each
+        step's prediction of x_0 to the data range (ADM's ``clip_denoised``), which keeps
+        few-step samplers of a briefly trained model from diverging.
         """
         kind, steps, eta = parse_sampler(sampler, self.num_steps)
-        sched = self.schedule if steps == self.num_steps else respace(self.schedule, steps)
+        spacing = "logsnr" if kind == "dpm++" else "time"
+        sched = self.schedule if steps == self.num_steps else respace(self.schedule, steps, spacing)
         chain = _Chain(sched)
         x = x_T if x_T is not None else torch.randn(shape, generator=generator, device=device)
         keep = None if mask is None else ~mask.bool()
@@ -184,6 +189,7 @@ class GaussianDiffusion:
             return z if keep is None else torch.where(keep, known, z)
 
         x = clamp_known(x)
+        history: list[tuple[torch.Tensor, float]] = []  # DPM-Solver++: (x̂_0, step size h)
         for i in reversed(range(sched.num_steps)):
             idx = torch.full((shape[0],), i, device=x.device, dtype=torch.long)
             t = torch.as_tensor(chain.timesteps, device=x.device)[idx]
@@ -198,7 +204,7 @@ class GaussianDiffusion:
                     x = mean + torch.exp(0.5 * logvar) * z
                 else:
                     x = mean
-            else:
+            elif kind == "ddim":
                 abar = _take(chain.abar, idx, x)
                 abar_prev = _take(chain.abar_prev, idx, x)
                 eps, x0 = self.eps_x0(out, x, abar)
@@ -209,10 +215,36 @@ class GaussianDiffusion:
                 x = torch.sqrt(abar_prev) * x0 + torch.sqrt(1 - abar_prev - sigma**2) * eps
                 if i > 0 and eta > 0:
                     x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
+            else:
+                x = self._dpmpp_2m_step(chain, i, out, x, history, clip_x0)
             x = clamp_known(x)
             if progress is not None:
                 progress(1)
         return x
+
+    def _dpmpp_2m_step(self, chain: _Chain, i: int, out: torch.Tensor, x: torch.Tensor,
+                       history: list, clip_x0) -> torch.Tensor:
+        """One DPM-Solver++(2M) step from chain step ``i`` to ``i - 1`` (to x̂_0 at the end):
+        x_s = (σ_s/σ_t) x_t − α_s (e^{−h} − 1) D, h = λ_s − λ_t with λ = log(α/σ), and
+        D = x̂_0 (first step) or (1 + 1/2r) x̂_0 − 1/2r x̂_0,prev with r = h_prev / h."""
+        abar_t = float(chain.abar[i])
+        x0 = self.eps_x0(out, x, torch.tensor(abar_t, dtype=x.dtype, device=x.device))[1]
+        if clip_x0 is not None:
+            x0 = x0.clamp(*clip_x0)
+        if i == 0:
+            return x0
+        abar_s = float(chain.abar[i - 1])
+        lam_t = 0.5 * math.log(abar_t / (1 - abar_t))
+        lam_s = 0.5 * math.log(abar_s / (1 - abar_s))
+        h = lam_s - lam_t
+        d = x0
+        if history and i > 1:  # first order on the last step, whose h dwarfs the others
+            prev_x0, h_prev = history[-1]
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x0 - prev_x0 / (2 * r)
+        history[:] = [(x0, h)]
+        ratio = math.sqrt((1 - abar_s) / (1 - abar_t))
+        return ratio * x - math.sqrt(abar_s) * math.expm1(-h) * d
 
     @torch.no_grad()
     def posterior_mean(self, model_fn: ModelFn, shape: tuple[int, ...], draws: int = 8,

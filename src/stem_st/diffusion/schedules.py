@@ -55,13 +55,22 @@ def make_schedule(kind: str, num_steps: int) -> Schedule:
     return Schedule(betas, np.arange(num_steps))
 
 
-def respace(schedule: Schedule, steps: int) -> Schedule:
-    """A shorter chain on ``steps`` evenly spaced trained timesteps (always including the last
-    and the first), with betas recomputed from the trained ᾱ so that the marginals q(x_t | x_0)
-    at the kept timesteps are unchanged (Nichol & Dhariwal 2021, Sec. 4)."""
+def respace(schedule: Schedule, steps: int, spacing: str = "time") -> Schedule:
+    """A shorter chain on ``steps`` trained timesteps (always including the last and the
+    first), with betas recomputed from the trained ᾱ so that the marginals q(x_t | x_0) at the
+    kept timesteps are unchanged (Nichol & Dhariwal 2021, Sec. 4). ``spacing``: ``time`` keeps
+    evenly spaced timesteps; ``logsnr`` the trained timesteps nearest to evenly spaced
+    λ = log(α/σ) (DPM-Solver's choice; duplicates merge, so a long chain may get fewer steps)."""
     total = schedule.num_steps
     require(1 <= steps <= total, f"cannot respace {total} trained steps to {steps}")
-    keep = np.unique(np.round(np.linspace(0, total - 1, steps)).astype(int))
-    abar = schedule.alphas_cumprod[keep]
-    prev = np.concatenate([[1.0], abar[:-1]])
-    return Schedule(1.0 - abar / prev, schedule.timesteps[keep])
+    require(spacing in ("time", "logsnr"), f"unknown spacing {spacing}")
+    abar = schedule.alphas_cumprod
+    if spacing == "time":
+        keep = np.unique(np.round(np.linspace(0, total - 1, steps)).astype(int))
+    else:
+        lam = 0.5 * np.log(abar / (1.0 - abar))  # decreasing in t
+        wanted = np.linspace(lam[-1], lam[0], steps)
+        keep = np.unique(np.abs(lam[None, :] - wanted[:, None]).argmin(1))
+    kept = abar[keep]
+    prev = np.concatenate([[1.0], kept[:-1]])
+    return Schedule(1.0 - kept / prev, schedule.timesteps[keep])

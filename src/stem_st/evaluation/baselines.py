@@ -3,8 +3,8 @@
 Every baseline learns from the same prepared dataset, split and embeddings as Stem: the
 original view (view 0) of each training spot with panel counts, inputs standardised with the
 training statistics (:class:`~stem_st.encoders.scaling.EmbeddingScaler`), targets in
-log2(1 + count). ``name+ctx`` variants get the same ring-1 spatial context as Stem's
-``context='ring1'`` recipe. ``predict(embeddings, xy)`` returns
+log2(1 + count). ``name+ctx`` / ``name+ctx2`` variants get the same spatial context as Stem's
+``context='ring1'`` / ``'ring2'`` recipes. ``predict(embeddings, xy)`` returns
 ``(mean, std or None, samples or None)`` like ``StemModel.predict``.
 """
 
@@ -149,14 +149,18 @@ class MLPBaseline(Baseline):
             return self.net(torch.from_numpy(x).float()).numpy(), None, None
 
 
-def _with_context(base: type[Baseline]) -> type[Baseline]:
-    return type(f"{base.__name__}Context", (base,), {"name": f"{base.name}+ctx", "context": "ring1",
-                                                     "__doc__": f"{base.name} on [embedding, ring-1 mean]."})
+def _with_context(base: type[Baseline], context: str, suffix: str) -> type[Baseline]:
+    return type(f"{base.__name__}{context.title()}", (base,),
+                {"name": f"{base.name}+{suffix}", "context": context,
+                 "__doc__": f"{base.name} on the embedding and its {context} context means."})
 
 
 BASELINES: dict[str, type[Baseline]] = {
     "mean": MeanBaseline, "knn": KNNBaseline, "ridge": RidgeBaseline, "mlp": MLPBaseline,
-    "knn+ctx": _with_context(KNNBaseline), "ridge+ctx": _with_context(RidgeBaseline),
+    "knn+ctx": _with_context(KNNBaseline, "ring1", "ctx"),
+    "ridge+ctx": _with_context(RidgeBaseline, "ring1", "ctx"),
+    "knn+ctx2": _with_context(KNNBaseline, "ring2", "ctx2"),
+    "ridge+ctx2": _with_context(RidgeBaseline, "ring2", "ctx2"),
 }
 
 

@@ -45,12 +45,13 @@ class TargetTransform:
         """Expression from z; broadcasting ``prior`` (N, 1, G) over samples is fine."""
         return (z * self.sd + self.mu + prior).astype(np.float32)
 
-    def widen(self, z: np.ndarray) -> np.ndarray:
-        """Samples ``(N, S, G)`` scaled about each spot's sample mean by the calibrated spread."""
-        if self.spread is None or z.shape[1] < 2:
-            return z
+    def widen(self, z: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+        """Samples ``(N, S, G)``: their deviations from each spot's sample mean scaled by the
+        calibrated spread and placed at ``centre`` ``(N, G)`` (default: the sample mean)."""
         m = z.mean(1, keepdims=True)
-        return (m + float(self.spread) * (z - m)).astype(np.float32)
+        c = m if centre is None else centre[:, None]
+        s = 1.0 if self.spread is None or z.shape[1] < 2 else float(self.spread)
+        return (c + s * (z - m)).astype(np.float32)
 
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(self.lo), torch.from_numpy(self.hi)
@@ -118,15 +119,17 @@ def fit_targets(recipe: Recipe, cond: np.ndarray, x: np.ndarray, groups: np.ndar
     return t, z
 
 
-def spread_factor(z_true: np.ndarray, z_samples: np.ndarray, level: float = 0.8) -> float:
+def spread_factor(z_true: np.ndarray, z_samples: np.ndarray, centre: np.ndarray | None = None,
+                  level: float = 0.8) -> float:
     """The smallest factor s (on a 1 % grid up to 8) for which the central ``level`` interval
-    of the samples, scaled by s about their mean, holds ``level`` of the truth: ``(N, G)``
-    truth, ``(N, S, G)`` samples (with S as at prediction: few samples give narrow intervals)."""
+    of the samples' deviations from their mean, scaled by s and placed at ``centre`` (default:
+    the samples' mean), holds ``level`` of the truth: ``(N, G)`` truth and centre, ``(N, S, G)``
+    samples (with S as at prediction: few samples give narrow intervals)."""
     m = z_samples.mean(1, keepdims=True)
     dev = z_samples - m
     lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
     lo, hi = np.quantile(dev, lo_q, axis=1), np.quantile(dev, hi_q, axis=1)
-    off = z_true - m[:, 0]
+    off = z_true - (m[:, 0] if centre is None else centre)
     for s in np.arange(1.0, 8.0, 0.01):
         if ((off >= s * lo) & (off <= s * hi)).mean() >= level:
             return float(s)
