@@ -40,11 +40,16 @@ def calls(sampler: str) -> int:
     return int(parts[1]) if len(parts) > 1 else 1000
 
 
+def held_out_prep(args):
+    """The fold's prepared dataset, shared with accuracy_loo.py (same panel and embeddings)."""
+    return open_prepared(fold_prep(argparse.Namespace(**{**vars(args), "work": args.preps}), args.holdout))
+
+
 def trained_model(args) -> StemModel:
     run = Path(args.work) / f"run_{args.holdout}_{args.recipe}_{args.preset}_{args.steps}"
     if (run / "config.json").is_file() and any(run.glob("*.pt")):
         return StemModel.from_run(run)
-    ds = open_prepared(fold_prep(args, args.holdout))
+    ds = held_out_prep(args)
     settings = TrainSettings(prep=str(ds.root), holdout=[args.holdout], preset=args.preset, steps=args.steps,
                              batch_size=args.batch, aug_ratio=args.views - 1, lr=args.lr, seed=0,
                              checkpoint_every=max(args.steps // 4, 1), recipe=get_recipe(args.recipe))
@@ -75,6 +80,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared/data/her2st"))
     p.add_argument("--work", default=str(ROOT / "runs/sampler_curve"))
+    p.add_argument("--preps", default=str(ROOT / "runs/accuracy_loo"),
+                   help="where accuracy_loo.py keeps (or makes) the fold's prepared data")
     p.add_argument("--holdout", default="C6")
     p.add_argument("--recipe", default="paper")
     p.add_argument("--preset", default="tiny")
@@ -93,7 +100,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model = trained_model(args)
     train_s = time.perf_counter() - t0
-    ds = open_prepared(fold_prep(args, args.holdout))
+    ds = held_out_prep(args)
     a = ds.section(args.holdout)
     rows_idx = np.sort(np.random.default_rng(0).permutation(a.n_obs)[:args.spots])
     truth = log2_expression(section_counts(ds, args.holdout))[rows_idx]

@@ -99,7 +99,7 @@ def test_baselines_share_the_fit_predict_contract(prep):
 
 
 def test_parse_baselines():
-    assert parse_baselines("all") == ["mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx"]
+    assert parse_baselines("all") == ["mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2"]
     assert parse_baselines("none") == [] and parse_baselines("ridge, knn") == ["ridge", "knn"]
     with pytest.raises(Exception, match="unknown baseline"):
         parse_baselines("ridge,svm")
@@ -118,7 +118,8 @@ def report(prep, tmp_path_factory):
 def test_evaluate_writes_metrics_that_match_a_direct_computation(prep, report):
     m = json.loads((report["out"] / "metrics.json").read_text())
     rows = {r["method"]: r for r in m["methods"]}
-    assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "truth (reference)"]
+    assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",
+                         "truth (reference)"]
     y = _truth(prep)
     r = pearson_per_gene(y, report["mean"])
     assert rows["stem"]["PCC-all"] == pytest.approx(np.nanmean(r), abs=1e-5)
@@ -140,7 +141,8 @@ def test_evaluate_writes_metrics_that_match_a_direct_computation(prep, report):
     pngs = sorted(p.name for p in report["out"].glob("*.png"))
     assert pngs == sorted(["pcc_sorted.png", "map_G0.png", "map_G3.png",
                            *[f"gene_variation_{k}.png" for k in ("stem", "mean", "knn", "ridge", "mlp",
-                                                                 "knn+ctx", "ridge+ctx")]])
+                                                                 "knn+ctx", "ridge+ctx", "knn+ctx2",
+                                                                 "ridge+ctx2")]])
     assert "PCC-10" in report["stdout"] and "report.html" in report["stdout"]
 
 
@@ -205,7 +207,8 @@ def test_report_renders_table_and_every_image_in_headless_chromium(report):
         external = page.eval_on_selector_all("[src]:not([src^='data:'])", "els => els.length")
         browser.close()
     assert header[:3] == ["method", "PCC-10", "PCC-50"]
-    assert methods == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "truth (reference)"]
+    assert methods == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",
+                         "truth (reference)"]
     assert len(images) == n_png and external == 0  # self-contained: every figure embedded
     assert all(done and natural > 0 and shown > 0 for done, natural, shown in images), images
 
@@ -220,7 +223,8 @@ def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path):
                    "--sampler", "ddim:3", "--device", "cpu")
     summary = json.loads((out / "demo.json").read_text())
     rows = {r["method"]: r for r in summary["main"]["rows"]}
-    assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "truth (reference)"]
+    assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",
+                         "truth (reference)"]
     assert rows["stem"]["num_samples"] == 3 and 0 <= rows["stem"]["coverage80"] <= 1
     assert all(np.isfinite(rows[m]["ARI"]) for m in rows)  # A1 has pathologist labels
     assert summary["config"]["preset"] == "tiny" and summary["config"]["steps"] == 30

@@ -131,10 +131,11 @@ def info(prep: Path = typer.Argument(..., help="A prepared dataset folder.")) ->
 
 SAMPLER_HELP = ("ddpm (all T steps) | ddpm:S | ddim:S[:eta] | dpm++:S (DPM-Solver++ 2M); "
                 "S = network calls per sample, the cost of sampling")
-RECIPE_HELP = ("default (z-scored residual of a ridge prior, ring-1 spatial context, x0 objective, "
+RECIPE_HELP = ("default (z-scored residual of a ridge prior, ring-2 spatial context, x0 objective, "
                "posterior-mean point estimate; chosen on benchmarks/accuracy_loo.py) | paper (Zhu et al.)")
 RECIPE_SET_HELP = ("Override recipe fields: key=value,... (target, prior, context, objective, "
-                   "min_snr_gamma, point, posterior_draws, residual_weight, lr_schedule).")
+                   "min_snr_gamma, point, posterior_draws, residual_weight, centre_samples, "
+                   "calibrate_spread, lr_schedule).")
 
 
 def _recipe(name: str, overrides: str):
@@ -282,7 +283,8 @@ def evaluate(
     holdout: str = typer.Option(..., help="The held-out section to score."),
     pred: list[Path] = typer.Option([], help="Prediction .h5ad from stem predict (repeatable)."),
     baselines: str = typer.Option("all", help="all | none | comma-separated: mean,knn,ridge,mlp,"
-                                  "knn+ctx,ridge+ctx (+ctx: ring-1 spatial context)"),
+                                  "knn+ctx,ridge+ctx,knn+ctx2,ridge+ctx2 (+ctx: ring-1, +ctx2: "
+                                  "ring-1 and 2.5-pitch disc spatial context)"),
     out: Path = typer.Option(..., help="Report folder: metrics.json/csv, PNGs, report.html."),
     train_sections: str = typer.Option("", help="Sections the baselines train on (default: the "
                                        "prediction run's training sections)."),
