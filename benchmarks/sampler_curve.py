@@ -125,6 +125,7 @@ def main() -> None:
             f"but {args.holdout}", "evaluation": f"{args.spots} random spots of {args.holdout} (seed 0), "
             f"{args.samples} samples each, seed 0, mean of samples", "train_seconds_this_run": round(train_s, 1)}
     lines = ["# Sampler curve: accuracy against network calls", "", f"Machine: {meta['machine']}.",
+             f"Regenerate: `python benchmarks/sampler_curve.py --spots {args.spots}` (model cached in --work).",
              f"Model: {meta['model']}. Evaluation: {meta['evaluation']}.", "",
              "| sampler | calls | PCC-50 | MSE | RVD | coverage80 | seconds | ΔPCC-50 vs DDPM | MSE vs DDPM |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -60,3 +60,11 @@ def test_sampler_strings():
     for bad in ("dpm++:10:0.5", "dpm:10", "dpm++:0", "dpm++:x"):
         with pytest.raises(StemError, match="bad sampler"):
             parse_sampler(bad, 1000)
+
+
+def test_the_cli_and_the_library_share_the_default_sampler():
+    from stem_st import cli
+    from stem_st.diffusion.gaussian import DEFAULT_SAMPLER
+
+    assert cli.DEFAULT_SAMPLER == DEFAULT_SAMPLER
+    parse_sampler(DEFAULT_SAMPLER, 1000)

@@ -129,8 +129,10 @@ def info(prep: Path = typer.Argument(..., help="A prepared dataset folder.")) ->
                  f"{ds.embedding_dim}-d embeddings ({'+'.join(p['encoder'] for p in ds.manifest['encoders'])})")
 
 
-SAMPLER_HELP = ("ddpm (all T steps) | ddpm:S | ddim:S[:eta] | dpm++:S (DPM-Solver++ 2M); "
-                "S = network calls per sample, the cost of sampling")
+DEFAULT_SAMPLER = "dpm++:10"  # = diffusion.gaussian.DEFAULT_SAMPLER (kept torch-free here)
+SAMPLER_HELP = ("ddpm (all T steps) | ddpm:S | ddim:S[:eta] | dpm++:S (DPM-Solver++ 2M). S = network "
+                "calls per sample: the cost is spots × samples × S calls, so dpm++:10 costs 1/100 of "
+                "ddpm and 1/5 of ddim:50; its accuracy matched ddpm's in benchmarks/sampler_curve.py")
 RECIPE_HELP = ("default (z-scored residual of a ridge prior, ring-2 spatial context, x0 objective, "
                "posterior-mean point estimate; chosen on benchmarks/accuracy_loo.py) | paper (Zhu et al.)")
 RECIPE_SET_HELP = ("Override recipe fields: key=value,... (target, prior, context, objective, "
@@ -200,7 +202,7 @@ def predict(
     sections: str = typer.Option("", help="Sections of the prepared dataset (default: holdout)."),
     prep: Path | None = typer.Option(None, help="Prepared dataset (default: the run's)."),
     num_samples: int = typer.Option(20, help="Expression samples per spot (paper: 20)."),
-    sampler: str = typer.Option("ddim:50", help=SAMPLER_HELP),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, help=SAMPLER_HELP),
     summary: str = typer.Option("recipe", help="recipe (the run's: posterior mean or sample mean) | "
                                 "mean | median | mode of the samples"),
     keep_samples: bool = typer.Option(False, help="Also write every sample (.samples.npy)."),
@@ -250,7 +252,7 @@ def predict_slide_cmd(
     genes: str = typer.Option("", help="Genes to map (default: the 6 most variable predictions)."),
     min_tissue: float = typer.Option(0.5, help="Minimum tissue fraction of a spot's patch."),
     num_samples: int = typer.Option(20, help="Expression samples per spot."),
-    sampler: str = typer.Option("ddim:50", help=SAMPLER_HELP),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, help=SAMPLER_HELP),
     weights: str = typer.Option("", help="Encoder checkpoint(s), as given to stem prepare."),
     batch_size: int = typer.Option(64, help="Patches per encoder batch."),
     seed: int = typer.Option(0, help="Sampling seed."),
@@ -419,7 +421,7 @@ def demo(
     batch_size: int | None = typer.Option(None, help="Batch size (CPU 32, GPU 256)."),
     lr: float | None = typer.Option(None, help="AdamW learning rate (CPU 5e-4, GPU 1e-4)."),
     num_samples: int | None = typer.Option(None, help="Samples per spot (CPU 10, GPU 20)."),
-    sampler: str | None = typer.Option(None, help="Sampler (CPU ddim:10, GPU ddim:50)."),
+    sampler: str | None = typer.Option(None, help="Sampler (CPU ddim:10, GPU dpm++:10)."),
     recipe: str = typer.Option("default", help=RECIPE_HELP),
     recipe_set: str = typer.Option("", help=RECIPE_SET_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),

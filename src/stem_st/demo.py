@@ -37,7 +37,7 @@ PROFILES = {
     "cpu": {"views": 2, "aug_ratio": 1, "preset": "tiny", "steps": 600, "batch_size": 32, "lr": 5e-4,
             "num_samples": 10, "sampler": "ddim:10"},
     "cuda": {"views": 8, "aug_ratio": 4, "preset": "paper", "steps": 20000, "batch_size": 256, "lr": 1e-4,
-             "num_samples": 20, "sampler": "ddim:50"},
+             "num_samples": 20, "sampler": "dpm++:10"},
 }
 
 

@@ -17,6 +17,7 @@ from .atomic import write_json
 from .data.context import add_context, context_blocks
 from .data.prepared import PreparedDataset
 from .diffusion import GaussianDiffusion
+from .diffusion.gaussian import DEFAULT_SAMPLER
 from .encoders.scaling import EmbeddingScaler
 from .errors import StemError, require
 from .models import PRESETS, StemDiT, StemDiTConfig
@@ -265,7 +266,7 @@ class StemModel:
                 progress(len(c))
         return torch.cat(out).view(len(cond), num_samples, -1).numpy()
 
-    def sample(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = "ddim:50",
+    def sample(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = DEFAULT_SAMPLER,
                seed: int = 0, device: str = "cpu", batch_rows: int | None = None, progress=None,
                xy: np.ndarray | None = None) -> np.ndarray:
         """Draw ``num_samples`` expression profiles per spot: ``(spots, samples, genes)`` in
@@ -296,7 +297,7 @@ class StemModel:
         cond = self.condition(embeddings, xy)
         return np.maximum(self.target.decode(self._point_z(cond, seed, device), self.target.prior(cond)), 0)
 
-    def predict(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = "ddim:50",
+    def predict(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = DEFAULT_SAMPLER,
                 summary: str | None = None, seed: int = 0, device: str = "cpu", progress=None,
                 xy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (point estimate, per-gene std across samples, samples) for ``(N, C)``

@@ -25,6 +25,8 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tenso
 
 
 SAMPLER_FORMS = "ddpm, ddpm:S, ddim:S, ddim:S:eta or dpm++:S"
+#: 100× fewer network calls than DDPM-1000 at its accuracy (benchmarks/results/sampler_curve.md)
+DEFAULT_SAMPLER = "dpm++:10"
 
 
 def parse_sampler(spec: str, trained_steps: int) -> tuple[str, int, float]:

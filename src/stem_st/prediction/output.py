@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path
+from ..diffusion.gaussian import DEFAULT_SAMPLER
 from ..errors import require
 
 SAMPLES_SUFFIX = ".samples.npy"
@@ -49,7 +50,7 @@ def write_prediction(pred: ad.AnnData, path: str | Path, samples: np.ndarray | N
 
 
 def predict_section(model, ds, section: str, target: str | Path, num_samples: int = 20,
-                    sampler: str = "ddim:50", summary: str | None = None, seed: int = 0, device: str = "cpu",
+                    sampler: str = DEFAULT_SAMPLER, summary: str | None = None, seed: int = 0, device: str = "cpu",
                     keep_samples: bool = False, overwrite: bool = False) -> dict:
     """Predict one prepared section with a :class:`~stem_st.StemModel` and write the file;
     returns a summary row."""

@@ -23,6 +23,7 @@ from ..data.images import file_fingerprint, open_image
 from ..data.patches import patch_geometry
 from ..data.section import PLATFORM_GEOMETRY
 from ..data.tissue import spot_grid, tissue_fraction, tissue_mask
+from ..diffusion.gaussian import DEFAULT_SAMPLER
 from ..encoders.cache import EmbeddingCache
 from ..encoders.precomputed import is_precomputed
 from ..encoders.registry import build_encoder
@@ -48,7 +49,7 @@ class SlideConfig:
     layout: str | None = None
     genes: list[str] = field(default_factory=list)
     num_samples: int = 20
-    sampler: str = "ddim:50"
+    sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     device: str = "cpu"
     batch_size: int = 64
