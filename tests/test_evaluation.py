@@ -99,7 +99,8 @@ def test_baselines_share_the_fit_predict_contract(prep):
 
 
 def test_parse_baselines():
-    assert parse_baselines("all") == ["mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2"]
+    assert parse_baselines("all") == ["mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2",
+                                      "ridge+ctx2"]
     assert parse_baselines("none") == [] and parse_baselines("ridge, knn") == ["ridge", "knn"]
     with pytest.raises(Exception, match="unknown baseline"):
         parse_baselines("ridge,svm")
