@@ -30,7 +30,8 @@ class Recipe:
       standardised per gene with training statistics (the x̂₀ clamp is then in those units).
     - ``prior``: ``ridge`` predicts a mean with a ridge probe (PCA 256 + RidgeCV, cross-fitted
       over training sections) and diffuses the residual (CARD, Han et al. 2022); ``none``.
-    - ``context``: ``ring1`` conditions on [own embedding, mean of the ring-1 neighbours'].
+    - ``context``: ``ring1`` conditions on [own embedding, mean of the ring-1 neighbours'];
+      ``ring2`` also on the mean over the disc of 2.5 spot pitches (``data/context.py``).
     - ``objective``: what the network predicts, ``eps`` (paper), ``x0`` or ``v``;
       ``min_snr_gamma`` > 0 weights the loss by min(SNR, γ) (Hang et al. 2023), 0 = unweighted
       in the objective's own units.

@@ -277,6 +277,8 @@ class StemModel:
 
     def _samples(self, cond: np.ndarray, num_samples: int, sampler: str, seed: int, device: str,
                  centre: np.ndarray | None, batch_rows: int | None = None, progress=None) -> np.ndarray:
+        """Samples in log2(1 + count) for standardised conditions, widened by the calibrated
+        spread and placed at ``centre`` (z units; None: their own mean)."""
         require(num_samples >= 1, "--num-samples must be at least 1")
         z = self.target.widen(self._run(cond, num_samples, sampler, seed, device, batch_rows, progress),
                               centre)

@@ -27,8 +27,8 @@ def section_counts(ds: PreparedDataset, sid: str, layer: str | None = None) -> n
 
 
 def section_inputs(ds: PreparedDataset, sid: str, context: str = "none") -> np.ndarray:
-    """Raw spot inputs ``(spots, views, C)`` of a section: embeddings, with the ring-1
-    neighbour mean appended per view for ``context='ring1'``."""
+    """Raw spot inputs ``(spots, views, C)`` of a section: embeddings, with the neighbourhood
+    means of the recipe's ``context`` (ring-1, ring-2) appended per view."""
     return add_context(ds.embeddings(sid), np.asarray(ds.section(sid).obsm["spatial"]), context)
 
 
