@@ -50,8 +50,14 @@ VARIANTS = {
     # the default's own ablations: ring-1 context only; samples not centred on the point
     "stem:default ring1": "default+context=ring1",
     "stem:default uncentred": "default+centre_samples=false",
+    # sample efficiency: the default recipe with more optimiser steps (batch, lr, sampler unchanged)
+    "stem:default 1200 steps": "default",
+    "stem:default 2400 steps": "default",
 }
-ORDER = ["stem:default", "stem:default ring1", "stem:default uncentred", "stem:paper", "stem:zscore",
+#: budget overrides of a variant (the rest of the budget is the command line's)
+BUDGETS = {"stem:default 1200 steps": {"steps": 1200}, "stem:default 2400 steps": {"steps": 2400}}
+ORDER = ["stem:default", "stem:default 1200 steps", "stem:default 2400 steps",
+         "stem:default ring1", "stem:default uncentred", "stem:paper", "stem:zscore",
          "stem:zscore+prior", "stem:zscore+ctx", "stem:zscore+x0+posterior", "stem:zscore+v+minsnr",
          "stem:zscore+cosine"]
 RESIDUAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -101,14 +107,15 @@ def run_method(args, ds, fold: str, name: str) -> dict:
     else:
         base, _, over = VARIANTS[name].partition("+")
         recipe = get_recipe(base, over.replace(";", ","))
-        settings = TrainSettings(prep=str(ds.root), holdout=[fold], preset=args.preset, steps=args.steps,
+        steps = BUDGETS.get(name, {}).get("steps", args.steps)
+        settings = TrainSettings(prep=str(ds.root), holdout=[fold], preset=args.preset, steps=steps,
                                  batch_size=args.batch, aug_ratio=args.views - 1, lr=args.lr,
                                  seed=args.seed, checkpoint_every=10 ** 9, recipe=recipe)
         with tempfile.TemporaryDirectory() as run_dir:
             model, _ = StemModel.fit(ds, run_dir, settings, progress=False)
         t_train = time.perf_counter() - t0
         mean, _, samples = model.predict(emb, args.samples, args.sampler, None, args.seed, xy=xy)
-        info = {"train_seconds": round(t_train, 1), "recipe": recipe.to_dict()}
+        info = {"train_seconds": round(t_train, 1), "steps": steps, "recipe": recipe.to_dict()}
         if recipe.point == "posterior_mean":  # the same network, other residual weights
             info["residual_weight"] = {}
             for w in RESIDUAL_WEIGHTS:
@@ -119,7 +126,7 @@ def run_method(args, ds, fold: str, name: str) -> dict:
     return {**scored(truth, mean, samples, labels), **info}
 
 
-def expand(results: dict, curves: tuple[str, ...] = ("stem:default",)) -> dict:
+def expand(results: dict, curves: tuple[str, ...] = ("stem:default", *BUDGETS)) -> dict:
     """Per fold, the residual-weight curve of the ``curves`` recipes as rows of their own
     (the other recipes' curves stay in the JSON)."""
     out = {}

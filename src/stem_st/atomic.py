@@ -24,8 +24,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     final = Path(path)
     if final.exists() and not overwrite:
         raise StemError(f"{final} already exists; pass --overwrite to replace it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as exc:
+        raise StemError(f"cannot write {final}: {exc.strerror or exc} in {final.parent}") from None
     target = tmp / final.name
     try:
         yield target
@@ -42,6 +45,20 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def require_separate(out: str | os.PathLike, inputs: list, inside: list | None = None) -> None:
+    """Refuse an output that is one of the ``inputs`` or contains one (replacing it would lose
+    it), or that lies inside one of the ``inside`` folders (a prepared dataset, a run)."""
+    o = Path(out).resolve()
+    for i in inputs:
+        r = Path(i).resolve()
+        if o == r or o in r.parents:
+            raise StemError(f"the output {out} is (or contains) the input {i}; choose another output path")
+    for i in inside or []:
+        r = Path(i).resolve()
+        if r in o.parents:
+            raise StemError(f"the output {out} lies inside the input {i}; choose a path outside it")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from .atomic import require_separate
 from .errors import StemError, require
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -92,6 +93,7 @@ def prepare(
     from .prepare import PrepareConfig
     from .prepare import prepare as run_prepare
 
+    require_separate(out, [data])
     ids = _csv(sections) or _default_sections(layout, data)
     require(batch_size > 0, "--batch-size must be positive")
     cfg = PrepareConfig(
@@ -176,6 +178,7 @@ def train(
     from .stem_model import TrainSettings, train_run
     from .training.distributed import init_distributed
 
+    require_separate(out, [prep], [prep])
     ds = open_prepared(prep)
     held = _csv(holdout) or ds.holdout
     dev = _device(device)
@@ -227,6 +230,7 @@ def predict(
     model = StemModel.from_run(run, checkpoint)
     parse_sampler(sampler, model.diffusion.num_steps)
     ds = open_prepared(prep or json.loads(cfg_path.read_text())["train"]["prep"])
+    require_separate(out, [run, ds.root], [run, ds.root])
     require(ds.genes == model.genes, f"{ds.root} has a different gene panel than the run")
     used = [p["encoder"] + ":" + str(p["weights"]) for p in ds.manifest["encoders"]]
     trained = [p["encoder"] + ":" + str(p["weights"]) for p in model.encoders]
@@ -259,6 +263,8 @@ def predict_slide_cmd(
     checkpoint: Path | None = typer.Option(None, help="A specific checkpoint (default: latest)."),
     cache: Path | None = typer.Option(None, help="Embedding cache (resumes an interrupted slide)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
+    max_pixels: float = typer.Option(250e6, help="Largest JPEG/PNG (pixels) decoded whole; larger ones "
+                                     "must be converted to a tiled TIFF (tiled TIFF/SVS are read by region)."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
     """Predict expression maps over a whole H&E slide with no ST measurement."""
@@ -266,6 +272,7 @@ def predict_slide_cmd(
     from .prediction.slide import SlideConfig, predict_slide
 
     require((run / "config.json").is_file(), f"{run} is not a training run (no config.json)")
+    require_separate(out, [run, image], [run])
     require(num_samples >= 1 and batch_size >= 1, "--num-samples and --batch-size must be positive")
     parse_sampler(sampler, 1000)
     res = predict_slide(SlideConfig(
@@ -273,7 +280,7 @@ def predict_slide_cmd(
         genes=_csv(genes), num_samples=num_samples, sampler=sampler, seed=seed, device=_device(device),
         batch_size=batch_size, min_tissue=min_tissue, weights=_csv(weights),
         checkpoint=str(checkpoint) if checkpoint else None, cache_dir=str(cache) if cache else None,
-        overwrite=overwrite))
+        overwrite=overwrite, max_pixels=max_pixels))
     _print_table([{k: res[k] for k in ("spots", "genes", "mpp", "layout", "pitch_um", "total_seconds")}],
                  f"whole-slide prediction {out}")
     out_console.print(f"tissue mask: {res['mask']}; maps: {Path(res['maps'][0]).parent if res['maps'] else '-'}")
@@ -300,6 +307,7 @@ def evaluate(
     from .evaluation.baselines import parse_baselines
     from .evaluation.harness import evaluate as run_evaluate
 
+    require_separate(out, [prep, *pred], [prep])
     res = run_evaluate(prep, holdout, pred, parse_baselines(baselines), out, _csv(train_sections),
                        _csv(genes), overwrite, seed, unit)
     _print_metric_table(res["rows"], f"section {holdout} ({res['protocol']['units'].split(' of')[0]}, "
@@ -344,6 +352,7 @@ def complete_fit(
     from .completion.pipeline import fit_completion
 
     require(ae_steps > 0 and dit_steps > 0 and batch_size > 0, "steps and --batch-size must be positive")
+    require_separate(out, [data])
     res = fit_completion(str(data), layout, _csv(train), _csv(val), out,
                          CompletionSettings(ae_steps=ae_steps, dit_steps=dit_steps, batch_size=batch_size, lr=lr,
                                             ae_lr=ae_lr, seed=seed),
@@ -400,6 +409,7 @@ def complete_apply(
     from .completion.pipeline import apply_completion
 
     require((comp / "config.json").is_file(), f"{comp} is not a completion model (no config.json)")
+    require_separate(out, [comp, *([data] if data else [])], [comp])
     rows = apply_completion(comp, _csv(sections), out, str(data) if data else None, None, num_samples, sampler,
                             seed, _device(device), overwrite)
     _print_table(rows, f"completed with {comp}")
@@ -445,26 +455,29 @@ def demo(
 
 
 def main() -> None:
-    """Entry point: run the app, turning errors into one line and an exit code."""
+    """Entry point: run the app, turning errors into one line and an exit code (2: bad input)."""
     try:
         app(standalone_mode=False)
     except StemError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except click.exceptions.Exit as exc:
+        _fail(str(exc), 2)
+    except (typer.Exit, click.exceptions.Exit) as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
         console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # an internal error: still one line unless debugging
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's (typer's copy) usage errors
+            _fail(exc.format_message(), 2)
         if os.environ.get("STEM_DEBUG"):
             raise
-        console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} "
-                      "(set STEM_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _fail(f"{type(exc).__name__}: {exc} (an internal error; set STEM_DEBUG=1 for the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -199,7 +199,8 @@ class StemModel:
         """Load a training run's latest (or given) checkpoint, with EMA weights by default."""
         path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
         ck = load_checkpoint(path, allow_pickle)
-        require("net_config" in ck, f"{path} is not a Stem checkpoint")
+        require(isinstance(ck, dict) and {"net_config", "ema", "step"} <= set(ck),
+                f"{path} is not a Stem checkpoint (a checkpoint of another model?)")
         m = cls._from_state(ck, ck["ema"]["model"] if use_ema else ck["model"])
         m.meta.update(checkpoint=str(path), step=int(ck["step"]), weights="ema" if use_ema else "raw")
         return m

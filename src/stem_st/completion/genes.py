@@ -44,6 +44,7 @@ def select_genes(sections: list[tuple[np.ndarray, np.ndarray]], genes: list[str]
         mean_i = np.nanmean(scores, axis=0)
     mean_i = np.nan_to_num(np.where(detected, mean_i, -np.inf), nan=-np.inf)
     order = [i for i in np.argsort(-mean_i, kind="stable") if np.isfinite(mean_i[i])]
-    require(len(order) >= n_panel, f"only {len(order)} genes are detected in >= {min_detected:.0%} of spots")
+    require(len(order) >= n_panel, f"--panel {n_panel} is more than the {len(order)} genes detected in "
+                                   f">= {min_detected:.0%} of training spots; lower --panel")
     chosen = [genes[i] for i in order[:n_total]]
     return chosen[:n_panel], chosen[n_panel:]

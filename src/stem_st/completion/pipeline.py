@@ -24,10 +24,18 @@ from .model import UNITS, CompletionSettings, LGDiST, settings_dict, stack_secti
 log = logging.getLogger(__name__)
 
 
+#: a spot and its six hexagonal neighbours: LGDiST's input unit
+MIN_SPOTS = 7
+
+
 def read_counts(data: str, layout: str, sections: list[str]) -> dict[str, ad.AnnData]:
-    """Counts-only sections (no image needed)."""
+    """Counts-only sections (no image needed), each with at least one full neighbourhood."""
     opts = ReaderOptions(require_image=False)
-    return {s: read_section(layout, data, s, opts) for s in sections}
+    out = {s: read_section(layout, data, s, opts) for s in sections}
+    small = [f"{s} ({a.n_obs})" for s, a in out.items() if a.n_obs < MIN_SPOTS]
+    require(not small, f"sections with fewer spots than one LGDiST neighbourhood ({MIN_SPOTS}): "
+                       f"{', '.join(small)}; leave them out")
+    return out
 
 
 def log1p_values(a: ad.AnnData, genes: list[str]) -> np.ndarray:

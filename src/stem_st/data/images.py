@@ -99,6 +99,26 @@ class PILImage(ImageSource):
         self._arr = None
 
 
+def _check_levels(path: Path) -> None:
+    """Refuse a TIFF whose pyramid levels point past the end of the file (a truncated copy)."""
+    import tifffile
+
+    size = path.stat().st_size
+    try:
+        with tifffile.TiffFile(path) as tf:
+            for series in tf.series[:1]:
+                for i, level in enumerate(series.levels):
+                    for page in level.pages:
+                        ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
+                        if len(ends) and (ends.max() > size or (np.asarray(page.databytecounts) == 0).any()):
+                            raise StemError(f"{path.name}: pyramid level {i} is incomplete (its tiles lie past "
+                                            f"the end of the {size}-byte file: a truncated copy?)")
+    except StemError:
+        raise
+    except Exception as exc:
+        raise StemError(f"cannot read slide {path}: {exc}") from None
+
+
 class SlideImage(ImageSource):
     """A (pyramidal) TIFF-family slide read lazily with tiffslide."""
 
@@ -111,6 +131,7 @@ class SlideImage(ImageSource):
             self.width, self.height = self._slide.dimensions
         except Exception as exc:
             raise StemError(f"cannot read slide {path}: {exc}") from None
+        _check_levels(path)
         mpp = self._slide.properties.get("tiffslide.mpp-x")
         self.mpp = float(mpp) if mpp else _tiff_resolution_mpp(path)
 

@@ -80,7 +80,10 @@ def open_prepared(path: str | Path) -> PreparedDataset:
     require(manifest.get("format_version") == FORMAT_VERSION,
             f"{root}: prepared format {manifest.get('format_version')} is not {FORMAT_VERSION}")
     genes = read_panel(root / "genes.txt")
-    return PreparedDataset(root, manifest, genes)
+    ds = PreparedDataset(root, manifest, genes)
+    gone = [f"sections/{s}.h5ad" for s in ds.sections if not (root / "sections" / f"{s}.h5ad").is_file()]
+    require(not gone, f"{root}: {', '.join(gone)} missing (deleted or moved?); rerun stem prepare")
+    return ds
 
 
 def write_section(root: str | Path, sid: str, a: ad.AnnData, genes: list[str]) -> None:

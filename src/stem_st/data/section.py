@@ -38,6 +38,26 @@ class SectionInfo:
     image_scale: float = 1.0
 
 
+#: beyond this many µm per pixel a 55 µm Visium spot is one pixel: not an H&E image to read
+MAX_MPP = 50.0
+
+
+def check_coordinates(xy: np.ndarray, where: str, ids=None) -> np.ndarray:
+    """Spot centres as ``(N, 2)`` float64, refusing NaN/inf and two spots at one position."""
+    xy = np.asarray(xy, dtype=np.float64)
+    require(xy.ndim == 2 and xy.shape[1] == 2, f"{where}: spot coordinates must be (spots, 2), got {xy.shape}")
+    bad = ~np.isfinite(xy).all(axis=1)
+    require(not bad.any(), f"{where}: {int(bad.sum())} spot coordinates are NaN or infinite")
+    _, first, counts = np.unique(xy, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        i = int(first[np.argmax(counts > 1)])
+        same = np.flatnonzero((xy == xy[i]).all(axis=1))
+        names = [str(ids[j]) if ids is not None else f"#{j}" for j in same[:2]]
+        raise StemError(f"{where}: spots {names[0]} and {names[1]} are at one position {tuple(xy[i])} "
+                        "(duplicated rows or wrong coordinate columns?)")
+    return xy
+
+
 def estimate_pitch_px(xy: np.ndarray) -> float:
     """Median nearest-neighbour distance between spot centres, in pixels."""
     require(len(xy) >= 2, "need at least two spots to estimate the spot pitch")
@@ -69,12 +89,17 @@ def resolve_mpp(
     is given, else from the median nearest-neighbour distance.
     """
     if given is not None:
-        require(given > 0, f"{section}: µm per pixel must be positive, got {given}")
+        require(0 < given <= MAX_MPP, f"{section}: µm per pixel must be in (0, {MAX_MPP:g}], got {given} "
+                                      f"(from {source})")
         log.info("%s: %.4f µm/px from %s", section, given, source)
         return float(given), source
+    require(len(xy) >= 2, f"{section}: a single spot; at least two are needed to estimate the spot pitch "
+                          "(or pass --mpp)")
     use_grid = array_xy is not None and len(xy) >= 3
     pitch = array_pitch_px(array_xy, xy) if use_grid else estimate_pitch_px(xy)
     mpp = center_distance_um / pitch
+    require(mpp <= MAX_MPP, f"{section}: the spot pitch gives {mpp:.3g} µm per pixel (> {MAX_MPP:g}): "
+                            "coordinates are not in image pixels; pass --mpp or fix the coordinates")
     log.info(
         "%s: %.4f µm/px estimated from the spot pitch (%g µm centre-to-centre)",
         section, mpp, center_distance_um,
@@ -106,6 +131,7 @@ def make_section(
 ) -> ad.AnnData:
     """Assemble and validate a section AnnData in the common form."""
     x = as_count_matrix(counts, info.section)
+    require(x.nnz > 0, f"{info.section}: every count is zero (empty or wrongly exported count matrix)")
     xy = np.asarray(xy, dtype=np.float64)
     require(xy.shape == (x.shape[0], 2), f"{info.section}: coordinates do not match spots")
     require(np.all(np.isfinite(xy)), f"{info.section}: spot coordinates contain NaN")

@@ -92,8 +92,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_exact(model: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
-    """Load ``sd`` into ``model`` requiring every key on both sides to be used."""
+def load_exact(model: nn.Module, sd: dict[str, torch.Tensor], what: str, source: str | os.PathLike = "") -> None:
+    """Load ``sd`` (read from ``source``) into ``model`` requiring every key on both sides to be used."""
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unused = sorted(set(sd) - set(own))
@@ -106,7 +106,8 @@ def load_exact(model: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None
             parts.append(f"{len(unused)} unused (e.g. {unused[0]})")
         if bad_shape:
             parts.append(f"{len(bad_shape)} of wrong shape (e.g. {bad_shape[0]})")
-        raise StemError(f"weights do not fit {what}: " + ", ".join(parts))
+        raise StemError(f"weights {Path(source).name or ''} do not fit {what} (another architecture?): "
+                        + ", ".join(parts))
     model.load_state_dict(sd, strict=True)
 
 

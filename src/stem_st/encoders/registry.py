@@ -136,7 +136,7 @@ def _build_registered(spec: EncoderSpec, weights: str | None, overrides: dict) -
         weights = _hub_weights(spec)
     sd = strip_prefixes(read_state_dict(weights), spec.key_prefixes)
     sd = {k: v for k, v in sd.items() if not k.startswith(spec.drop_keys or ("\0",))}
-    load_exact(model, sd, f"encoder '{spec.name}'")
+    load_exact(model, sd, f"encoder '{spec.name}'", weights)
     return ImageEncoder(spec.name, spec.dim, spec.input_size, spec.mean, spec.std, model,
                         file_sha256(weights), spec.pathology, spec.forward)
 
@@ -146,7 +146,7 @@ def _build_effnet(weights: str | None) -> ImageEncoder:
 
     path = weights or effnet.weights_path()
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
-    load_exact(model, effnet.map_lite0_keys(read_state_dict(path)), "tf_efficientnet_lite0")
+    load_exact(model, effnet.map_lite0_keys(read_state_dict(path)), "tf_efficientnet_lite0", path)
     model.reset_classifier(0)  # pooled 1280-d features
     return ImageEncoder(DEFAULT_ENCODER, 1280, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), model,
                         file_sha256(path), pathology=False)
@@ -164,7 +164,7 @@ def _build_timm(name: str, weights: str | None) -> ImageEncoder:
     sd = strip_prefixes(read_state_dict(weights), ("module.",))
     head = {k for k in sd if k.startswith(("head.", "fc.", "classifier.")) and k not in
             model.state_dict()}
-    load_exact(model, {k: v for k, v in sd.items() if k not in head}, f"timm '{name}'")
+    load_exact(model, {k: v for k, v in sd.items() if k not in head}, f"timm '{name}'", weights)
     cfg = model.pretrained_cfg
     size = int(cfg.get("input_size", (3, 224, 224))[-1])
     return ImageEncoder(f"timm:{name}", int(model.num_features), size,

@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from ..atomic import atomic_path
-from ..data.images import file_fingerprint, open_image
+from ..data.images import PILImage, file_fingerprint, open_image
 from ..data.patches import patch_geometry
 from ..data.section import PLATFORM_GEOMETRY
 from ..data.tissue import spot_grid, tissue_fraction, tissue_mask
@@ -27,7 +27,7 @@ from ..diffusion.gaussian import DEFAULT_SAMPLER
 from ..encoders.cache import EmbeddingCache
 from ..encoders.precomputed import is_precomputed
 from ..encoders.registry import build_encoder
-from ..errors import require
+from ..errors import StemError, require
 from ..evaluation.plots import marker_map_plot
 from ..prepare import embed_section
 from ..stem_model import StemModel
@@ -59,6 +59,7 @@ class SlideConfig:
     cache_dir: str | None = None
     overwrite: bool = False
     progress: bool = True
+    max_pixels: float = 250e6  # a JPEG/PNG is decoded whole: 3 bytes per pixel
 
 
 def _geometry(model: StemModel) -> dict:
@@ -90,6 +91,17 @@ def _encoders(model: StemModel, weights: list[str], device: str):
     return built
 
 
+def check_pixel_budget(slide, max_pixels: float) -> None:
+    """Refuse a whole-image format (JPEG/PNG/plain TIFF, decoded at once) over ``max_pixels``."""
+    if isinstance(slide, PILImage) and slide.width * slide.height > max_pixels:
+        name = Path(slide.path).name
+        raise StemError(
+            f"{name} is {slide.width} × {slide.height} = {slide.width * slide.height / 1e6:.0f} Mpx, over "
+            f"--max-pixels {max_pixels / 1e6:.0f} Mpx, and a {Path(name).suffix} is decoded whole "
+            f"(~{3 * slide.width * slide.height / 2**30:.2g} GiB); convert it to a tiled pyramidal TIFF, e.g. "
+            f"`vips tiffsave {name} slide.tif --tile --pyramid --compression jpeg`, or raise --max-pixels")
+
+
 def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -111,11 +123,12 @@ def predict_slide(cfg: SlideConfig) -> dict:
     layout = cfg.layout or ("hex" if geo["platform"] == "visium" else "square")
     pitch_um = cfg.pitch_um or geo["center_distance_um"]
     require(pitch_um > 0, "--pitch must be positive")
-    encoders = _encoders(model, cfg.weights, cfg.device)
     times = {}
     with open_image(cfg.image) as slide:
+        check_pixel_budget(slide, cfg.max_pixels)
         mpp = cfg.mpp or slide.mpp
         require(mpp is not None and mpp > 0, f"{Path(cfg.image).name} has no µm-per-pixel metadata; pass --mpp")
+        encoders = _encoders(model, cfg.weights, cfg.device)
         t = time.perf_counter()
         thumb, scale = slide.thumbnail(HIRES_SIDE)
         mask = tissue_mask(thumb)

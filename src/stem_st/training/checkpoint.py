@@ -37,11 +37,18 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
     """Load a checkpoint (tensors, numbers, strings only unless ``allow_pickle``)."""
+    import pickle
+
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as exc:
+        if not allow_pickle and "Weights only load failed" in str(exc):
+            raise StemError(f"{path} holds pickled Python objects, not only tensors; stem does not unpickle "
+                            "checkpoints (that can run code): it is not a Stem checkpoint") from None
+        raise StemError(f"cannot load checkpoint {path}: corrupt or truncated ({str(exc)[:120]})") from None
     except Exception as exc:
-        hint = "" if allow_pickle else " (if you trust it and it holds pickled objects, opt in)"
-        raise StemError(f"cannot load checkpoint {path}: {str(exc).splitlines()[0][:200]}{hint}") from None
+        raise StemError(f"cannot load checkpoint {path}: corrupt or truncated "
+                        f"({str(exc).splitlines()[0][:160]})") from None
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path:

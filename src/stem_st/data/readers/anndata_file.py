@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 
 from ...errors import StemError, require
-from ..section import PLATFORM_GEOMETRY, SectionInfo, make_section, resolve_mpp
+from ..section import PLATFORM_GEOMETRY, SectionInfo, check_coordinates, make_section, resolve_mpp
 
 log = logging.getLogger(__name__)
 HEST_IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".jpg", ".jpeg", ".png")
@@ -53,7 +53,10 @@ def section_from_anndata(
 ) -> ad.AnnData:
     """Convert an AnnData with ``obsm['spatial']`` (full-res pixels) to the common form."""
     require("spatial" in src.obsm, f"{section}: the AnnData has no obsm['spatial']")
-    xy = np.asarray(src.obsm["spatial"], dtype=np.float64)[:, :2]
+    xy = np.asarray(src.obsm["spatial"], dtype=np.float64)
+    require(xy.ndim == 2 and xy.shape[0] == src.n_obs and xy.shape[1] >= 2,
+            f"{section}: obsm['spatial'] must be (spots, 2) pixel centres, got shape {xy.shape}")
+    xy = check_coordinates(xy[:, :2], f"{section}: obsm['spatial']", src.obs_names)
     default_d, default_c = PLATFORM_GEOMETRY.get(platform, (None, None))
     diameter = spot_diameter_um or default_d
     pitch = center_distance_um or default_c

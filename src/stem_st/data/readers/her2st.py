@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import StemError, require
-from ..section import PLATFORM_GEOMETRY, SectionInfo, make_section, resolve_mpp
+from ..section import PLATFORM_GEOMETRY, SectionInfo, check_coordinates, make_section, resolve_mpp
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,20 @@ def find_image(root: Path, section: str) -> tuple[Path | None, float]:
     return None, 1.0
 
 
+def _read_table(path: Path, **kw) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep="\t", **kw)
+    except Exception as exc:
+        raise StemError(f"cannot parse {path.name} as a tab-separated table: {exc}") from None
+
+
+def _header(path: Path) -> list[str]:
+    import gzip
+
+    with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as fh:
+        return fh.readline().rstrip("\n").split("\t")
+
+
 def read_her2st(
     root: str | Path,
     section: str,
@@ -66,16 +80,20 @@ def read_her2st(
     spot_path = data / "ST-spotfiles" / f"{section}_selection.tsv"
     require(spot_path.exists(), f"{section}: spot file not found: {spot_path}")
 
-    try:
-        counts = pd.read_csv(cnt_path, sep="\t", index_col=0)
-        spots = pd.read_csv(spot_path, sep="\t")
-    except Exception as exc:
-        raise StemError(f"{section}: cannot parse HER2ST tables: {exc}") from None
-    need = {"x", "y", "pixel_x", "pixel_y", "selected"}
-    require(need <= set(spots.columns), f"{section}: spot file lacks columns {need - set(spots.columns)}")
-    spots = spots[spots["selected"] == 1]
-    spots.index = [f"{int(x)}x{int(y)}" for x, y in zip(spots["x"], spots["y"])]
+    counts, spots = _read_table(cnt_path, index_col=0), _read_table(spot_path)
+    names = pd.Index(_header(cnt_path)[1:])
+    dup = names[names.duplicated()]
+    require(len(dup) == 0, f"{cnt_path.name}: gene symbols repeated in the header (e.g. {list(dup[:3])}); "
+                           "sum or rename them")
+    require(len(counts) > 0, f"{cnt_path.name}: no spot rows (header only)")
     counts.index = counts.index.astype(str)
+    rep = counts.index[counts.index.duplicated()]
+    require(len(rep) == 0, f"{cnt_path.name}: spot ids repeated (e.g. {list(rep[:3])})")
+    need = {"x", "y", "pixel_x", "pixel_y", "selected"}
+    require(need <= set(spots.columns), f"{spot_path.name}: lacks columns {sorted(need - set(spots.columns))}")
+    spots = spots[spots["selected"] == 1]
+    require(len(spots) > 0, f"{spot_path.name}: no spot is selected (column 'selected' has no 1)")
+    spots.index = [f"{int(x)}x{int(y)}" for x, y in zip(spots["x"], spots["y"])]
     joined = spots.index.intersection(counts.index)
     require(
         len(joined) > 0,
@@ -92,7 +110,8 @@ def read_her2st(
         img, scale = Path(image), 1.0
     if image_scale is not None:
         scale = float(image_scale)
-    xy = spots[["pixel_x", "pixel_y"]].to_numpy(np.float64) * scale
+    xy = check_coordinates(spots[["pixel_x", "pixel_y"]].to_numpy(np.float64) * scale,
+                           f"{spot_path.name} pixel_x/pixel_y", spots.index)
 
     diameter, pitch = PLATFORM_GEOMETRY["legacy_st"]
     mpp_val, source = resolve_mpp(xy, pitch, mpp, "the command line", section,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import StemError, require
-from ..section import PLATFORM_GEOMETRY, SectionInfo, make_section, resolve_mpp
+from ..section import PLATFORM_GEOMETRY, SectionInfo, check_coordinates, make_section, resolve_mpp
 
 log = logging.getLogger(__name__)
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres",
@@ -20,14 +20,18 @@ POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_i
 def read_positions(spatial: Path) -> pd.DataFrame:
     """Spot positions from ``tissue_positions.csv`` (≥2.0) or ``tissue_positions_list.csv``."""
     new, old = spatial / "tissue_positions.csv", spatial / "tissue_positions_list.csv"
-    if new.exists():
-        pos = pd.read_csv(new)
-    elif old.exists():
-        pos = pd.read_csv(old, header=None, names=POSITION_COLUMNS)
-    else:
-        raise StemError(f"no tissue_positions.csv or tissue_positions_list.csv in {spatial}")
+    path = new if new.exists() else old
+    require(path.exists(), f"no tissue_positions.csv or tissue_positions_list.csv in {spatial}")
+    try:
+        pos = pd.read_csv(path, header=0 if path == new else None)
+    except Exception as exc:
+        raise StemError(f"cannot parse {path.name}: {exc}") from None
+    if path == old:
+        require(pos.shape[1] == len(POSITION_COLUMNS), f"{path.name}: {pos.shape[1]} columns, expected "
+                f"{len(POSITION_COLUMNS)} ({', '.join(POSITION_COLUMNS)})")
+        pos.columns = POSITION_COLUMNS
     missing = set(POSITION_COLUMNS) - set(pos.columns)
-    require(not missing, f"{spatial}: tissue positions lack columns {sorted(missing)}")
+    require(not missing, f"{path.name}: lacks columns {sorted(missing)}")
     return pos.set_index("barcode")
 
 
@@ -66,7 +70,8 @@ def read_visium(
         log.warning("%s: %d barcodes without a position dropped", section, mat.n_obs - len(joined))
     mat = mat[joined]
     pos = pos.loc[joined]
-    xy = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
+    xy = check_coordinates(pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64),
+                           "tissue positions pxl_col/pxl_row_in_fullres", pos.index)
 
     sf_path = spatial / "scalefactors_json.json"
     scalef = json.loads(sf_path.read_text()) if sf_path.exists() else {}
