@@ -23,7 +23,7 @@ from .errors import StemError, require
 from .models import PRESETS, StemDiT, StemDiTConfig
 from .prediction.summarise import summarise
 from .recipe import RECIPES, Recipe
-from .training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .training.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from .training.data import build_training_data
 from .training.distributed import DistInfo
 from .training.loop import LoopConfig, LoopResult, train_loop
@@ -144,13 +144,13 @@ class StemModel:
         result = train_loop(model.net, loss_fn, loop, run_dir, model._extra_state(),
                             dist_info, resume, global_batch=batch)
         # predict with the EMA weights
-        ck = load_checkpoint(latest_checkpoint(run_dir))
+        ck, path = load_latest(run_dir)
         model.net.load_state_dict(ck["ema"]["model"])
         model.net.to("cpu")
         if recipe.calibrate_spread and info.main:
             orig = data.original
             model.calibrate_spread(cond_np[orig], z[orig], settings.seed, data.group[orig])
-            path = latest_checkpoint(run_dir)  # the factor travels with the final checkpoint
+            # the factor travels with the final checkpoint
             save_checkpoint({**ck, **model._extra_state()}, run_dir, int(ck["step"]))
             log.info("sample spread calibrated: × %.3f (%s)", float(model.target.spread), path.name)
         return model, result
@@ -197,8 +197,11 @@ class StemModel:
     def from_run(cls, run_dir: str | Path, checkpoint: str | Path | None = None,
                  use_ema: bool = True, allow_pickle: bool = False) -> StemModel:
         """Load a training run's latest (or given) checkpoint, with EMA weights by default."""
-        path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
-        ck = load_checkpoint(path, allow_pickle)
+        if checkpoint:
+            path = Path(checkpoint)
+            ck = load_checkpoint(path, allow_pickle)
+        else:
+            ck, path = load_latest(run_dir)
         require(isinstance(ck, dict) and {"net_config", "ema", "step"} <= set(ck),
                 f"{path} is not a Stem checkpoint (a checkpoint of another model?)")
         m = cls._from_state(ck, ck["ema"]["model"] if use_ema else ck["model"])

@@ -16,7 +16,7 @@ from ..atomic import write_json
 from ..diffusion import GaussianDiffusion
 from ..errors import require
 from ..models.lgdist import TOKENS, LatentDiT, LGDiSTConfig, NeighbourhoodAutoencoder
-from ..training.checkpoint import latest_checkpoint, load_checkpoint
+from ..training.checkpoint import load_latest
 from ..training.loop import LoopConfig, train_loop
 from .neighbours import neighbourhoods
 
@@ -116,7 +116,7 @@ class LGDiST:
         ae_dir, dit_dir = run_dir / "ae", run_dir / "dit"
         r1 = train_loop(self.ae, ae_loss, loop(s.ae_steps, s.ae_lr), ae_dir, state,
                         resume=resume and _has_checkpoint(ae_dir), global_batch=batch)
-        self.ae.load_state_dict(load_checkpoint(latest_checkpoint(ae_dir))["model"])
+        self.ae.load_state_dict(load_latest(ae_dir)[0]["model"])
         self.ae.to(dev).eval()
         z = self.encode(data)  # (N, 7, latent) raw latents
         pres = data.present.unsqueeze(-1)
@@ -140,7 +140,7 @@ class LGDiST:
         state2 = {**state, "latent_mean": self.latent_mean, "latent_std": self.latent_std}
         r2 = train_loop(self.dit, dit_loss, loop(s.dit_steps, s.lr), dit_dir, state2,
                         resume=resume and _has_checkpoint(dit_dir), global_batch=batch)
-        self.dit.load_state_dict(load_checkpoint(latest_checkpoint(dit_dir))["ema"]["model"])
+        self.dit.load_state_dict(load_latest(dit_dir)[0]["ema"]["model"])
         self.dit.to("cpu").eval()
         self.ae.to("cpu")
         return {"ae_seconds": round(r1.seconds, 1), "dit_seconds": round(r2.seconds, 1),
@@ -206,8 +206,8 @@ class LGDiST:
         m = cls(LGDiSTConfig(**conf["cfg"]), conf["panel"], conf["context"], np.asarray(conf["gene_means"]))
         require(_has_checkpoint(path / "dit"), f"{path}: training did not finish (no stage-2 checkpoint); "
                 "rerun 'stem complete fit' with --resume")
-        m.ae.load_state_dict(load_checkpoint(latest_checkpoint(path / "ae"))["model"])
-        ck = load_checkpoint(latest_checkpoint(path / "dit"))
+        m.ae.load_state_dict(load_latest(path / "ae")[0]["model"])
+        ck, _ = load_latest(path / "dit")
         m.dit.load_state_dict(ck["ema"]["model"])
         m.latent_mean, m.latent_std = ck["latent_mean"], ck["latent_std"]
         m.ae.eval()

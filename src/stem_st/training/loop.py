@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from ..errors import require
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import load_latest, save_checkpoint
 from .distributed import DistInfo, mean_across
 from .ema import EMA
 
@@ -123,7 +123,7 @@ def train_loop(
     loss_path = run_dir / "loss.csv"
     rows: list[dict] = []
     if resume:
-        ck = load_checkpoint(latest_checkpoint(run_dir))
+        ck, _ = load_latest(run_dir)
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["optimizer"])

@@ -1,0 +1,127 @@
+"""SIGKILL mid-run and corrupt checkpoints: reruns finish from what was saved, and the result
+equals an uninterrupted run's; a damaged checkpoint is reported and skipped, never used."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import HER2ST
+from synthetic import write_synthetic
+
+from stem_st.data.prepared import open_prepared
+from stem_st.errors import StemError
+from stem_st.training.checkpoint import list_checkpoints, load_latest, save_checkpoint
+
+STEM = [sys.executable, "-m", "stem_st.cli"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+
+
+def run(*args, env=None):
+    res = subprocess.run([*STEM, *map(str, args)], capture_output=True, text=True, env=env or ENV)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def kill_when(args: list, ready, timeout: float = 300, env=None) -> None:
+    """Start ``stem <args>`` and SIGKILL it as soon as ``ready()`` holds (it must not finish first)."""
+    proc = subprocess.Popen([*STEM, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env or ENV)
+    t0 = time.monotonic()
+    while not ready():
+        assert proc.poll() is None, f"finished before it could be killed: {proc.stderr.read().decode()[-500:]}"
+        assert time.monotonic() - t0 < timeout
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def losses(run_dir: Path) -> list[tuple[int, float]]:
+    with open(run_dir / "loss.csv") as fh:
+        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(fh)]
+
+
+def test_train_killed_mid_run_resumes_to_the_same_weights(tmp_path):
+    prep = write_synthetic(tmp_path / "prep", n=200)
+    train = ["train", prep, "--preset", "tiny", "--steps", "300", "--batch-size", "16", "--aug-ratio", "1",
+             "--checkpoint-every", "20", "--device", "cpu"]
+    run(*train, "--out", tmp_path / "straight")
+    ckdir = tmp_path / "killed" / "checkpoints"
+    kill_when([*train, "--out", tmp_path / "killed"], lambda: (ckdir / "step_00000060.pt.sha256").exists())
+    saved = [int(p.name[5:13]) for p in list_checkpoints(tmp_path / "killed")]
+    assert saved and max(saved) < 300
+    res = run(*train, "--out", tmp_path / "killed", "--resume")
+    # it went on from the last checkpoint written before the kill: at most one interval lost
+    assert f"resumed {tmp_path / 'killed'} at step {max(saved)}" in " ".join(res.stderr.split())
+    la, lb = losses(tmp_path / "straight"), losses(tmp_path / "killed")
+    assert [s for s, _ in la] == [s for s, _ in lb] == list(range(10, 301, 10))
+    np.testing.assert_allclose([v for _, v in lb], [v for _, v in la], rtol=1e-5)
+    a, _ = load_latest(tmp_path / "straight")
+    b, _ = load_latest(tmp_path / "killed")
+    assert a["step"] == b["step"] == 300
+    for k, v in a["ema"]["model"].items():
+        torch.testing.assert_close(v, b["ema"]["model"][k], rtol=1e-5, atol=1e-6)
+
+
+def test_prepare_killed_mid_run_finishes_from_the_cache(tmp_path):
+    args = ["prepare", "--data", HER2ST, "--sections", "C2,C3", "--genes", "hmhvg:20", "--views", "1",
+            "--device", "cpu"]
+    env = {**ENV, "STEM_ST_CACHE": str(tmp_path / "cache")}
+    run(*args, "--out", tmp_path / "clean", "--no-cache")
+    out = tmp_path / "prep"
+    cached = lambda: any((tmp_path / "cache").rglob("*.npy"))  # noqa: E731 - C2 embedded and cached
+    kill_when([*args, "--out", out], cached, env=env)
+    assert not out.exists()  # nothing under the final name; the hidden temporary is left aside
+    run(*args, "--out", out, env=env)
+    summary = {r["section"]: r["views_computed"] for r in open_prepared(out).manifest["summary"]}
+    assert summary["C2"] == 0 and summary["C3"] == 1
+    clean, again = open_prepared(tmp_path / "clean"), open_prepared(out)
+    assert clean.genes == again.genes
+    for s in ("C2", "C3"):
+        np.testing.assert_allclose(again.embeddings(s), clean.embeddings(s), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(again.section(s).X, clean.section(s).X)
+
+
+@pytest.mark.parametrize("damage", ["flip", "cut"])
+def test_a_damaged_checkpoint_is_reported_and_the_previous_one_used(tmp_path, caplog, damage):
+    for step in (10, 20, 30):
+        save_checkpoint({"step": step, "w": torch.full((1000,), float(step))}, tmp_path, step)
+    newest = list_checkpoints(tmp_path)[-1]
+    raw = bytearray(newest.read_bytes())
+    if damage == "flip":  # a few bytes inside the tensor data: the file still unzips
+        i = raw.rindex(np.float32(30.0).tobytes())
+        raw[i:i + 4] = np.float32(31.0).tobytes()
+    else:
+        raw = raw[: len(raw) // 2]
+    newest.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING):
+        ck, path = load_latest(tmp_path)
+    assert ck["step"] == 20 and path.name == "step_00000020.pt"
+    assert "corrupt" in caplog.text and newest.name in caplog.text
+    for p in list_checkpoints(tmp_path):
+        p.write_bytes(b"")
+    with pytest.raises(StemError, match="no checkpoint"):
+        load_latest(tmp_path)
+
+
+def test_training_resumes_past_a_corrupt_last_checkpoint(tmp_path):
+    """``--resume`` with a damaged newest checkpoint restarts from the one before, and predicts."""
+    prep = write_synthetic(tmp_path / "prep", n=120)
+    train = ["train", prep, "--out", tmp_path / "run", "--preset", "tiny", "--batch-size", "16",
+             "--checkpoint-every", "10", "--device", "cpu", "--recipe", "paper"]
+    run(*train, "--steps", "30")
+    newest = list_checkpoints(tmp_path / "run")[-1]
+    newest.write_bytes(newest.read_bytes()[:-100])
+    res = run(*train, "--steps", "40", "--resume")
+    assert "corrupt" in res.stderr and "resumed" in res.stderr and "at step 20" in " ".join(res.stderr.split())
+    assert [s for s, _ in losses(tmp_path / "run")][-1] == 40
