@@ -519,6 +519,26 @@ def test_bad_input_is_refused_cleanly(case: Case, tmp_path, request):
     assert {str(p): tree_hash(p) for p in inputs} == before, "an input was modified"
 
 
+@pytest.mark.parametrize("command", ["prepare", "train"])
+def test_a_full_disk_is_refused_before_writing(command, tmp_path, monkeypatch, request):
+    """With (a pretended) 1 MiB free, prepare and train stop before writing, with the cause."""
+    import shutil as sh
+
+    stage = request.getfixturevalue("stage") if command == "train" else {}
+    real = sh.disk_usage
+    monkeypatch.setattr("stem_st.atomic.shutil.disk_usage", lambda p: real(p)._replace(free=1 << 20))
+    if command == "prepare":
+        data = her2st_copy(tmp_path / "in")
+        argv = prepare_args(data, tmp_path / "out" / "prep", "--views", "2")
+    else:
+        argv = ["train", stage["prep"], "--out", tmp_path / "out" / "run",
+                "--preset", "small", "--steps", "2"]
+    (tmp_path / "out").mkdir()
+    code, err = invoke(argv)
+    assert code == 2 and "not enough free disk" in err and "MiB free" in err, err
+    assert os.listdir(tmp_path / "out") == []
+
+
 def test_the_table_is_large_enough():
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
 

@@ -47,6 +47,17 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def require_free_space(folder: str | os.PathLike, need_bytes: float, what: str) -> None:
+    """Refuse to start writing ``what`` (about ``need_bytes``) where the disk has less free space."""
+    f = Path(folder).resolve()
+    while not f.exists() and f != f.parent:
+        f = f.parent
+    free = shutil.disk_usage(f).free
+    if free < need_bytes:
+        raise StemError(f"not enough free disk for {what} in {f}: needs ~{need_bytes / 2**20:,.0f} MiB, "
+                        f"{free / 2**20:,.0f} MiB free; free some space or write elsewhere")
+
+
 def require_separate(out: str | os.PathLike, inputs: list, inside: list | None = None) -> None:
     """Refuse an output that is one of the ``inputs`` or contains one (replacing it would lose
     it), or that lies inside one of the ``inside`` folders (a prepared dataset, a run)."""

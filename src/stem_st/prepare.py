@@ -14,7 +14,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import atomic_path, require_free_space
 from .data.images import file_fingerprint, open_image
 from .data.panels import choose_panel
 from .data.patches import (
@@ -149,6 +149,11 @@ def prepare(cfg: PrepareConfig) -> list[dict]:
         for name, w in zip(cfg.encoders, weights) if not is_precomputed(name)
     }
     cache = EmbeddingCache(cfg.cache_dir)
+    spots = sum(a.n_obs for a in adatas.values())
+    emb_bytes = 4 * spots * cfg.views * sum(e.dim for e in built.values())
+    require_free_space(out.parent, emb_bytes + 4 * spots * (len(panel) + 64) + (1 << 20), "the prepared dataset")
+    if cfg.cache_dir:
+        require_free_space(cfg.cache_dir, emb_bytes, "the embedding cache")
     rows, parts = [], []
     with atomic_path(out, overwrite=cfg.overwrite) as tmp, _progress() as progress:
         for sid in cfg.sections:

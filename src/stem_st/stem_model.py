@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import write_json
+from .atomic import require_free_space, write_json
 from .data.context import add_context, context_blocks
 from .data.prepared import PreparedDataset
 from .diffusion import GaussianDiffusion
@@ -26,7 +26,7 @@ from .recipe import RECIPES, Recipe
 from .training.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from .training.data import build_training_data
 from .training.distributed import DistInfo
-from .training.loop import LoopConfig, LoopResult, train_loop
+from .training.loop import KEEP_CHECKPOINTS, LoopConfig, LoopResult, checkpoint_bytes, train_loop
 from .training.targets import TargetTransform, fit_targets, spread_factor
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class StemModel:
             require(saved in (None, cfg.to_dict()),
                     f"--resume with a different architecture than {run_dir} was trained with")
         if info.main and not resume:
+            require_free_space(run_dir, checkpoint_bytes(model.net) * (KEEP_CHECKPOINTS + 1), "checkpoints")
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             write_json(Path(run_dir) / "config.json",
                        {"train": asdict(settings), "net": cfg.to_dict(), "genes": ds.genes,

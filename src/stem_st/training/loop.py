@@ -19,12 +19,14 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from ..atomic import require_free_space
 from ..errors import require
 from .checkpoint import load_latest, save_checkpoint
 from .distributed import DistInfo, mean_across
 from .ema import EMA
 
 log = logging.getLogger(__name__)
+KEEP_CHECKPOINTS = 3  # newest checkpoints kept per run (older ones are deleted)
 LOSS_COLUMNS = ["step", "loss", "mse", "vb", "ema_decay", "lr", "seconds"]
 
 #: loss_fn(model, batch_index_generator, noise_generator, rank_slice) → dict of scalar losses
@@ -100,6 +102,11 @@ def _write_loss_log(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def checkpoint_bytes(model: nn.Module) -> int:
+    """Approximate size of one checkpoint: weights, EMA and two Adam moments, float32."""
+    return 16 * sum(p.numel() for p in model.parameters())
+
+
 def train_loop(
     model: nn.Module, loss_fn: LossFn, cfg: LoopConfig, run_dir: str | Path,
     extra_state: dict, dist_info: DistInfo | None = None, resume: bool = False,
@@ -113,6 +120,7 @@ def train_loop(
     """
     info = dist_info or DistInfo()
     run_dir = Path(run_dir)
+    require_free_space(run_dir, checkpoint_bytes(model) * (KEEP_CHECKPOINTS + 1), "checkpoints")
     device = torch.device(cfg.device)
     model.to(device)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
@@ -147,7 +155,7 @@ def train_loop(
             return None
         state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                  "step": step, "rng": _rng_state(data_gen, noise_gen), **extra_state}
-        path = save_checkpoint(state, run_dir, step)
+        path = save_checkpoint(state, run_dir, step, keep=KEEP_CHECKPOINTS)
         _write_loss_log(loss_path, rows)
         return path
 
