@@ -124,8 +124,11 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), transient=False)
 
 
-def prepare(cfg: PrepareConfig) -> list[dict]:
-    """Run the whole stage and write the prepared folder atomically; return summary rows."""
+def prepare(cfg: PrepareConfig, adatas: dict[str, ad.AnnData] | None = None) -> list[dict]:
+    """Run the whole stage and write the prepared folder atomically; return summary rows.
+
+    ``adatas``: sections already read (the Python API); else ``cfg.sections`` are read from
+    ``cfg.data`` with ``cfg.layout``."""
     require(len(cfg.sections) > 0, "no sections given")
     require(len(set(cfg.sections)) == len(cfg.sections), "a section is listed twice")
     unknown = set(cfg.holdout) - set(cfg.sections)
@@ -139,7 +142,8 @@ def prepare(cfg: PrepareConfig) -> list[dict]:
 
     neural = [e for e in cfg.encoders if not is_precomputed(e)]
     cfg.reader.require_image = bool(neural)
-    adatas = {s: read_section(cfg.layout, cfg.data, s, cfg.reader) for s in cfg.sections}
+    if adatas is None:
+        adatas = {s: read_section(cfg.layout, cfg.data, s, cfg.reader) for s in cfg.sections}
     train = [adatas[s] for s in cfg.sections if s not in cfg.holdout]
     panel = choose_panel(cfg.genes, train, list(adatas.values()))
 
@@ -230,7 +234,7 @@ def _manifest(cfg: PrepareConfig, adatas: dict, panel: list[str], parts: list[di
     return {
         "stem_st_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "data": str(Path(cfg.data).resolve()),
+        "data": str(Path(cfg.data).resolve()) if cfg.data else "(in-memory AnnData)",
         "layout": cfg.layout,
         "sections": [
             {**{k: adatas[s].uns["stem"].get(k) for k in

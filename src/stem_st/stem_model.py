@@ -321,6 +321,14 @@ class StemModel:
         return point, samples.std(axis=1), samples
 
 
+    def predict_adata(self, adata, num_samples: int = 20, sampler: str = DEFAULT_SAMPLER, seed: int = 0,
+                      device: str = "cpu", inplace: bool = False):
+        """AnnData in, AnnData out: see :func:`stem_st.prediction.output.predict_anndata`."""
+        from .prediction.output import predict_anndata
+
+        return predict_anndata(self, adata, num_samples, sampler, seed, device, inplace)
+
+
 RESUME_FIXED = ("prep", "holdout", "preset", "batch_size", "aug_ratio", "lr", "seed", "target_layer",
                 "recipe")
 

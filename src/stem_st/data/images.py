@@ -92,6 +92,14 @@ class PILImage(ImageSource):
     def thumbnail(self, max_side):
         scale = min(1.0, max_side / max(self.width, self.height))
         size = (max(1, round(self.width * scale)), max(1, round(self.height * scale)))
+        if self._arr is None:  # not decoded yet: a JPEG decodes straight at 1/2-1/8 scale (draft mode)
+            try:
+                with Image.open(self.path) as im:
+                    im.draft("RGB", size)
+                    small = _rgb(np.asarray(im.convert("RGBA" if "A" in im.mode else "RGB")))
+            except Exception as exc:
+                raise StemError(f"cannot decode image {self.path}: {exc}") from None
+            return np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BILINEAR)), scale
         im = Image.fromarray(self.array()).resize(size, Image.Resampling.BILINEAR)
         return np.asarray(im), scale
 

@@ -31,6 +31,62 @@ def prediction_anndata(spots: ad.AnnData, genes: list[str], summary: np.ndarray,
     return out
 
 
+def scanpy_spatial(library: str, image: np.ndarray, scale: float, spot_diameter_px: float,
+                   source: str | None) -> dict:
+    """``uns['spatial']`` as scanpy/squidpy read it: a hires image and its scale factors."""
+    return {library: {"images": {"hires": image},
+                      "scalefactors": {"tissue_hires_scalef": float(scale),
+                                       "spot_diameter_fullres": float(spot_diameter_px)},
+                      "metadata": {"source_image_path": str(Path(source).resolve()) if source else None}}}
+
+
+def predict_anndata(model, adata: ad.AnnData, num_samples: int = 20, sampler: str = DEFAULT_SAMPLER,
+                    seed: int = 0, device: str = "cpu", inplace: bool = False,
+                    image_side: int = 2000) -> ad.AnnData | None:
+    """Predict a section AnnData with spot embeddings in ``obsm['embedding']`` (spots[, views], dim)
+    and centres in ``obsm['spatial']``.
+
+    Returns a new AnnData over the model's genes: ``X`` = the section's counts of those genes where
+    it has them (else the prediction), ``layers['stem_mean']`` and ``layers['stem_std']``
+    (log2(1 + count)), obs/obsm copied, ``uns['spatial']`` (the H&E, when the section has one) for
+    ``sc.pl.spatial`` and ``uns['stem']`` provenance. ``adata`` is never modified unless
+    ``inplace`` (its genes must then be exactly the model's).
+    """
+    from ..data.images import open_image
+
+    require("embedding" in adata.obsm and "spatial" in adata.obsm,
+            "the AnnData needs obsm['embedding'] (stem_st.embed or a prepared section) and obsm['spatial']")
+    require(not inplace or list(adata.var_names) == list(model.genes), "inplace=True needs the AnnData's "
+            "genes to be exactly the model's (e.g. a prepared section); use the returned copy instead")
+    emb = np.asarray(adata.obsm["embedding"], dtype=np.float32)
+    emb = emb[:, 0] if emb.ndim == 3 else emb
+    xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+    mean, std, _ = model.predict(emb, num_samples, sampler, None, seed, device, xy=xy)
+    prov = {"units": "log2(1 + count)", "method": "stem", "summary": model.recipe.point,
+            "num_samples": num_samples, "sampler": sampler, "seed": seed, "recipe": model.recipe.to_dict(),
+            "checkpoint": model.meta.get("checkpoint"), "step": model.meta.get("step")}
+    if inplace:
+        out = adata
+    else:
+        have = [g for g in model.genes if g in adata.var_names]
+        x = (adata[:, model.genes].X if len(have) == len(model.genes) else mean)
+        x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+        out = ad.AnnData(X=x, obs=adata.obs.copy(), var=pd.DataFrame(index=list(model.genes)))
+        out.obsm["spatial"] = xy.copy()
+        info = adata.uns.get("stem", {})
+        if info.get("image_path") and Path(info["image_path"]).is_file() and info.get("mpp"):
+            with open_image(info["image_path"]) as img:
+                thumb, scale = img.thumbnail(image_side)
+            lib = str(info.get("section", "section"))
+            out.uns["spatial"] = scanpy_spatial(lib, thumb, scale, info["spot_diameter_um"] / info["mpp"],
+                                                info["image_path"])
+            prov["library_id"] = lib
+    out.layers["stem_mean"] = mean.astype(np.float32)
+    out.layers["stem_std"] = std.astype(np.float32)
+    out.uns["stem"] = {**dict(out.uns.get("stem", {})), "prediction": prov}
+    return None if inplace else out
+
+
 def write_prediction(pred: ad.AnnData, path: str | Path, samples: np.ndarray | None = None,
                      overwrite: bool = False) -> None:
     """Write ``pred`` atomically; with ``samples`` also ``<path>.samples.npy``."""

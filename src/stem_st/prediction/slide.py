@@ -31,6 +31,7 @@ from ..errors import StemError, require
 from ..evaluation.plots import marker_map_plot
 from ..prepare import embed_section
 from ..stem_model import StemModel
+from .output import scanpy_spatial
 
 log = logging.getLogger(__name__)
 CHUNK = 1024  # virtual spots per cached embedding chunk
@@ -159,10 +160,7 @@ def predict_slide(cfg: SlideConfig) -> dict:
     res = ad.AnnData(X=mean.astype(np.float32), obs=obs, var=pd.DataFrame(index=model.genes))
     res.layers["std"] = std.astype(np.float32)
     res.obsm["spatial"] = xy.astype(np.float64)
-    res.uns["spatial"] = {lib: {"images": {"hires": thumb},
-                                "scalefactors": {"tissue_hires_scalef": float(scale),
-                                                 "spot_diameter_fullres": float(spot_px)},
-                                "metadata": {"source_image_path": str(Path(cfg.image).resolve())}}}
+    res.uns["spatial"] = scanpy_spatial(lib, thumb, scale, spot_px, cfg.image)
     res.uns["stem"] = {"units": "log2(1 + count)", "image": str(Path(cfg.image).resolve()), "mpp": float(mpp),
                        "pitch_um": float(pitch_um), "layout": layout, "min_tissue": cfg.min_tissue,
                        "patch_px": geom.side_px, "patch_um": geom.field_um, "num_samples": cfg.num_samples,

@@ -1,0 +1,76 @@
+"""The Python API (``import stem_st as st``): the tutorial runs end to end on HER2ST, and
+AnnData in / AnnData out never touches the caller's object."""
+
+from __future__ import annotations
+
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HER2ST, ROOT
+
+import stem_st as st
+
+
+@pytest.fixture(scope="module")
+def tutorial(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tutorial") / "out"
+    summary = runpy.run_path(str(ROOT / "examples/tutorial.py"))["main"](out)
+    return out, summary
+
+
+def test_tutorial_trains_predicts_and_plots(tutorial):
+    out, summary = tutorial
+    png = Path(summary["figure"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
+    assert summary["spots"] == st.open_prepared(out / "prep").section("C3").n_obs and summary["genes"] == 50
+    # a 200-step tiny model on one section still predicts the held-out section's patterns
+    assert summary["median_pcc"] > 0.2 and summary["pcc"] > 0.5
+
+
+def test_predict_adata_returns_a_new_anndata_and_leaves_the_input_alone(tutorial):
+    out, _ = tutorial
+    model = st.StemModel.from_run(out / "run")
+    sec = st.open_prepared(out / "prep").section("C3")
+    before = (sec.X.copy(), set(sec.layers), set(sec.obsm), set(sec.uns))
+    pred = model.predict_adata(sec, num_samples=4, seed=1)
+    assert pred is not sec and set(sec.layers) == before[1] and set(sec.obsm) == before[2]
+    assert set(sec.uns) == before[3]
+    np.testing.assert_array_equal(sec.X, before[0])
+    np.testing.assert_array_equal(pred.X, sec.X)  # the measured counts of the panel genes
+    mean, std, _ = model.predict(sec.obsm["embedding"][:, 0], 4, seed=1, xy=sec.obsm["spatial"])
+    np.testing.assert_allclose(pred.layers["stem_mean"], mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pred.layers["stem_std"], std, rtol=1e-5, atol=1e-5)
+    lib = pred.uns["stem"]["prediction"]["library_id"]
+    assert pred.uns["spatial"][lib]["images"]["hires"].ndim == 3
+    # inplace writes into the caller's object only when asked, and only over the model's genes
+    assert model.predict_adata(sec, num_samples=2, inplace=True) is None and "stem_mean" in sec.layers
+    raw = st.read.her2st(HER2ST, "C3")  # every gene, not the panel
+    raw.obsm["embedding"] = sec.obsm["embedding"]
+    with pytest.raises(st.StemError, match="inplace"):
+        model.predict_adata(raw, inplace=True)
+    assert "stem_mean" not in raw.layers
+
+
+def test_embed_a_freshly_read_section_gives_the_prepared_embeddings_and_prediction(tutorial):
+    out, _ = tutorial
+    model = st.StemModel.from_run(out / "run")
+    sec = st.open_prepared(out / "prep").section("C3")
+    raw = st.read.her2st(HER2ST, "C3")
+    emb = st.embed(raw)
+    assert "embedding" not in raw.obsm  # a copy was embedded
+    np.testing.assert_allclose(emb.obsm["embedding"], sec.obsm["embedding"], rtol=1e-4, atol=1e-4)
+    a = model.predict_adata(emb, num_samples=2, seed=3)
+    b = model.predict_adata(sec, num_samples=2, seed=3)
+    assert list(a.var_names) == model.genes
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_allclose(a.layers["stem_mean"], b.layers["stem_mean"], rtol=1e-4, atol=1e-4)
+
+
+def test_import_is_cheap():
+    code = ("import sys, stem_st as st; assert 'torch' not in sys.modules; st.read; "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
