@@ -414,6 +414,12 @@ def _slide(kind):
     return build
 
 
+def _not_h5ad(tmp: Path) -> list:
+    (tmp / "in").mkdir()
+    (tmp / "in/p.h5ad").write_text("not HDF5")
+    return ["view", tmp / "in/p.h5ad", "--out", tmp / "out" / "v.html"]
+
+
 def _big_jpeg(tmp, stage):
     (tmp / "in").mkdir()
     path = tmp / "in" / "big.jpg"
@@ -494,6 +500,10 @@ CASES = [
     Case("option-prepare-out-is-the-data", lambda tmp, _: prepare_pre(
         tmp, d := her2st_copy(tmp / "in"), d, "--overwrite"), "input"),
     Case("option-predict-unknown-section", _predict("--sections", "C9"), "C9", stage=True),
+    Case("view-truth-of-another-section", lambda tmp, st: [
+        "view", st["pred"], "--truth", st["prep"], "--section", "C2", "--out", tmp / "out" / "v.html"],
+        "not in", stage=True),
+    Case("view-not-an-h5ad", lambda tmp, _: _not_h5ad(tmp), "p.h5ad"),
     # LGDiST
     Case("lgdist-section-smaller-than-neighbourhood", _complete(_few_spots), "C3"),
     Case("lgdist-panel-larger-than-detected", _complete(None, "--panel", "50000", "--total", "60000"),

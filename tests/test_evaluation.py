@@ -206,7 +206,11 @@ def test_report_renders_table_and_every_image_in_headless_chromium(report):
         images = page.eval_on_selector_all(
             "img", "els => els.map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])")
         external = page.eval_on_selector_all("[src]:not([src^='data:'])", "els => els.length")
+        page.click("text=Interactive viewer")  # the report links the viewer page written beside it
+        page.wait_for_selector("body[data-ready='1']")
+        viewer_layers = page.eval_on_selector_all("#layer option", "els => els.map(e => e.value)")
         browser.close()
+    assert viewer_layers == ["truth", "prediction", "std", "error"]
     assert header[:3] == ["method", "PCC-10", "PCC-50"]
     assert methods == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",
                          "truth (reference)"]

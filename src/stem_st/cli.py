@@ -287,6 +287,26 @@ def predict_slide_cmd(
 
 
 @app.command()
+def view(
+    pred: Path = typer.Argument(..., help="A prediction .h5ad (stem predict, predict-slide, or predict_adata)."),
+    truth: Path | None = typer.Option(None, help="Prepared dataset holding the measured section (adds the "
+                                      "measured and error layers)."),
+    section: str | None = typer.Option(None, help="Section id in --truth (default: the prediction's)."),
+    out: Path | None = typer.Option(None, help="Output .html (default: <pred>_view.html beside it)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Write one offline HTML page to look at a prediction on its H&E: gene search, measured /
+    predicted / std / error layers on shared colour scales, hover values, pan and zoom."""
+    from .viewer import build_view
+
+    inputs = [pred, *([truth] if truth else [])]
+    if out:
+        require_separate(out, inputs, [truth] if truth else [])
+    res = build_view(pred, out, truth, section, overwrite)
+    _print_table([res], "viewer")
+
+
+@app.command()
 def evaluate(
     prep: Path = typer.Argument(..., help="Prepared dataset folder holding the truth."),
     holdout: str = typer.Option(..., help="The held-out section to score."),

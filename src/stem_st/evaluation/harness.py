@@ -193,8 +193,15 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
             notes.append("Sample statistics (paper Table 7): " + "; ".join(
                 f"{s['method']} {s['statistic']}: PCC-50 {s['PCC-50']:.3f}, MSE {s['MSE']:.3f}"
                 for s in sample_stats))
+        links = []
+        for i, p in enumerate(pred_files):  # an interactive page per prediction, beside the report
+            from ..viewer import build_view
+
+            name = "viewer.html" if len(pred_files) == 1 else f"viewer_{i + 1}.html"
+            build_view(p, tmp / name, prep, section)
+            links.append((f"Interactive viewer: {Path(p).name} vs measured, on the H&E", name))
         write_report(tmp / "report.html", f"Stem-ST evaluation: section {section}", rows, protocol,
-                     figures, notes)
+                     figures, notes, links)
     log.info("evaluated %s in %.1f s → %s", section, time.perf_counter() - t0, out)
     return {"rows": rows, "sample_statistics": sample_stats, "protocol": protocol,
             "report": str(out / "report.html")}

@@ -54,8 +54,9 @@ def _img(path: Path, caption: str) -> str:
 
 
 def write_report(path: Path, title: str, rows: list[dict], protocol: dict, figures: list[tuple[str, Path]],
-                 notes: list[str] | None = None) -> Path:
-    """Write ``report.html`` with the table, the protocol, notes and figures (base64 PNG)."""
+                 notes: list[str] | None = None, links: list[tuple[str, str]] | None = None) -> Path:
+    """Write ``report.html`` with the table, the protocol, notes, links (to the interactive
+    viewer pages beside it) and figures (base64 PNG)."""
     proto = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>" for k, v in protocol.items())
     note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes or [])
     figs = "".join(_img(p, cap) for cap, p in figures)
@@ -65,6 +66,8 @@ def write_report(path: Path, title: str, rows: list[dict], protocol: dict, figur
             f"<p>Best value per column in bold (higher is better for PCC, ARI, NMI; lower for MSE, MAE, "
             f"RVD; coverage80 should be near 0.80).</p>"
             f"{'<ul>' + note_html + '</ul>' if note_html else ''}"
-            f"<h2>Protocol</h2><dl>{proto}</dl><h2>Figures</h2>{figs}</body></html>")
+            + ("<h2>Look</h2><ul>" + "".join(f"<li><a href='{html.escape(href)}'>{html.escape(text)}</a></li>"
+                                              for text, href in links) + "</ul>" if links else "")
+            + f"<h2>Protocol</h2><dl>{proto}</dl><h2>Figures</h2>{figs}</body></html>")
     path.write_text(page, encoding="utf-8")
     return path
