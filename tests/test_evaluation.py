@@ -183,6 +183,18 @@ def test_evaluate_refuses_bad_input_without_touching_outputs(prep, report, tmp_p
         assert not (tmp_path / "r").exists()
 
 
+def test_marker_maps_are_readable(report):
+    """One figure per gene; truth, the prediction and the 4 best baselines (by mean r) in panels
+    at least 600 px tall, 3 per row."""
+    from PIL import Image
+
+    maps = sorted(Path(report["out"]).glob("map_*.png"))
+    assert [p.name for p in maps] == ["map_G0.png", "map_G3.png"]
+    for p in maps:
+        w, h = Image.open(p).size
+        assert h >= 2 * 600 and w >= 3 * 500, (p.name, w, h)
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -250,12 +250,16 @@ def _figures(folder: Path, ds, truth_ad, truth, methods, correlations, marker,
     radius = float(meta.get("spot_diameter_um", 100.0)) / 2 / float(meta.get("mpp", 1.0))
     xy = np.asarray(truth_ad.obsm["spatial"])
     idx = {g: i for i, g in enumerate(ds.genes)}
+    # readable maps: truth, every prediction file, and the baselines with the best mean r (≤ 6 panels)
+    given = [m for m in methods if m.name not in BASELINES]
+    others = sorted((m for m in methods if m.name in BASELINES), key=lambda m: -np.nanmean(correlations[m.name]))
+    shown = given + others[: max(0, 5 - len(given))]
     for g in marker:
         j = idx[g]
-        panels = {"truth": truth[:, j], **{m.name: m.mean[:, j] for m in methods}}
+        panels = {"truth": truth[:, j], **{m.name: m.mean[:, j] for m in shown}}
         pcc = {m.name: float(correlations[m.name][j]) for m in methods if np.isfinite(correlations[m.name][j])}
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in g)
-        figs.append((f"{g}: truth and predictions, shared colour scale ({units})",
+        figs.append((f"{g}: truth, the predictions and the best baselines by mean r, one colour scale ({units})",
                      plots.marker_map_plot(g, xy, panels, folder / f"map_{safe}.png", image, scale,
                                            radius, pcc)))
     return figs

@@ -71,7 +71,7 @@ def pcc_curve_plot(correlations: dict[str, np.ndarray], path: Path) -> Path:
 def marker_map_plot(gene: str, xy: np.ndarray, panels: dict[str, np.ndarray], path: Path,
                     image: np.ndarray | None = None, image_scale: float = 1.0,
                     spot_radius_px: float = 50.0, pcc: dict[str, float] | None = None,
-                    shared_scale: bool = True) -> Path:
+                    shared_scale: bool = True, panel_in: float = 7.2) -> Path:
     """One gene: truth and each method side by side, spots coloured on a shared colour scale
     (1st–99th percentile of all panels) over the H&E thumbnail when given.
 
@@ -90,9 +90,18 @@ def marker_map_plot(gene: str, xy: np.ndarray, panels: dict[str, np.ndarray], pa
     pad = 3 * radius
     x0, x1 = xy[:, 0].min() - pad, xy[:, 0].max() + pad
     y0, y1 = xy[:, 1].min() - pad, xy[:, 1].max() + pad
+    # readable: panels of ``panel_in`` inches (the axes ≥ 600 px at 100 dpi) tall, at most 3 per row
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(3.1 * n + 0.6, 3.4), squeeze=False)
-    for ax, (name, v) in zip(axes[0], panels.items()):
+    cols = min(3, n)
+    rows = -(-n // cols)
+    width = panel_in * float(np.clip((x1 - x0) / (y1 - y0), 0.5, 2.0))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols * 1.12 + 1.5, (panel_in + 0.6) * rows + 0.4),
+                             squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.88, bottom=0.01, top=1 - 0.9 / ((panel_in + 0.6) * rows + 0.4),
+                        wspace=0.08, hspace=0.12)
+    for ax in axes.ravel()[n:]:
+        ax.set_axis_off()
+    for ax, (name, v) in zip(axes.ravel(), panels.items()):
         norm = shared if shared_scale else scale_of(np.asarray(v).ravel())
         if image is not None:
             ax.imshow(image)
@@ -104,12 +113,12 @@ def marker_map_plot(gene: str, xy: np.ndarray, panels: dict[str, np.ndarray], pa
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        title = name if not pcc or name not in pcc else f"{name}  r={pcc[name]:.2f}"
-        ax.set_title(title, fontsize=10)
+        title = name if not pcc or name not in pcc else f"{name}  r = {pcc[name]:.2f}"
+        ax.set_title(title, fontsize=13)
         if not shared_scale:
             fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, shrink=0.8)
-    if shared_scale:
-        fig.colorbar(matplotlib.cm.ScalarMappable(norm=shared, cmap="viridis"), ax=axes[0].tolist(),
-                     shrink=0.8, label=f"{gene}, {UNITS}")
-    fig.suptitle(gene, fontsize=12)
+    if shared_scale:  # its own axes, so the panels keep their size
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=shared, cmap="viridis"),
+                     cax=fig.add_axes((0.9, 0.3, 0.015, 0.4)), label=f"{gene}, {UNITS}")
+    fig.suptitle(gene, fontsize=15)
     return _save(fig, path)
