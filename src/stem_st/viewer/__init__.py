@@ -18,18 +18,11 @@ import anndata as ad
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import StemError, require
+from ..data.readers.anndata_file import load_h5ad
+from ..errors import require
 
 LAYER_NAMES = {"truth": "measured", "prediction": "predicted", "std": "std over samples",
                "error": "predicted − measured"}
-
-
-def _read(path: Path) -> ad.AnnData:
-    require(path.is_file(), f"prediction file not found: {path}")
-    try:
-        return ad.read_h5ad(path)
-    except Exception as exc:
-        raise StemError(f"{path} is not a readable .h5ad file ({type(exc).__name__})") from None
 
 
 def _dense(x) -> np.ndarray:
@@ -128,7 +121,7 @@ def build_view(pred_path: str | Path, out: str | Path | None = None, truth_prep:
     out = Path(out) if out else pred_path.with_name(pred_path.stem + "_view.html")
     require(out.suffix == ".html", f"--out must end in .html, got {out.name}")
     require(overwrite or not out.exists(), f"{out} already exists; pass --overwrite to replace it")
-    pred = _read(pred_path)
+    pred = load_h5ad(pred_path)
     require(pred.n_obs > 0 and pred.n_vars > 0, f"{pred_path} holds no spots or no genes")
     require("spatial" in pred.obsm, f"{pred_path} has no obsm['spatial'] (spot centres)")
     section = section or pred.uns.get("stem", {}).get("section")

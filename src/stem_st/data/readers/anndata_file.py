@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 HEST_IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".jpg", ".jpeg", ".png")
 
 
-def _load_h5ad(path: Path) -> ad.AnnData:
+def load_h5ad(path: Path) -> ad.AnnData:
     require(path.exists(), f"AnnData file not found: {path}")
     try:
         return ad.read_h5ad(path)
@@ -84,7 +84,7 @@ def section_from_anndata(
 def read_hest(root: str | Path, section: str) -> ad.AnnData:
     """Read one sample of a HEST-1k folder (``st/``, ``wsis/``, ``metadata/``)."""
     root = Path(root)
-    src = _load_h5ad(root / "st" / f"{section}.h5ad")
+    src = load_h5ad(root / "st" / f"{section}.h5ad")
     meta_path = root / "metadata" / f"{section}.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     images = [p for p in sorted((root / "wsis").glob(f"{section}.*"))
@@ -115,6 +115,6 @@ def read_h5ad(
     path = Path(path)
     require(image is not None, f"{path.name}: the h5ad layout needs --image")
     return section_from_anndata(
-        _load_h5ad(path), section or path.stem, Path(image), mpp, "the command line",
+        load_h5ad(path), section or path.stem, Path(image), mpp, "the command line",
         _platform(platform), spot_diameter_um, center_distance_um, counts_layer,
     )
