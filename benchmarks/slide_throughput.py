@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--num-samples", type=int, default=1)
     ap.add_argument("--sampler", default="ddim:5")
     ap.add_argument("--out", default="runs/slide_bench")
+    ap.add_argument("--results", default=str(Path(__file__).resolve().parent / "results/slide_throughput.json"))
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,6 +97,7 @@ def main() -> None:
               "sample_spots_per_second": round(res["spots"] / res["seconds"]["sample"], 2),
               "peak_rss_mib": round(peak), "rss_before_mib": round(rss0)}
     (out / "throughput.json").write_text(json.dumps(report, indent=2))
+    Path(a.results).write_text(json.dumps({**report, "run": a.run, "threads": torch.get_num_threads()}, indent=2))
     print(json.dumps(report, indent=2))
 
 
