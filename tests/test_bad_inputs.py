@@ -522,6 +522,10 @@ def test_bad_input_is_refused_cleanly(case: Case, tmp_path, request):
     code, err = invoke(argv)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error:")]
+    if os.environ.get("STEM_CASE_LOG"):  # the case table for a note: id, command, message
+        with open(os.environ["STEM_CASE_LOG"], "a") as fh:
+            fh.write(json.dumps({"case": case.id, "command": " ".join(map(str, argv[:2])) if argv[0] == "complete"
+                                 else str(argv[0]), "exit": code, "error": errors[0] if errors else err}) + "\n")
     assert code == 2, err
     assert len(errors) == 1 and "Traceback" not in err, err
     assert case.match in errors[0], err

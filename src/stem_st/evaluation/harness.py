@@ -20,6 +20,7 @@ from ..errors import StemError, require
 from ..prediction.output import SAMPLES_SUFFIX
 from ..prediction.summarise import SUMMARIES, summarise
 from ..training.data import log2_expression
+from ..viewer import build_view
 from . import plots
 from .baselines import BASELINES
 from .clustering import label_agreement
@@ -195,8 +196,6 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
                 for s in sample_stats))
         links = []
         for i, p in enumerate(pred_files):  # an interactive page per prediction, beside the report
-            from ..viewer import build_view
-
             name = "viewer.html" if len(pred_files) == 1 else f"viewer_{i + 1}.html"
             build_view(p, tmp / name, prep, section)
             links.append((f"Interactive viewer: {Path(p).name} vs measured, on the H&E", name))
