@@ -183,7 +183,8 @@ def steps_lines(results: dict) -> list[str]:
     out = ["## Sample efficiency: optimiser steps at batch 32 (default recipe, log2(1 + count))", "",
            "PCC-50 / MSE of the shipped point (w = 0.25), and the best PCC-50 over the residual weights "
            "(w at which it is reached). Same folds, same samples and sampler; only the steps change.", "",
-           "| fold | 600 steps (the budget) | " + " | ".join(n.split(" ", 1)[1] for n in BUDGETS) + " |", "|---" * (len(names) + 1) + "|"]
+           "| fold | 600 steps (the budget) | " + " | ".join(n.split(" ", 1)[1] for n in BUDGETS) + " |",
+           "|---" * (len(names) + 1) + "|"]
     for f in folds:
         cells = []
         for n in names:
