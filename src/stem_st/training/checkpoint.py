@@ -70,8 +70,9 @@ def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
         if not allow_pickle and "Weights only load failed" in str(exc):
-            raise StemError(f"{path} holds pickled Python objects, not only tensors; stem does not unpickle "
-                            "checkpoints (that can run code): it is not a Stem checkpoint") from None
+            raise StemError(f"{path} holds pickled Python objects, not only tensors, so it is not a Stem "
+                            "checkpoint; unpickling can run code, so stem refuses (in Python, opt in with "
+                            "allow_pickle=True for a file you trust)") from None
         raise StemError(f"cannot load checkpoint {path}: corrupt or truncated ({str(exc)[:120]})") from None
     except Exception as exc:
         raise StemError(f"cannot load checkpoint {path}: corrupt or truncated "
