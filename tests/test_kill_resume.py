@@ -79,7 +79,7 @@ def test_prepare_killed_mid_run_finishes_from_the_cache(tmp_path):
     env = {**ENV, "STEM_ST_CACHE": str(tmp_path / "cache")}
     run(*args, "--out", tmp_path / "clean", "--no-cache")
     out = tmp_path / "prep"
-    cached = lambda: any((tmp_path / "cache").rglob("*.npy"))  # noqa: E731 - C2 embedded and cached
+    cached = lambda: any((tmp_path / "cache").rglob("*.json"))  # noqa: E731 - C2 embedded and cached
     kill_when([*args, "--out", out], cached, env=env)
     assert not out.exists()  # nothing under the final name; the hidden temporary is left aside
     run(*args, "--out", out, env=env)
@@ -112,6 +112,28 @@ def test_a_damaged_checkpoint_is_reported_and_the_previous_one_used(tmp_path, ca
         p.write_bytes(b"")
     with pytest.raises(StemError, match="no checkpoint"):
         load_latest(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["flip", "cut", "no-json"])
+def test_a_damaged_embedding_cache_entry_is_reported_and_recomputed(tmp_path, caplog, damage):
+    from stem_st.encoders.cache import EmbeddingCache
+
+    cache, prov = EmbeddingCache(tmp_path), {"section": "C2", "view": "identity"}
+    arr = np.random.default_rng(0).normal(size=(50, 16)).astype(np.float32)
+    cache.put("C2", prov, arr)
+    np.testing.assert_array_equal(cache.get("C2", prov), arr)
+    path = next(tmp_path.rglob("*.npy"))
+    raw = bytearray(path.read_bytes())
+    if damage == "flip":
+        raw[-7] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    elif damage == "cut":
+        path.write_bytes(bytes(raw[: len(raw) // 2]))
+    else:
+        path.with_suffix(".json").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert cache.get("C2", prov) is None
+    assert "damaged" in caplog.text and path.name in caplog.text
 
 
 def test_training_resumes_past_a_corrupt_last_checkpoint(tmp_path):

@@ -2,13 +2,16 @@
 
 The key hashes everything the embedding depends on (image content, spot coordinates, encoder
 and weights, µm per pixel, crop and input size, view); each entry keeps that provenance in a
-JSON file beside the array.
+JSON file beside the array, with the SHA-256 of the array's bytes: an entry that no longer
+matches (cut, flipped bytes) or lacks its JSON (a write interrupted between the two files) is
+reported and recomputed, never used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_json
+
+log = logging.getLogger(__name__)
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -44,9 +53,16 @@ class EmbeddingCache:
         if self.root is None:
             return None
         path = self._path(section, self.key(provenance))
+        if not path.exists():
+            return None
         try:
-            return np.load(path, allow_pickle=False) if path.exists() else None
-        except (OSError, ValueError):
+            meta = json.loads(path.with_suffix(".json").read_text())
+            arr = np.load(path, allow_pickle=False)
+            if meta.get("sha256", _digest(arr)) != _digest(arr):
+                raise ValueError("content does not match its checksum")
+            return arr
+        except (OSError, ValueError, EOFError) as exc:
+            log.warning("embedding cache entry %s is damaged (%s); recomputing it", path, str(exc)[:80])
             return None
 
     def put(self, section: str, provenance: dict, array: np.ndarray) -> None:
@@ -59,4 +75,4 @@ class EmbeddingCache:
             np.save(fh, array)
             tmp = fh.name
         os.replace(tmp, path)
-        write_json(path.with_suffix(".json"), provenance)
+        write_json(path.with_suffix(".json"), {**provenance, "sha256": _digest(array)})
