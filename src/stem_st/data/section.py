@@ -53,7 +53,8 @@ def check_coordinates(xy: np.ndarray, where: str, ids=None) -> np.ndarray:
         i = int(first[np.argmax(counts > 1)])
         same = np.flatnonzero((xy == xy[i]).all(axis=1))
         names = [str(ids[j]) if ids is not None else f"#{j}" for j in same[:2]]
-        raise StemError(f"{where}: spots {names[0]} and {names[1]} are at one position {tuple(xy[i])} "
+        raise StemError(f"{where}: spots {names[0]} and {names[1]} are at one position "
+                        f"({xy[i, 0]:.1f}, {xy[i, 1]:.1f}) "
                         "(duplicated rows or wrong coordinate columns?)")
     return xy
 
