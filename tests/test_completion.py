@@ -13,10 +13,13 @@ from test_prepare_cli import run_stem
 
 from stem_st.completion.baselines import adaptive_median, knn_smoothing, neighbour_mean
 from stem_st.completion.genes import knn_weights, morans_i
-from stem_st.completion.masking import dropout_rates, masked_scores, sample_hidden
-from stem_st.completion.model import LGDiST
+from stem_st.completion.inputs import mask_section, prefilled
+from stem_st.completion.masking import dropout_rates, hide_probabilities, masked_scores, sample_hidden
+from stem_st.completion.model import CompletionSettings, LGDiST, training_copies
 from stem_st.completion.neighbours import neighbourhoods
+from stem_st.completion.pipeline import complete_masked
 from stem_st.models.lgdist import LGDiSTConfig
+from stem_st.training.loop import LoopConfig, train_loop
 
 
 def _hex_grid(rows=5, cols=5, pitch=100.0):
@@ -73,6 +76,11 @@ def test_hidden_entries_follow_each_genes_dropout_rate():
     assert not h[v == 0].any()  # only measured entries are hidden
     frac = h.sum(0) / (v != 0).sum(0)
     assert np.allclose(frac, rates, atol=0.02)
+    # SpaRED: p = min(1, (1 - f) / f) with f the detected fraction: 0.1/0.9, 0.5/0.5 → 1, 0.8/0.2 → 1
+    assert np.allclose(hide_probabilities(v, "spared"), [0.1 / 0.9, 1.0, 1.0], atol=0.02)
+    h = sample_hidden(v, np.random.default_rng(1), "spared")
+    assert np.allclose(h.sum(0) / (v != 0).sum(0), [0.1 / 0.9, 1.0, 1.0], atol=0.02)
+    assert hide_probabilities(np.zeros((5, 1)), "spared")[0] == 0  # never detected: nothing to hide
 
 
 def test_masked_scores_only_look_at_hidden_entries():
@@ -105,18 +113,100 @@ def test_baselines_on_a_hand_made_grid():
     assert ks.shape == v.shape and abs(ks[centre, 0] - v[centre, 0]) <= 1.0  # nearest in expression
 
 
+def test_prefill_and_masked_training_copies():
+    xy = _hex_grid()
+    rng = np.random.default_rng(0)
+    v = (rng.random((len(xy), 5)) > 0.4) * rng.gamma(2.0, 1.0, (len(xy), 5)).astype(np.float32)
+    p = prefilled(v, xy)
+    assert np.array_equal(p[v > 0], v[v > 0]) and (p[v == 0] > 0).mean() > 0.9
+    assert np.array_equal(p, np.where(v > 0, v, adaptive_median(v, xy)))
+    assert np.array_equal(prefilled(v, xy, "zeros"), v)
+    sec = mask_section(v, xy, 2, "median", "dropout", np.random.default_rng(1))
+    assert sec.hidden[:, 2:].sum() == 0 and sec.hidden[:, :2].sum() > 0 and (v[sec.hidden] > 0).all()
+    assert (sec.observed[sec.hidden] == 0).all() and np.array_equal(sec.target, p)  # target: real values
+    # the input is pre-filled from the observed values only, so it ignores hidden values
+    v2 = v.copy()
+    v2[sec.hidden] += 5.0
+    sec2 = mask_section(v2, xy, 2, "median", "dropout", np.random.default_rng(1))
+    assert np.array_equal(sec2.hidden, sec.hidden) and np.array_equal(sec2.input, sec.input)
+    s = CompletionSettings(copies=3, train_masking="spared")
+    copies = training_copies({"a": v, "b": v[:9]}, {"a": xy, "b": xy[:9]}, 2, s)
+    assert len(copies) == 6 and not np.array_equal(copies[0].hidden, copies[2].hidden)
+    assert len(training_copies({"a": v}, {"a": xy}, 2, CompletionSettings(train_masking="none"))) == 1
+
+
+def _tiny_lgdist(rounds=1):
+    torch.manual_seed(0)
+    cfg = LGDiSTConfig(num_genes=6, ae_hidden=16, ae_layers=1, latent=4, dit_hidden=16, dit_depth=1, dit_heads=2)
+    return LGDiST(cfg, ["a", "b"], ["c", "d", "e", "f"], np.full(6, 0.5), CompletionSettings(rounds=rounds))
+
+
+@pytest.mark.parametrize("method", ["lgdist", "lgdist-stage1", "zeros", "neighbour_mean", "adaptive_median",
+                                    "knn_smoothing"])
+def test_hidden_values_reach_no_completion(method):
+    """The leak of the reference evaluation: a hidden value must not change any output entry
+    (not the centre's, not a neighbour's), while a visible value does."""
+    xy = _hex_grid(4, 4)
+    rng = np.random.default_rng(0)
+    v = (rng.random((len(xy), 6)) > 0.3) * rng.gamma(2.0, 1.0, (len(xy), 6)).astype(np.float32)
+    hidden = sample_hidden(v[:, :2], np.random.default_rng(1))
+    assert hidden.sum() > 0
+    model = _tiny_lgdist(rounds=2)
+    with torch.no_grad():  # adaLN-Zero starts the DiT at zero output: give it weights that use the input
+        for p in (q for dit in model.dits for q in dit.parameters()):
+            p.normal_(0.0, 0.3)
+    kw = {"num_samples": 2, "sampler": "ddim:3", "seed": 0}
+
+    def run(values):
+        return complete_masked(method, values, xy, hidden, model, **kw) if method.startswith("lgdist") \
+            else complete_masked(method, values, xy, hidden)
+
+    base = run(v)
+    changed = v.copy()
+    changed[:, :2][hidden] *= 7.0
+    assert np.array_equal(run(changed), base)
+    visible = v.copy()
+    visible[:, :2][(v[:, :2] > 0) & ~hidden] += 3.0
+    assert np.array_equal(run(visible), base) == (method == "zeros")  # "zeros" uses no input at all
+
+
+def test_training_keeps_the_best_validation_checkpoint(tmp_path):
+    net = torch.nn.Linear(1, 1)
+    scores = iter([3.0, 1.0, 2.0, 0.5])
+
+    def loss(model, data_gen, noise_gen, share):
+        return {"loss": model(torch.ones(4, 1)).pow(2).mean()}
+
+    cfg = LoopConfig(steps=30, lr=1e-2, checkpoint_every=10, progress=False)
+    train_loop(net, loss, cfg, tmp_path, {}, global_batch=4, validate=lambda m, e: next(scores),
+               validate_every=10)
+    from stem_st.training.checkpoint import load_latest
+
+    best, path = load_latest(tmp_path / "best")
+    assert best["step"] == 20 and best["best"] == {"score": 1.0, "step": 20} and "step_00000020" in path.name
+    last, _ = load_latest(tmp_path)
+    assert last["step"] == 30 and last["best"]["step"] == 20
+    assert not torch.equal(best["model"]["weight"], last["model"]["weight"])
+    log = (tmp_path / "loss.csv").read_text().splitlines()
+    assert log[0].endswith(",val") and log[-1].endswith(",2.0")
+    # a resumed, longer run keeps comparing against the stored best
+    train_loop(net, loss, LoopConfig(steps=40, lr=1e-2, checkpoint_every=10, progress=False), tmp_path, {},
+               resume=True, global_batch=4, validate=lambda m, e: next(scores), validate_every=10)
+    assert load_latest(tmp_path / "best")[0]["best"] == {"score": 0.5, "step": 40}
+
+
 def test_completion_sampler_keeps_neighbour_latents_fixed():
     torch.manual_seed(0)
     cfg = LGDiSTConfig(num_genes=6, ae_hidden=16, ae_layers=1, latent=4, dit_hidden=16, dit_depth=1, dit_heads=2)
     m = LGDiST(cfg, ["a", "b"], ["c", "d", "e", "f"], np.zeros(6))
     seen = []
-    inner = m.dit.forward
+    inner = m.dits[0].forward
 
     def spy(z, t, cond):
         seen.append((z.clone(), cond.clone()))
         return inner(z, t, cond)
 
-    m.dit.forward = spy
+    m.dits[0].forward = spy
     xy = _hex_grid(3, 3)
     out = m.complete(np.abs(np.random.default_rng(0).normal(size=(9, 6))).astype(np.float32), xy,
                      num_samples=2, sampler="ddim:5")
@@ -132,14 +222,19 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
     fit = run_stem("complete", "fit", "--data", HER2ST, "--train", "A2,A3", "--val", "B1", "--out", comp,
                    "--panel", "16", "--total", "48", "--ae-steps", "30", "--dit-steps", "30", "--batch-size", "32",
                    "--ae-hidden", "32", "--latent", "8", "--dit-hidden", "32", "--dit-depth", "1",
-                   "--device", "cpu")
+                   "--rounds", "2", "--masking", "spared", "--device", "cpu")
     assert "validation" in fit.stdout and "adaptive_median" in fit.stdout
     conf = json.loads((comp / "config.json").read_text())
     assert len(conf["panel"]) == 16 and len(conf["context"]) == 32 and conf["train"] == ["A2", "A3"]
+    assert conf["settings"]["rounds"] == 2 and conf["settings"]["prefill"] == "median"
+    for stage in ("ae", "dit", "dit2"):  # each stage validated on B1 and its best state kept
+        assert list((comp / stage / "best" / "checkpoints").glob("step_*.pt"))
     ev = run_stem("complete", "evaluate", comp, "--sections", "B1", "--num-samples", "1", "--sampler", "ddim:3",
-                  "--out", tmp_path / "ev.json", "--device", "cpu")
-    rows = {r["method"]: r for r in json.loads((tmp_path / "ev.json").read_text())["pooled"]}
-    assert set(rows) == {"lgdist", "zeros", "neighbour_mean", "adaptive_median", "knn_smoothing"}
+                  "--stage1", "--masking", "spared", "--out", tmp_path / "ev.json", "--device", "cpu")
+    res = json.loads((tmp_path / "ev.json").read_text())
+    rows = {r["method"]: r for r in res["pooled"]}
+    assert set(rows) == {"lgdist", "lgdist-stage1", "zeros", "neighbour_mean", "adaptive_median", "knn_smoothing"}
+    assert res["masking"] == "spared" and "min(1, (1 - f_g) / f_g)" in res["protocol"]
     assert rows["zeros"]["entries"] == rows["lgdist"]["entries"] > 0 and np.isfinite(rows["lgdist"]["MSE"])
     assert "masked completion" in ev.stdout
     run_stem("complete", "apply", comp, "--sections", "B1,A1", "--out", tmp_path / "done", "--num-samples", "1",

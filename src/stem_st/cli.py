@@ -341,8 +341,12 @@ def _print_metric_table(rows: list[dict], title: str) -> None:
                   for r in rows], title)
 
 
-complete_app = typer.Typer(no_args_is_help=True, help="LGDiST completion of ST dropout (no reference).")
+complete_app = typer.Typer(no_args_is_help=True, help=(
+    "LGDiST completion of ST dropout (no reference). Units: log1p(count), natural log. Masked protocol: "
+    "measured panel entries are hidden (dropout: p = 1 - f_g; spared: p = min(1, (1 - f_g)/f_g), f_g the "
+    "fraction of a section's spots measuring gene g), removed from the input and scored only there."))
 app.add_typer(complete_app, name="complete")
+_MASKING_HELP = "Masked protocol: dropout (p_g = 1 - f_g) | spared (p_g = min(1, (1 - f_g)/f_g), SpaRED)."
 
 
 @complete_app.command("fit")
@@ -350,12 +354,13 @@ def complete_fit(
     data: Path = typer.Option(..., help="Dataset folder (counts and spot files; no images needed)."),
     layout: str = typer.Option("her2st", help="her2st | visium | hest | h5ad"),
     train: str = typer.Option(..., help="Training sections, comma-separated."),
-    val: str = typer.Option("", help="Validation sections (scored with the masked protocol)."),
+    val: str = typer.Option("", help="Validation sections: scored with the masked protocol; with --select "
+                                     "best_val they choose each stage's checkpoint."),
     out: Path = typer.Option(..., help="Model folder (config, checkpoints of both stages)."),
     panel: int = typer.Option(128, help="Genes completed and scored (top Moran's I)."),
     total: int = typer.Option(1024, help="Panel + context genes fed to the model."),
     ae_steps: int = typer.Option(2000, help="Stage-1 (autoencoder) steps."),
-    dit_steps: int = typer.Option(4000, help="Stage-2 (latent DiT) steps."),
+    dit_steps: int = typer.Option(4000, help="Stage-2 (latent DiT) steps, per round."),
     batch_size: int = typer.Option(128, help="Neighbourhoods per step."),
     lr: float = typer.Option(1e-4, help="Stage-2 AdamW learning rate."),
     ae_lr: float = typer.Option(1e-3, help="Stage-1 AdamW learning rate."),
@@ -363,28 +368,40 @@ def complete_fit(
     latent: int = typer.Option(128, help="Latent size per spot (paper 128)."),
     dit_hidden: int = typer.Option(256, help="Latent DiT width."),
     dit_depth: int = typer.Option(4, help="Latent DiT blocks."),
+    prefill: str = typer.Option("median", help="Zeros of the input: median (SpaRED adaptive median) | zeros."),
+    train_masking: str = typer.Option("dropout", help="Hide measured panel entries in masked training copies "
+                                                      "and learn their real values: dropout | spared | none."),
+    copies: int = typer.Option(4, help="Masked copies of the training sections."),
+    select: str = typer.Option("best_val", help="Checkpoint kept per stage: best_val (lowest validation "
+                                                "masked MSE; needs --val) | last."),
+    rounds: int = typer.Option(1, help="2: retrain stage 2 on round-1 completions (LGDiST's Step B)."),
+    masking: str = typer.Option("dropout", help=_MASKING_HELP + " Used for the validation score."),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
-    resume: bool = typer.Option(False, help="Continue an interrupted fit in --out."),
+    resume: bool = typer.Option(False, help="Continue an interrupted fit in --out (with its stored settings)."),
 ) -> None:
-    """Choose genes, train the autoencoder and the latent DiT, score the validation sections."""
+    """Choose genes, train the autoencoder and the latent DiT, score the validation sections
+    (log1p units, masked protocol)."""
     from .completion.model import CompletionSettings
     from .completion.pipeline import fit_completion
 
     require(ae_steps > 0 and dit_steps > 0 and batch_size > 0, "steps and --batch-size must be positive")
     require_separate(out, [data])
-    res = fit_completion(str(data), layout, _csv(train), _csv(val), out,
-                         CompletionSettings(ae_steps=ae_steps, dit_steps=dit_steps, batch_size=batch_size, lr=lr,
-                                            ae_lr=ae_lr, seed=seed),
-                         panel, total, {"ae_hidden": ae_hidden, "latent": latent, "dit_hidden": dit_hidden,
-                                        "dit_depth": dit_depth}, _device(device), resume)
+    settings = CompletionSettings(ae_steps=ae_steps, dit_steps=dit_steps, batch_size=batch_size, lr=lr,
+                                  ae_lr=ae_lr, seed=seed, prefill=prefill, train_masking=train_masking,
+                                  copies=copies, select=select, rounds=rounds, masking=masking)
+    settings.check()
+    res = fit_completion(str(data), layout, _csv(train), _csv(val), out, settings, panel, total,
+                         {"ae_hidden": ae_hidden, "latent": latent, "dit_hidden": dit_hidden,
+                          "dit_depth": dit_depth},
+                         _device(device), resume)
     if "validation" in res:
-        _print_completion_table(res["validation"], f"validation ({val}), masked entries, log1p units")
+        _print_completion_table(res["validation"], f"validation ({val}), masked entries ({masking}), log1p units")
     out_console.print(f"completion model: {out} ({res['seconds']} s)")
 
 
 def _print_completion_table(rows: list[dict], title: str) -> None:
-    cols = ("method", "MSE", "MAE", "R2", "PCC_gene", "PCC_spot", "entries")
+    cols = ("method", "MSE", "MAE", "R2", "PCC_gene", "PCC_spot", "bias", "entries")
     _print_table([{c: (round(r[c], 4) if isinstance(r.get(c), float) else r.get(c)) for c in cols}
                   for r in rows], title)
 
@@ -394,21 +411,24 @@ def complete_evaluate(
     comp: Path = typer.Argument(..., help="A completion model folder (stem complete fit)."),
     sections: str = typer.Option(..., help="Held-out sections to score."),
     data: Path | None = typer.Option(None, help="Dataset folder (default: the one it was fitted on)."),
+    masking: str = typer.Option("dropout", help=_MASKING_HELP),
     num_samples: int = typer.Option(4, help="Samples of the centre latent per spot."),
     sampler: str = typer.Option("ddim:50", help="Sampler on a respaced subsequence of the 1500 steps."),
+    stage1: bool = typer.Option(False, help="Also score the stage-1 decoder alone (no diffusion)."),
     seed: int = typer.Option(0, help="Seed of the hidden-entry mask and the sampler."),
     out: Path | None = typer.Option(None, help="Also write the table as JSON here."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
 ) -> None:
-    """Masked evaluation of LGDiST and the four baselines on held-out sections."""
+    """Masked evaluation of LGDiST and the four baselines on held-out sections: hidden entries are
+    removed from every input and scored alone (MSE, MAE, R², PCC per gene/spot, bias; log1p units)."""
     from .atomic import write_json
     from .completion.pipeline import evaluate_completion
 
     require((comp / "config.json").is_file(), f"{comp} is not a completion model (no config.json)")
     require(num_samples >= 1, "--num-samples must be at least 1")
     res = evaluate_completion(comp, str(data) if data else None, None, _csv(sections), num_samples=num_samples,
-                              sampler=sampler, seed=seed, device=_device(device))
-    _print_completion_table(res["pooled"], f"masked completion on {sections} ({res['units']})")
+                              sampler=sampler, seed=seed, device=_device(device), masking=masking, stage1=stage1)
+    _print_completion_table(res["pooled"], f"masked completion on {sections} ({masking}; {res['units']})")
     if out:
         write_json(out, res)
 
@@ -425,7 +445,9 @@ def complete_apply(
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
 ) -> None:
-    """Write completed copies (layers['completed']) of sections; the input is never modified."""
+    """Write completed copies of sections, atomically; the input is never modified. X: measured
+    counts; layers['completed']: counts with every zero replaced by expm1 of the completed
+    log1p(count) value (measured entries unchanged)."""
     from .completion.pipeline import apply_completion
 
     require((comp / "config.json").is_file(), f"{comp} is not a completion model (no config.json)")

@@ -18,8 +18,8 @@ from ..errors import require
 from ..models.lgdist import LGDiSTConfig
 from .baselines import BASELINES
 from .genes import select_genes
-from .masking import masked_scores, sample_hidden
-from .model import UNITS, CompletionSettings, LGDiST, settings_dict, stack_sections
+from .masking import PROTOCOLS, hide, masked_scores, sample_hidden
+from .model import UNITS, CompletionSettings, LGDiST, training_copies, validation_set
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def fit_completion(data: str, layout: str, train: list[str], val: list[str], out
     if resume:
         conf = json.loads((out / "config.json").read_text())
         require(conf["train"] == train and conf["val"] == val, "--resume with different --train/--val")
+        settings = CompletionSettings.from_dict(conf["settings"])  # a resumed fit keeps its settings
         panel, context = conf["panel"], conf["context"]
     else:
         common = sorted(set.intersection(*(set(a.var_names) for a in secs.values())))
@@ -81,23 +82,31 @@ def fit_completion(data: str, layout: str, train: list[str], val: list[str], out
     genes = panel + context
     values = {s: log1p_values(a, genes) for s, a in secs.items()}
     xys = {s: np.asarray(a.obsm["spatial"], dtype=np.float64) for s, a in secs.items()}
-    means = np.concatenate(list(values.values())).mean(0)
     cfg = LGDiSTConfig(num_genes=len(genes), **(cfg_overrides or {}))
     torch_seed(settings.seed)
-    model = LGDiST(cfg, panel, context, means)
+    train_set = training_copies(values, xys, len(panel), settings)
+    # the input representation's training means (pre-filled, hidden entries removed)
+    means = np.concatenate([c.input for c in train_set]).mean(0)
+    model = LGDiST(cfg, panel, context, means, settings)
+    val_secs = read_counts(data, layout, val) if val else {}
+    val_set = validation_set({s: log1p_values(a, genes) for s, a in val_secs.items()},
+                             {s: np.asarray(a.obsm["spatial"], dtype=np.float64) for s, a in val_secs.items()},
+                             len(panel), settings)
     out.mkdir(parents=True, exist_ok=True)
     extra = {"data": str(Path(data).resolve()), "layout": layout, "train": train, "val": val,
-             "settings": settings_dict(settings),
+             "select": settings.select if val else "last",
              "gene_choice": f"Moran's I (6-NN) on {layout} training sections; top {len(panel)} completed, "
                             f"next {len(context)} context"}
     if not resume:
         model.save_config(out, extra)
-    log.info("completion: %d training spots, %d panel + %d context genes; %s",
-             sum(len(v) for v in values.values()), len(panel), len(context), cfg)
-    times = model.fit(stack_sections(values, xys, means), out, settings, device, resume)
+    log.info("completion: %d training spots (%d copies), %d panel + %d context genes; %s",
+             sum(len(v) for v in values.values()), len(train_set) // max(1, len(values)), len(panel),
+             len(context), cfg)
+    times = model.fit(train_set, val_set, out, device, resume)
     result = {"train_seconds": times, "genes": {"panel": len(panel), "context": len(context)}}
     if val:
-        result["validation"] = evaluate_completion(out, data, layout, val, model=model, device=device)["pooled"]
+        result["validation"] = evaluate_completion(out, data, layout, val, model=model, device=device,
+                                                   masking=settings.masking)["pooled"]
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "fit.json", result)
     return result
@@ -109,39 +118,57 @@ def torch_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def complete_masked(method: str, values: np.ndarray, xy: np.ndarray, hidden: np.ndarray,
+                    model: LGDiST | None = None, **sampling) -> np.ndarray:
+    """Completion by ``method`` (``lgdist``, ``lgdist-stage1`` or a baseline) of one section
+    whose ``hidden`` entries are removed first: their values reach no input."""
+    masked = hide(values, hidden)
+    if method.startswith("lgdist"):
+        return model.complete(masked, xy, diffusion=method == "lgdist", **sampling)
+    return BASELINES[method](masked, xy)
+
+
 def evaluate_completion(comp: str | Path, data: str | None, layout: str | None, sections: list[str],
                         model: LGDiST | None = None, num_samples: int = 4, sampler: str = "ddim:50",
-                        seed: int = 0, device: str = "cpu", baselines: bool = True) -> dict:
-    """Masked evaluation: hide measured panel entries at each gene's dropout rate, complete,
-    score only the hidden entries (pooled over ``sections``), for LGDiST and the baselines."""
+                        seed: int = 0, device: str = "cpu", baselines: bool = True,
+                        masking: str = "dropout", stage1: bool = False) -> dict:
+    """Masked evaluation: hide measured panel entries under ``masking``, remove them from the
+    input, complete, score only the hidden entries (pooled over ``sections``), for LGDiST (and
+    its stage-1 decoder alone with ``stage1``) and the baselines."""
+    require(masking in PROTOCOLS, f"--masking must be one of {', '.join(PROTOCOLS)}")
     conf = json.loads((Path(comp) / "config.json").read_text())
     model = model or LGDiST.load(comp)
     secs = read_counts(data or conf["data"], layout or conf["layout"], sections)
     rng = np.random.default_rng(seed)
     k = len(model.panel)
-    methods = ["lgdist", *(BASELINES if baselines else [])]
+    methods = ["lgdist", *(["lgdist-stage1"] if stage1 else []), *(BASELINES if baselines else [])]
     truth, hidden, preds, seconds = [], [], {m: [] for m in methods}, dict.fromkeys(methods, 0.0)
+    sampling = {"num_samples": num_samples, "sampler": sampler, "seed": seed, "device": device}
     for a in secs.values():
         v = log1p_values(a, model.genes)
         xy = np.asarray(a.obsm["spatial"], dtype=np.float64)
-        h = sample_hidden(v[:, :k], rng)
-        masked = v.copy()
-        masked[:, :k][h] = 0.0
+        h = sample_hidden(v[:, :k], rng, masking)
         for m in methods:
             t = time.perf_counter()
-            p = model.complete(masked, xy, num_samples, sampler, seed, device) if m == "lgdist" \
-                else BASELINES[m](masked, xy)
+            preds[m].append(complete_masked(m, v, xy, h, model, **sampling)[:, :k])
             seconds[m] += time.perf_counter() - t
-            preds[m].append(p[:, :k])
         truth.append(v[:, :k])
         hidden.append(h)
     y, h = np.concatenate(truth), np.concatenate(hidden)
     rows = [{"method": m, **masked_scores(y, np.concatenate(preds[m]), h), "seconds": round(seconds[m], 1)}
             for m in methods]
-    return {"sections": sections, "units": UNITS, "protocol": "measured (non-zero) panel entries hidden "
-            f"with per-gene probability = the gene's dropout rate in the section (seed {seed}); scores over "
-            f"hidden entries only, pooled over sections; LGDiST: {num_samples} samples, {sampler}",
-            "pooled": rows}
+    return {"sections": sections, "units": UNITS, "masking": masking,
+            "protocol": PROTOCOL_TEXT[masking] + f" (seed {seed}); hidden entries are removed from the input "
+            f"(zero, then pre-filled like any dropout); scores over hidden entries only, pooled over sections; "
+            f"LGDiST: {num_samples} samples, {sampler}", "pooled": rows}
+
+
+PROTOCOL_TEXT = {
+    "dropout": "measured panel entries of gene g hidden with probability 1 - f_g (f_g: fraction of the "
+               "section's spots where g is measured)",
+    "spared": "measured panel entries of gene g hidden with probability min(1, (1 - f_g) / f_g) (SpaRED; "
+              "f_g: fraction of the section's spots where g is measured)",
+}
 
 
 def apply_completion(comp: str | Path, sections: list[str], out_dir: str | Path, data: str | None = None,

@@ -1,8 +1,8 @@
 """The training loop shared by every diffusion model in the package.
 
 A ``Trainable`` supplies the network, the diffusion and the per-batch loss; the loop does
-optimisation, EMA, logging, atomic checkpoints with every RNG state, exact resume, DDP and
-bf16 autocast on GPU.
+optimisation, EMA, logging, atomic checkpoints with every RNG state, exact resume, DDP,
+bf16 autocast on GPU and, given a validation score, keeps the best-scoring state in ``best/``.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from .ema import EMA
 
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 3  # newest checkpoints kept per run (older ones are deleted)
-LOSS_COLUMNS = ["step", "loss", "mse", "vb", "ema_decay", "lr", "seconds"]
+LOSS_COLUMNS = ["step", "loss", "mse", "vb", "ema_decay", "lr", "seconds", "val"]
+BEST_DIR = "best"
 
 #: loss_fn(model, batch_index_generator, noise_generator, rank_slice) → dict of scalar losses
 LossFn = Callable[[nn.Module, torch.Generator, torch.Generator, slice], dict[str, torch.Tensor]]
+#: validate(model, ema_model) → a score to minimise (e.g. validation masked MSE)
+ValidateFn = Callable[[nn.Module, nn.Module], float]
 
 
 @dataclass
@@ -110,13 +113,17 @@ def checkpoint_bytes(model: nn.Module) -> int:
 def train_loop(
     model: nn.Module, loss_fn: LossFn, cfg: LoopConfig, run_dir: str | Path,
     extra_state: dict, dist_info: DistInfo | None = None, resume: bool = False,
-    global_batch: int = 256,
+    global_batch: int = 256, validate: ValidateFn | None = None, validate_every: int = 0,
 ) -> LoopResult:
     """Train ``model`` for ``cfg.steps`` optimizer steps, checkpointing into ``run_dir``.
 
     ``extra_state`` (configs, panel, normalisation) is stored in every checkpoint. With
     ``resume``, the latest checkpoint's weights, EMA, optimizer, step and RNG states are
     restored, so the run continues exactly as if uninterrupted.
+
+    With ``validate``, the score is computed every ``validate_every`` steps and at the end
+    (main process only; logged as ``val``); each new best state is checkpointed in
+    ``run_dir/best/`` and the best score and step travel in every checkpoint (key ``best``).
     """
     info = dist_info or DistInfo()
     run_dir = Path(run_dir)
@@ -130,6 +137,7 @@ def train_loop(
     step = 0
     loss_path = run_dir / "loss.csv"
     rows: list[dict] = []
+    best = {"score": math.inf, "step": -1}
     if resume:
         ck, _ = load_latest(run_dir)
         model.load_state_dict(ck["model"])
@@ -137,6 +145,7 @@ def train_loop(
         opt.load_state_dict(ck["optimizer"])
         _set_rng_state(ck["rng"], data_gen, noise_gen)
         step = int(ck["step"])
+        best = ck.get("best", best)
         rows = _read_loss_log(loss_path, step)
         log.info("resumed %s at step %d", run_dir, step)
         require(step <= cfg.steps, f"the run is already at step {step} > --steps {cfg.steps}")
@@ -150,14 +159,29 @@ def train_loop(
     share = slice(info.rank * per_rank, (info.rank + 1) * per_rank)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
 
+    def state() -> dict:
+        return {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                "step": step, "rng": _rng_state(data_gen, noise_gen), "best": dict(best), **extra_state}
+
     def checkpoint() -> Path | None:
         if not info.main:
             return None
-        state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                 "step": step, "rng": _rng_state(data_gen, noise_gen), **extra_state}
-        path = save_checkpoint(state, run_dir, step, keep=KEEP_CHECKPOINTS)
+        path = save_checkpoint(state(), run_dir, step, keep=KEEP_CHECKPOINTS)
         _write_loss_log(loss_path, rows)
         return path
+
+    def run_validation() -> None:
+        model.eval()
+        with torch.no_grad():
+            score = float(validate(model, ema.model))
+        model.train()
+        if rows and int(rows[-1]["step"]) == step:
+            rows[-1]["val"] = score
+        else:
+            rows.append({"step": step, "val": score})
+        if score < best["score"]:
+            best.update(score=score, step=step)
+            save_checkpoint(state(), run_dir / BEST_DIR, step, keep=1)
 
     t0 = time.perf_counter()
     result = LoopResult()
@@ -183,6 +207,9 @@ def train_loop(
                              "vb": vals.get("vb", ""), "ema_decay": ema.current_decay(),
                              "lr": cfg.lr_at(step - 1), "seconds": round(time.perf_counter() - t0, 3)})
                 progress.update(task, completed=step, loss=vals["loss"])
+            if validate is not None and info.main and (step == cfg.steps or (
+                    validate_every > 0 and step % validate_every == 0)):
+                run_validation()
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 checkpoint()
         result.checkpoint = checkpoint()
