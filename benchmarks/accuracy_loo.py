@@ -73,12 +73,13 @@ def machine() -> str:
             f"{torch.get_num_threads()} threads")
 
 
-def fold_prep(args, fold: str) -> Path:
+def fold_prep(args, fold: str, completed: str | None = None, cache: str | None = None) -> Path:
+    """The fold's prepared dataset (with ``layers['completed']`` from ``completed`` if given)."""
     out = Path(args.work) / f"prep_{fold}"
     if not (out / "manifest.json").is_file():
         prepare(PrepareConfig(data=args.data, layout="her2st", sections=SECTIONS, holdout=[fold],
-                              views=args.views, out=str(out), overwrite=True,
-                              cache_dir=str(Path(args.work) / "cache")))
+                              views=args.views, out=str(out), overwrite=True, completed=completed,
+                              cache_dir=cache or str(Path(args.work) / "cache")))
     return out
 
 
@@ -102,7 +103,7 @@ def run_method(args, ds, fold: str, name: str) -> dict:
     train = [s for s in ds.sections if s != fold]
     t0 = time.perf_counter()
     if name in BASELINES:
-        mean, _, samples = BASELINES[name]().fit(ds, train).predict(emb, xy)
+        mean, _, samples = BASELINES[name]().fit(ds, train, getattr(args, "target_layer", None)).predict(emb, xy)
         info = {}
     else:
         base, _, over = VARIANTS[name].partition("+")
@@ -110,7 +111,8 @@ def run_method(args, ds, fold: str, name: str) -> dict:
         steps = BUDGETS.get(name, {}).get("steps", args.steps)
         settings = TrainSettings(prep=str(ds.root), holdout=[fold], preset=args.preset, steps=steps,
                                  batch_size=args.batch, aug_ratio=args.views - 1, lr=args.lr,
-                                 seed=args.seed, checkpoint_every=10 ** 9, recipe=recipe)
+                                 seed=args.seed, checkpoint_every=10 ** 9, recipe=recipe,
+                                 target_layer=getattr(args, "target_layer", None))
         with tempfile.TemporaryDirectory() as run_dir:
             model, _ = StemModel.fit(ds, run_dir, settings, progress=False)
         t_train = time.perf_counter() - t0

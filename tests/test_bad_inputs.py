@@ -508,6 +508,8 @@ CASES = [
     Case("lgdist-section-smaller-than-neighbourhood", _complete(_few_spots), "C3"),
     Case("lgdist-panel-larger-than-detected", _complete(None, "--panel", "50000", "--total", "60000"),
          "--panel"),
+    Case("lgdist-unknown-masking-protocol", _complete(None, "--masking", "random"), "--masking"),
+    Case("lgdist-three-rounds", _complete(None, "--rounds", "3"), "--rounds"),
 ]
 
 

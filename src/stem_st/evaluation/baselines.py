@@ -21,13 +21,14 @@ from ..models.ridge import ALPHAS, RidgeProbe
 from ..training.data import log2_expression, section_counts, section_inputs
 
 
-def training_pairs(ds: PreparedDataset, sections: list[str], context: str = "none"
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs (N, C) of view 0, log2(1 + count) (N, G)) of spots with panel counts."""
+def training_pairs(ds: PreparedDataset, sections: list[str], context: str = "none",
+                   target_layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs (N, C) of view 0, log2(1 + count) (N, G)) of spots with panel counts; the
+    counts from ``layers[target_layer]`` when given (e.g. completed counts)."""
     require(bool(sections), "no training sections for the baselines")
     xs, ys = [], []
     for sid in sections:
-        counts = section_counts(ds, sid)
+        counts = section_counts(ds, sid, target_layer)
         keep = counts.sum(1) > 0
         xs.append(section_inputs(ds, sid, context)[keep, 0])
         ys.append(log2_expression(counts[keep]))
@@ -40,9 +41,9 @@ class Baseline:
     name = "baseline"
     context = "none"
 
-    def fit(self, ds: PreparedDataset, sections: list[str]) -> Baseline:
-        """Fit on the given (training) sections of ``ds``."""
-        emb, y = training_pairs(ds, sections, self.context)
+    def fit(self, ds: PreparedDataset, sections: list[str], target_layer: str | None = None) -> Baseline:
+        """Fit on the given (training) sections of ``ds`` (their ``target_layer`` counts if given)."""
+        emb, y = training_pairs(ds, sections, self.context, target_layer)
         self.scaler = EmbeddingScaler.fit(emb)
         self._fit(self.scaler.transform(emb), y)
         return self
