@@ -53,6 +53,8 @@ VARIANTS = {
     "reference": {"prefill": "median", "train_masking": "none", "select": "best_val", "rounds": 2},
     "combined": {"prefill": "median", "train_masking": "dropout", "select": "best_val", "rounds": 2},
     "combined 1-round": {"prefill": "median", "train_masking": "dropout", "select": "best_val", "rounds": 1},
+    "combined x0-posterior": {"prefill": "median", "train_masking": "dropout", "select": "best_val", "rounds": 2,
+                              "objective": "x0", "point": "posterior_mean"},
     "combined spared-masks": {"prefill": "median", "train_masking": "spared", "masking": "spared",
                           "select": "best_val", "rounds": 2},
 }

@@ -147,3 +147,22 @@ def test_training_resumes_past_a_corrupt_last_checkpoint(tmp_path):
     res = run(*train, "--steps", "40", "--resume")
     assert "corrupt" in res.stderr and "resumed" in res.stderr and "at step 20" in " ".join(res.stderr.split())
     assert [s for s, _ in losses(tmp_path / "run")][-1] == 40
+
+
+def test_complete_fit_killed_in_stage_two_resumes_to_the_same_model(tmp_path):
+    fit = ["complete", "fit", "--data", HER2ST, "--train", "A2", "--val", "B1", "--panel", "8", "--total", "24",
+           "--ae-steps", "40", "--dit-steps", "200", "--checkpoint-every", "20", "--batch-size", "16",
+           "--ae-hidden", "16", "--latent", "4", "--dit-hidden", "16", "--dit-depth", "1", "--copies", "2",
+           "--rounds", "2", "--device", "cpu"]
+    run(*fit, "--out", tmp_path / "straight")
+    killed = tmp_path / "killed"
+    mark = killed / "dit" / "checkpoints" / "step_00000060.pt.sha256"
+    kill_when([*fit, "--out", killed], mark.exists)
+    assert not (killed / "dit2").exists() and not (killed / "fit.json").exists()
+    run(*fit, "--out", killed, "--resume")
+    for stage in ("ae", "dit", "dit2"):
+        a, _ = load_latest(tmp_path / "straight" / stage / "best")
+        b, _ = load_latest(killed / stage / "best")
+        assert a["best"] == b["best"]  # the same validation scores chose the same step
+        for k, v in a["ema"]["model"].items():
+            torch.testing.assert_close(v, b["ema"]["model"][k], rtol=1e-5, atol=1e-6)

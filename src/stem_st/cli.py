@@ -362,6 +362,7 @@ def complete_fit(
     ae_steps: int = typer.Option(2000, help="Stage-1 (autoencoder) steps."),
     dit_steps: int = typer.Option(4000, help="Stage-2 (latent DiT) steps, per round."),
     batch_size: int = typer.Option(128, help="Neighbourhoods per step."),
+    checkpoint_every: int = typer.Option(500, help="Steps between checkpoints (and --resume points)."),
     lr: float = typer.Option(1e-4, help="Stage-2 AdamW learning rate."),
     ae_lr: float = typer.Option(1e-3, help="Stage-1 AdamW learning rate."),
     ae_hidden: int = typer.Option(512, help="Autoencoder width (paper 512)."),
@@ -376,6 +377,9 @@ def complete_fit(
                                                 "masked MSE; needs --val) | last."),
     rounds: int = typer.Option(1, help="2: retrain stage 2 on round-1 completions (LGDiST's Step B)."),
     masking: str = typer.Option("dropout", help=_MASKING_HELP + " Used for the validation score."),
+    objective: str = typer.Option("eps", help="Stage-2 network output: eps | x0."),
+    point: str = typer.Option("samples", help="Stage-2 estimate: samples (mean of --num-samples sampled "
+                                              "latents) | posterior_mean (needs --objective x0)."),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     resume: bool = typer.Option(False, help="Continue an interrupted fit in --out (with its stored settings)."),
@@ -385,11 +389,14 @@ def complete_fit(
     from .completion.model import CompletionSettings
     from .completion.pipeline import fit_completion
 
-    require(ae_steps > 0 and dit_steps > 0 and batch_size > 0, "steps and --batch-size must be positive")
+    require(ae_steps > 0 and dit_steps > 0 and batch_size > 0 and checkpoint_every > 0,
+            "steps, --batch-size and --checkpoint-every must be positive")
     require_separate(out, [data])
     settings = CompletionSettings(ae_steps=ae_steps, dit_steps=dit_steps, batch_size=batch_size, lr=lr,
+                                  checkpoint_every=checkpoint_every, val_every=checkpoint_every,
                                   ae_lr=ae_lr, seed=seed, prefill=prefill, train_masking=train_masking,
-                                  copies=copies, select=select, rounds=rounds, masking=masking)
+                                  copies=copies, select=select, rounds=rounds, masking=masking,
+                                  objective=objective, point=point)
     settings.check()
     res = fit_completion(str(data), layout, _csv(train), _csv(val), out, settings, panel, total,
                          {"ae_hidden": ae_hidden, "latent": latent, "dit_hidden": dit_hidden,

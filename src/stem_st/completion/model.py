@@ -61,6 +61,11 @@ class CompletionSettings:
     masking: str = "dropout"
     val_every: int = 250
     val_sampler: str = "ddim:10"
+    #: stage-2 network output: ``eps`` (as the reference) or ``x0``
+    objective: str = "eps"
+    #: stage-2 estimate: ``samples`` (mean of sampled centre latents) or ``posterior_mean``
+    #: (the x0 network's E[centre latent | neighbours], read at the noisiest step; needs x0)
+    point: str = "samples"
 
     def check(self) -> None:
         require(self.prefill in PREFILLS, f"--prefill must be one of {', '.join(PREFILLS)}")
@@ -70,6 +75,9 @@ class CompletionSettings:
         require(self.select in SELECTS, f"--select must be one of {', '.join(SELECTS)}")
         require(self.rounds in (1, 2), "--rounds must be 1 or 2")
         require(self.copies >= 1, "--copies must be at least 1")
+        require(self.objective in ("eps", "x0"), "--objective must be eps or x0")
+        require(self.point in ("samples", "posterior_mean"), "--point must be samples or posterior_mean")
+        require(self.point == "samples" or self.objective == "x0", "--point posterior_mean needs --objective x0")
 
     @classmethod
     def from_dict(cls, d: dict) -> CompletionSettings:
@@ -107,7 +115,7 @@ class LGDiST:
         self.ae = NeighbourhoodAutoencoder(cfg)
         self.dits = [LatentDiT(cfg) for _ in range(self.settings.rounds)]
         self.latent_stats = [(torch.zeros(cfg.latent), torch.ones(cfg.latent)) for _ in self.dits]
-        self.diffusion = GaussianDiffusion(DIFFUSION_STEPS, "cosine")
+        self.diffusion = GaussianDiffusion(DIFFUSION_STEPS, "cosine", self.settings.objective)
 
     @property
     def genes(self) -> list[str]:
@@ -251,18 +259,23 @@ class LGDiST:
         # the encoder ends in tanh: keep each step's x_0 prediction inside that box
         ones = torch.ones(self.cfg.latent, device=device)
         box = (self._normalise(-ones, r), self._normalise(ones, r))
-        rows = zn.repeat_interleave(num_samples, dim=0)
+        posterior = self.settings.point == "posterior_mean"
+        rows = zn if posterior else zn.repeat_interleave(num_samples, dim=0)
         centres = []
         for start in range(0, len(rows), batch):
             known = rows[start:start + batch]
             cond = known.masked_fill(mask, 0.0)
-            m = mask.expand(len(known), -1, -1)
-            x = self.diffusion.sample(lambda xt, tt, c=cond: dit(xt, tt, c), known.shape, sampler, gen,
-                                      device, known=known, mask=m, clip_x0=box)
+            if posterior:  # neighbour tokens clean, the centre at the noisiest step
+                x = self.diffusion.posterior_mean(
+                    lambda xt, tt, c=cond, k=known: dit(torch.where(mask, xt, k), tt, c), known.shape,
+                    num_samples, gen, device, clip_x0=box)
+            else:
+                x = self.diffusion.sample(lambda xt, tt, c=cond: dit(xt, tt, c), known.shape, sampler, gen,
+                                          device, known=known, mask=mask.expand(len(known), -1, -1), clip_x0=box)
             centres.append(x[:, 0])
         mean, std = self.latent_stats[r]
         z = torch.cat(centres) * std.to(device) + mean.to(device)
-        return self._decode(self.ae, data, z, num_samples)
+        return self._decode(self.ae, data, z, 1 if posterior else num_samples)
 
     # --- completion ---------------------------------------------------------------------
     @torch.no_grad()
