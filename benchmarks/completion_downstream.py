@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--work", default=str(loo.ROOT / "runs/completion_downstream"))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", default=str(loo.ROOT / "benchmarks/results/completion_downstream"))
+    ap.add_argument("--reuse-raw-stem", action="store_true",
+                    help="take Stem's raw-count rows from benchmarks/accuracy_loo.py's cache")
     args = ap.parse_args()
     cpu = PROFILES["cpu"]
     budget = {"preset": cpu["preset"], "steps": cpu["steps"], "batch": cpu["batch_size"], "lr": cpu["lr"],
@@ -111,6 +113,11 @@ def main() -> None:
     done = completed_folder(args, work)
     cache = work / "results.json"
     results = json.loads(cache.read_text()) if cache.is_file() else {}
+    loo_cache = loo.ROOT / "runs/accuracy_loo/results.json"
+    if args.reuse_raw_stem and loo_cache.is_file():  # the same preps (panel, views), seed and budget
+        for fold, rows in json.loads(loo_cache.read_text()).items():
+            if "stem:default" in rows:
+                results.setdefault(fold, {}).setdefault("stem:default", {}).setdefault("raw", rows["stem:default"])
     cache_dir = str(loo.ROOT / "runs/accuracy_loo/cache")  # the LOO benchmark's embeddings
     for m in args.methods.split(","):
         for fold in loo.SECTIONS:

@@ -262,3 +262,9 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
     run_stem("train", tmp_path / "prep", "--out", tmp_path / "run", "--preset", "tiny", "--steps", "3",
              "--batch-size", "8", "--target-layer", "completed", "--device", "cpu")
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["target_layer"] == "completed"
+
+
+def test_every_complete_command_states_units_and_protocol():
+    for cmd, protocol in (("fit", "masking"), ("evaluate", "hidden"), ("apply", "No masking")):
+        text = " ".join(run_stem("complete", cmd, "--help").stdout.split())
+        assert "log1p(count)" in text and protocol in text, cmd

@@ -384,8 +384,9 @@ def complete_fit(
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     resume: bool = typer.Option(False, help="Continue an interrupted fit in --out (with its stored settings)."),
 ) -> None:
-    """Choose genes, train the autoencoder and the latent DiT, score the validation sections
-    (log1p units, masked protocol)."""
+    """Choose genes, train the autoencoder and the latent DiT, score the validation sections.
+    Units: log1p(count). Validation: measured panel entries hidden under --masking, removed from
+    the input, scored alone."""
     from .completion.model import CompletionSettings
     from .completion.pipeline import fit_completion
 
@@ -427,7 +428,7 @@ def complete_evaluate(
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
 ) -> None:
     """Masked evaluation of LGDiST and the four baselines on held-out sections: hidden entries are
-    removed from every input and scored alone (MSE, MAE, R², PCC per gene/spot, bias; log1p units)."""
+    removed from every input and scored alone (MSE, MAE, R², PCC per gene/spot, bias; log1p(count) units)."""
     from .atomic import write_json
     from .completion.pipeline import evaluate_completion
 
@@ -452,9 +453,9 @@ def complete_apply(
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
 ) -> None:
-    """Write completed copies of sections, atomically; the input is never modified. X: measured
-    counts; layers['completed']: counts with every zero replaced by expm1 of the completed
-    log1p(count) value (measured entries unchanged)."""
+    """Write completed copies of sections, atomically; the input is never modified. No masking:
+    every zero is completed. X: measured counts; layers['completed']: counts with every zero
+    replaced by expm1 of the completed log1p(count) value (measured entries unchanged)."""
     from .completion.pipeline import apply_completion
 
     require((comp / "config.json").is_file(), f"{comp} is not a completion model (no config.json)")
