@@ -43,20 +43,25 @@ SPLITS = {"G": ["G1", "G2", "G3"], "H": ["H1", "H2", "H3"]}
 CONFIG = {"ae_hidden": 256, "latent": 64, "dit_hidden": 128, "dit_depth": 2}
 BUDGET = {"ae_steps": 2000, "dit_steps": 2000, "batch_size": 128, "checkpoint_every": 500, "val_every": 250}
 #: the reference-like starting point (our old design) and one change at a time, then all together
-OLD = {"prefill": "zeros", "train_masking": "none", "select": "last", "rounds": 1}
+OLD = {"prefill": "zeros", "train_masking": "none", "select": "last", "rounds": 1, "objective": "eps",
+       "point": "samples"}
+EPS = {"objective": "eps", "point": "samples"}
 VARIANTS = {
     "old": OLD,
     "old+prefill": {**OLD, "prefill": "median"},
     "old+select": {**OLD, "select": "best_val"},
     "old+rounds2": {**OLD, "rounds": 2},
     "old+train-masking": {**OLD, "train_masking": "dropout"},
-    "reference": {"prefill": "median", "train_masking": "none", "select": "best_val", "rounds": 2},
-    "combined": {"prefill": "median", "train_masking": "dropout", "select": "best_val", "rounds": 2},
-    "combined 1-round": {"prefill": "median", "train_masking": "dropout", "select": "best_val", "rounds": 1},
+    "reference": {"prefill": "median", "train_masking": "none", "select": "best_val", "rounds": 2, **EPS},
+    "combined": {"prefill": "median", "train_masking": "dropout", "select": "best_val", "rounds": 2, **EPS},
+    "combined 1-round": {"prefill": "median", "train_masking": "dropout", "select": "best_val", "rounds": 1,
+                         **EPS},
     "combined x0-posterior": {"prefill": "median", "train_masking": "dropout", "select": "best_val", "rounds": 2,
                               "objective": "x0", "point": "posterior_mean"},
     "combined spared-masks": {"prefill": "median", "train_masking": "spared", "masking": "spared",
-                          "select": "best_val", "rounds": 2},
+                              "select": "best_val", "rounds": 2, **EPS},
+    # what `stem complete fit` ships: combined, x0 posterior mean, one round (chosen on G)
+    "default": {},
 }
 NUM_SAMPLES, SAMPLER = 4, "dpm++:10"
 KEYS = ("MSE", "MAE", "R2", "PCC_gene", "PCC_spot", "bias")

@@ -2,8 +2,8 @@
 on completed vs raw counts, leave-one-section-out over the six imaged HER2ST sections.
 
 LGDiST is fitted once on the 30 sections without an image (27 train, G1–G3 choose the
-checkpoints), with the CPU profile and the settings of ``benchmarks/completion.py``'s
-``combined`` variant, and completes the six imaged sections (``stem complete apply``). Each fold
+checkpoints), with the CPU profile and the shipped settings (``benchmarks/completion.py``'s
+``default`` variant), and completes the six imaged sections (``stem complete apply``). Each fold
 is then prepared as in ``benchmarks/accuracy_loo.py`` (same panel rule, embeddings, budget) with
 the completed counts as ``layers['completed']``; every method is trained on the five other
 sections' raw counts, then on their completed counts, and always scored against the *measured*
@@ -43,7 +43,7 @@ def completed_folder(args, work: Path) -> Path:
     """Fit LGDiST on the 30 sections without an image and complete the imaged six."""
     comp, done = work / "lgdist", work / "completed"
     if not all((done / f"{s}_completed.h5ad").is_file() for s in loo.SECTIONS):
-        s = CompletionSettings(**bench.BUDGET, **bench.VARIANTS["combined"])
+        s = CompletionSettings(**bench.BUDGET, **bench.VARIANTS["default"])
         if not (comp / "fit.json").is_file():
             fit_completion(args.data, "her2st", [x for x in OTHERS if x not in VAL], VAL, comp, s,
                            cfg_overrides=bench.CONFIG, resume=(comp / "config.json").is_file())
@@ -131,7 +131,7 @@ def main() -> None:
                 print(f"{fold} {m} {t}: PCC-50 {r['log2']['PCC-50']:.3f} MSE {r['log2']['MSE']:.3f}", flush=True)
                 cache.write_text(json.dumps(results, indent=1))
     fit = json.loads((work / "lgdist" / "fit.json").read_text())
-    meta = {"machine": loo.machine(), "lgdist": f"{bench.CONFIG}, {bench.BUDGET}, settings 'combined', "
+    meta = {"machine": loo.machine(), "lgdist": f"{bench.CONFIG}, {bench.BUDGET}, shipped settings, "
             f"fit on {len(OTHERS) - len(VAL)} sections + {VAL} for checkpoints in {fit['seconds']} s, "
             f"{bench.NUM_SAMPLES} samples {bench.SAMPLER}",
             "stem_budget": f"{args.preset} preset, {args.steps} steps × batch {args.batch}, "

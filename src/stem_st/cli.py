@@ -377,9 +377,10 @@ def complete_fit(
                                                 "masked MSE; needs --val) | last."),
     rounds: int = typer.Option(1, help="2: retrain stage 2 on round-1 completions (LGDiST's Step B)."),
     masking: str = typer.Option("dropout", help=_MASKING_HELP + " Used for the validation score."),
-    objective: str = typer.Option("eps", help="Stage-2 network output: eps | x0."),
-    point: str = typer.Option("samples", help="Stage-2 estimate: samples (mean of --num-samples sampled "
-                                              "latents) | posterior_mean (needs --objective x0)."),
+    objective: str = typer.Option("x0", help="Stage-2 network output: x0 | eps (the reference's)."),
+    point: str = typer.Option("posterior_mean", help="Stage-2 estimate: posterior_mean (E[centre latent | "
+                              "neighbours] from the x0 network) | samples (mean of --num-samples sampled "
+                              "latents)."),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     resume: bool = typer.Option(False, help="Continue an interrupted fit in --out (with its stored settings)."),

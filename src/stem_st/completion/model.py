@@ -61,11 +61,11 @@ class CompletionSettings:
     masking: str = "dropout"
     val_every: int = 250
     val_sampler: str = "ddim:10"
-    #: stage-2 network output: ``eps`` (as the reference) or ``x0``
-    objective: str = "eps"
-    #: stage-2 estimate: ``samples`` (mean of sampled centre latents) or ``posterior_mean``
-    #: (the x0 network's E[centre latent | neighbours], read at the noisiest step; needs x0)
-    point: str = "samples"
+    #: stage-2 network output: ``x0`` or ``eps`` (as the reference)
+    objective: str = "x0"
+    #: stage-2 estimate: ``posterior_mean`` (the x0 network's E[centre latent | neighbours], read
+    #: at the noisiest step; needs x0) or ``samples`` (mean of sampled centre latents)
+    point: str = "posterior_mean"
 
     def check(self) -> None:
         require(self.prefill in PREFILLS, f"--prefill must be one of {', '.join(PREFILLS)}")
