@@ -195,26 +195,33 @@ def test_training_keeps_the_best_validation_checkpoint(tmp_path):
     assert load_latest(tmp_path / "best")[0]["best"] == {"score": 0.5, "step": 40}
 
 
-def test_completion_sampler_keeps_neighbour_latents_fixed():
+@pytest.mark.parametrize("point", ["samples", "posterior_mean"])
+def test_completion_keeps_neighbour_latents_fixed(point):
     torch.manual_seed(0)
     cfg = LGDiSTConfig(num_genes=6, ae_hidden=16, ae_layers=1, latent=4, dit_hidden=16, dit_depth=1, dit_heads=2)
-    m = LGDiST(cfg, ["a", "b"], ["c", "d", "e", "f"], np.zeros(6))
+    s = CompletionSettings(point=point, objective="eps" if point == "samples" else "x0")
+    m = LGDiST(cfg, ["a", "b"], ["c", "d", "e", "f"], np.zeros(6), s)
     seen = []
     inner = m.dits[0].forward
 
     def spy(z, t, cond):
-        seen.append((z.clone(), cond.clone()))
+        seen.append((z.clone(), t.clone(), cond.clone()))
         return inner(z, t, cond)
 
     m.dits[0].forward = spy
     xy = _hex_grid(3, 3)
-    out = m.complete(np.abs(np.random.default_rng(0).normal(size=(9, 6))).astype(np.float32), xy,
-                     num_samples=2, sampler="ddim:5")
+    values = np.abs(np.random.default_rng(0).normal(size=(9, 6))).astype(np.float32)
+    out = m.complete(values, xy, num_samples=2, sampler="ddim:5")
     assert out.shape == (9, 6) and (out >= 0).all()
     first = seen[0][0][:, 1:]
-    assert len(seen) == 5 and all(torch.equal(z[:, 1:], first) for z, _ in seen)  # neighbours clean throughout
-    assert all(torch.equal(c[:, 0], torch.zeros_like(c[:, 0])) for _, c in seen)  # centre zeroed in the condition
-    assert not torch.equal(seen[0][0][:, 0], seen[-1][0][:, 0])  # the centre is generated
+    assert all(torch.equal(z[:, 1:], first) for z, _, _ in seen)  # neighbours clean throughout
+    assert all(torch.equal(z[:, 1:], c[:, 1:]) for z, _, c in seen)  # … and equal to their condition
+    assert all(torch.equal(c[:, 0], torch.zeros_like(c[:, 0])) for _, _, c in seen)  # centre zeroed in it
+    if point == "samples":  # 5 sampler steps on 2 samples per spot; the centre is generated
+        assert len(seen) == 5 and len(first) == 18 and not torch.equal(seen[0][0][:, 0], seen[-1][0][:, 0])
+    else:  # 2 draws of the centre at the noisiest trained step, one row per spot
+        assert len(seen) == 2 and len(first) == 9 and all((t == 1499).all() for _, t, _ in seen)
+        assert not torch.equal(seen[0][0][:, 0], seen[1][0][:, 0])
 
 
 def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
