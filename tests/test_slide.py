@@ -157,3 +157,27 @@ def test_thumbnail_of_a_flat_tiff_is_built_block_by_block(slide, tmp_path):
         blocks, s2 = img.thumbnail(600, block=700)  # forces 5 x 5 blocks
     assert s1 == s2 == pytest.approx(0.2) and blocks.shape == whole.shape == (600, 600, 3)
     assert np.abs(blocks.astype(int) - whole.astype(int)).mean() < 4  # same picture, up to block seams
+
+
+def test_predict_slide_killed_mid_run_resumes_from_its_chunks(run, slide, tmp_path):
+    """SIGKILL once the first chunk of embeddings is cached: no output under the final name;
+    the rerun keeps that chunk, embeds the rest and writes what an uninterrupted run writes."""
+    from test_kill_resume import ENV, kill_when
+    from test_kill_resume import run as run_env
+
+    env = {**ENV, "STEM_ST_SLIDE_CHUNK": "16"}
+    args = ["predict-slide", run, "--image", slide[0], "--num-samples", "2", "--sampler", "ddim:2",
+            "--device", "cpu"]
+    run_env(*args, "--out", tmp_path / "straight.h5ad", "--cache", tmp_path / "c1", env=env)
+    cache, out = tmp_path / "c2", tmp_path / "pred.h5ad"
+    kill_when([*args, "--out", out, "--cache", cache], lambda: any(cache.rglob("*.npy")), env=env)
+    first = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
+    assert first and not out.exists()
+    res = run_env(*args, "--out", out, "--cache", cache, env=env)
+    chunks = sorted(cache.rglob("*.npy"))
+    assert len(chunks) > len(first) and all(p.stat().st_mtime_ns == t for p, t in first.items())  # kept as is
+    assert len(chunks) == len(list((tmp_path / "c1").rglob("*.npy")))
+    a, b = ad.read_h5ad(tmp_path / "straight.h5ad"), ad.read_h5ad(out)
+    np.testing.assert_array_equal(a.obsm["spatial"], b.obsm["spatial"])
+    np.testing.assert_allclose(b.X, a.X, rtol=1e-5, atol=1e-5)
+    assert "whole-slide prediction" in res.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ from ..stem_model import StemModel
 from .output import scanpy_spatial
 
 log = logging.getLogger(__name__)
-CHUNK = 1024  # virtual spots per cached embedding chunk
+#: virtual spots per cached embedding chunk (the unit an interrupted run resumes from)
+CHUNK = int(os.environ.get("STEM_ST_SLIDE_CHUNK", "1024"))
 HIRES_SIDE = 2000
 
 
