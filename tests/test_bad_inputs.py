@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import HER2ST, SQUIDPY, VISIUM
+from conftest import HER2ST, SQUIDPY, VISIUM, write_vmu
 from PIL import Image
 
 from stem_st import cli
@@ -414,6 +414,20 @@ def _slide(kind):
     return build
 
 
+def _vmu(kind):
+    def build(tmp, stage):
+        (tmp / "in").mkdir()
+        path = write_vmu(tmp / "in", np.full((256, 400, 3), 200, np.uint8), 0.5, levels=((1, 100), (4, 100)))
+        if kind == "bad-magic":
+            ngr = tmp / "in" / "slide.ngr"
+            ngr.write_bytes(b"XX" + ngr.read_bytes()[2:])
+        else:
+            (tmp / "in" / "slide_map.ngr").unlink()
+        return ["predict-slide", stage["run"], "--image", path, "--out", tmp / "out" / "slide.h5ad",
+                "--device", "cpu"]
+    return build
+
+
 def _not_h5ad(tmp: Path) -> list:
     (tmp / "in").mkdir()
     (tmp / "in/p.h5ad").write_text("not HDF5")
@@ -460,6 +474,8 @@ CASES = [
     Case("mpp-zero", _spots_edit(lambda s: None, "--mpp", "0"), "µm per pixel must be in (0, 50]"),
     Case("mpp-absurd", _spots_edit(lambda s: None, "--mpp", "80"), "µm per pixel"),
     Case("slide-tiff-missing-level", _slide("missing-level"), "slide.tif", stage=True),
+    Case("slide-vmu-ngr-bad-magic", _vmu("bad-magic"), "Bad magic on NGR file", stage=True),
+    Case("slide-vmu-data-file-missing", _vmu("missing"), "slide_map.ngr", stage=True),
     Case("slide-jpeg-over-pixel-budget", _big_jpeg, "tiled pyramidal TIFF", stage=True),
     # AnnData / Visium
     Case("h5ad-no-spatial", _h5ad(_del_spatial), "obsm['spatial']"),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import anndata as ad
 import numpy as np
 import pytest
 import tifffile
-from conftest import HER2ST
+from conftest import HER2ST, write_vmu
+from PIL import Image
 from scipy.spatial import cKDTree
 from test_prepare_cli import run_stem
 
@@ -181,3 +183,59 @@ def test_predict_slide_killed_mid_run_resumes_from_its_chunks(run, slide, tmp_pa
     np.testing.assert_array_equal(a.obsm["spatial"], b.obsm["spatial"])
     np.testing.assert_allclose(b.X, a.X, rtol=1e-5, atol=1e-5)
     assert "whole-slide prediction" in res.stdout
+
+
+@pytest.fixture(scope="module")
+def vmu(tmp_path_factory, slide):
+    """The `slide` TIFF's level-0 pixels rewritten as a Hamamatsu VMU."""
+    with open_image(slide[0]) as img:
+        pixels = img.read_region(0, 0, img.width, img.height)
+    return write_vmu(tmp_path_factory.mktemp("vmu"), pixels, C2_MPP), pixels
+
+
+def test_a_format_only_openslide_reads_is_opened_with_openslide(vmu):
+    import tiffslide
+
+    path, pixels = vmu
+    with pytest.raises(tifffile.TiffFileError):
+        tiffslide.TiffSlide(str(path))  # not a TIFF: tiffslide alone could not read it
+    with open_image(path) as img:
+        assert type(img).__name__ == "OpenSlideImage" and img.vendor == "hamamatsu"
+        assert (img.width, img.height) == (3000, 3000) and img.mpp == pytest.approx(C2_MPP, rel=1e-5)
+        assert img._slide.level_dimensions == ((3000, 3000), (750, 750))
+        np.testing.assert_array_equal(img.read_region(1234, 567, 300, 200), pixels[567:767, 1234:1534])
+        edge = img.read_region(2900, -50, 200, 100)  # off the slide: white padding, as for every reader
+        np.testing.assert_array_equal(edge[50:, :100], pixels[:50, 2900:])
+        assert (edge[:50] == 255).all() and (edge[:, 100:] == 255).all()
+        thumb, scale = img.thumbnail(500)  # from the /4 map level, not from level 0
+        assert thumb.shape == (500, 500, 3) and scale == pytest.approx(500 / 3000)
+    small = Image.fromarray(pixels[::4, ::4]).resize((500, 500), Image.Resampling.BILINEAR)
+    np.testing.assert_array_equal(thumb, np.asarray(small))
+
+
+def test_openslide_missing_is_one_clear_error(vmu, monkeypatch):
+    import sys
+
+    from stem_st.errors import StemError
+
+    monkeypatch.setitem(sys.modules, "openslide", None)  # as if openslide-python were not installed
+    with pytest.raises(StemError, match=r"needs OpenSlide \(pip install openslide-python openslide-bin\)"):
+        open_image(vmu[0])
+
+
+def test_predict_slide_on_a_vmu_equals_the_same_pixels_as_tiff(run, slide, vmu, tmp_path):
+    args = ["--num-samples", "2", "--sampler", "ddim:2", "--device", "cpu", "--cache", tmp_path / "cache"]
+    run_stem("predict-slide", run, "--image", slide[0], "--out", tmp_path / "tif.h5ad", *args)
+    run_stem("predict-slide", run, "--image", vmu[0], "--out", tmp_path / "vmu.h5ad", *args)
+    a, b = ad.read_h5ad(tmp_path / "tif.h5ad"), ad.read_h5ad(tmp_path / "vmu.h5ad")
+    assert b.uns["stem"]["mpp"] == pytest.approx(C2_MPP, rel=1e-5) and b.n_obs > 40
+    # the same grid (up to the nm rounding of the VMU's PhysicalWidth) and the same patches and predictions
+    np.testing.assert_allclose(b.obsm["spatial"], a.obsm["spatial"], atol=0.01)
+    np.testing.assert_allclose(b.X, a.X, rtol=1e-5, atol=1e-5)
+    # a changed NGR data file (same index file) is a different slide for the embedding cache
+    from stem_st.data.images import file_fingerprint
+
+    before = file_fingerprint(vmu[0])
+    ngr = vmu[0].with_name("slide.ngr")
+    os.utime(ngr, ns=(ngr.stat().st_atime_ns, ngr.stat().st_mtime_ns + 5 * 10**9))
+    assert file_fingerprint(vmu[0]) != before

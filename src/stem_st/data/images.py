@@ -1,12 +1,14 @@
 """Section images and whole-slide images behind one small region-reading interface.
 
-Pyramidal and tiled TIFF/SVS/NDPI files are read region by region through tiffslide, so a
-40 000² slide is never held in memory. JPEG/PNG cannot be decoded partially; they are decoded
+Whole-slide images are read region by region, so a 40 000² slide is never held in memory: the
+vendor formats (MRXS, VMS/VMU, SCN, Philips TIFF, …) through OpenSlide, plain/Aperio/NDPI TIFFs
+through tiffslide. JPEG/PNG cannot be decoded partially; they are decoded
 once, on first use.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 from pathlib import Path
@@ -17,7 +19,12 @@ from PIL import Image
 from ..errors import StemError
 
 Image.MAX_IMAGE_PIXELS = None  # section images are legitimately large
-SLIDE_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif", ".qptiff"}
+TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".qptiff"}  # tiffslide reads these (OpenSlide may too)
+OPENSLIDE_SUFFIXES = {".mrxs", ".vms", ".vmu", ".svslide", ".dcm", ".czi", ".scn", ".bif"}
+SLIDE_SUFFIXES = TIFF_SUFFIXES | OPENSLIDE_SUFFIXES
+# TIFF vendors tiffslide reads as well as OpenSlide does; other vendors (Philips, Leica, Ventana,
+# Trestle) go to OpenSlide, which knows their tile layouts and metadata
+TIFFSLIDE_VENDORS = {None, "generic-tiff", "aperio", "hamamatsu"}
 
 
 class ImageSource:
@@ -127,7 +134,52 @@ def _check_levels(path: Path) -> None:
         raise StemError(f"cannot read slide {path}: {exc}") from None
 
 
-class SlideImage(ImageSource):
+class _LevelSlide(ImageSource):
+    """A multi-resolution slide: regions come from level 0, thumbnails from the closest level."""
+
+    _slide: object  # a TiffSlide or an OpenSlide: both expose level_dimensions / level_downsamples
+
+    def _level_region(self, level: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+        """RGB pixels of ``level``; ``(x0, y0)`` in level-0 coordinates, ``w × h`` in level pixels."""
+        raise NotImplementedError
+
+    def _read(self, x0, y0, w, h):
+        try:
+            return self._level_region(0, x0, y0, w, h)
+        except StemError:
+            raise
+        except Exception as exc:
+            raise StemError(f"cannot read region of {self.path}: {exc}") from None
+
+    def thumbnail(self, max_side, block: int = 4096):
+        downs = self._slide.level_downsamples
+        target = max(self.width, self.height) / max_side
+        level = max((i for i, d in enumerate(downs) if d <= max(target, 1)), default=0)
+        lw, lh = self._slide.level_dimensions[level]
+        scale = min(1.0, max_side / max(self.width, self.height))
+        size = (max(1, round(self.width * scale)), max(1, round(self.height * scale)))
+        if max(lw, lh) <= 2 * block:
+            arr = self._level_region(level, 0, 0, lw, lh)
+            return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR)), scale
+        # no small enough level (a flat or shallow TIFF): shrink block by block, never the whole level
+        out = Image.new("RGB", size, (255, 255, 255))
+        f = size[0] / lw
+        down = downs[level]
+        for y in range(0, lh, block):
+            for x in range(0, lw, block):
+                w, h = min(block, lw - x), min(block, lh - y)
+                tile = self._level_region(level, round(x * down), round(y * down), w, h)
+                x0, y0, x1, y1 = round(x * f), round(y * f), round((x + w) * f), round((y + h) * f)
+                if x1 > x0 and y1 > y0:
+                    small = Image.fromarray(tile).resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
+                    out.paste(small, (x0, y0))
+        return np.asarray(out), scale
+
+    def close(self):
+        self._slide.close()
+
+
+class SlideImage(_LevelSlide):
     """A (pyramidal) TIFF-family slide read lazily with tiffslide."""
 
     def __init__(self, path: Path):
@@ -143,40 +195,49 @@ class SlideImage(ImageSource):
         mpp = self._slide.properties.get("tiffslide.mpp-x")
         self.mpp = float(mpp) if mpp else _tiff_resolution_mpp(path)
 
-    def _read(self, x0, y0, w, h):
+    def _level_region(self, level, x0, y0, w, h):
+        return _rgb(np.asarray(self._slide.read_region((x0, y0), level, (w, h), as_array=True)))
+
+
+def _openslide(path: Path):
+    """The openslide module, or a one-line error naming what to install."""
+    try:
+        import openslide
+    except (ImportError, OSError) as exc:
+        raise StemError(f"{path.name}: reading {path.suffix} slides needs OpenSlide "
+                        f"(pip install openslide-python openslide-bin): {exc}") from None
+    return openslide
+
+
+def openslide_vendor(path: Path) -> str | None:
+    """The OpenSlide vendor of ``path`` ('mirax', 'philips', …), or None (unknown format or no OpenSlide)."""
+    try:
+        return _openslide(path).OpenSlide.detect_format(str(path))
+    except Exception:
+        return None
+
+
+class OpenSlideImage(_LevelSlide):
+    """A slide read lazily with OpenSlide: MIRAX, Hamamatsu VMS/VMU, Leica SCN, Philips TIFF, Sakura,
+    Ventana BIF, DICOM, Zeiss CZI, … (pixels outside the scanned area come back white)."""
+
+    def __init__(self, path: Path):
+        openslide = _openslide(path)
+        self.path = path
+        if path.suffix.lower() in TIFF_SUFFIXES | {".scn", ".bif"}:
+            _check_levels(path)
         try:
-            arr = self._slide.read_region((x0, y0), 0, (w, h), as_array=True)
+            self._slide = openslide.OpenSlide(str(path))
+            self.width, self.height = self._slide.dimensions
         except Exception as exc:
-            raise StemError(f"cannot read region of {self.path}: {exc}") from None
-        return _rgb(np.asarray(arr))
+            raise StemError(f"cannot read slide {path}: {exc}") from None
+        self.vendor = self._slide.properties.get("openslide.vendor")
+        mpp = self._slide.properties.get("openslide.mpp-x")
+        self.mpp = float(mpp) if mpp else None
+        self.quickhash = self._slide.properties.get("openslide.quickhash-1")
 
-    def thumbnail(self, max_side, block: int = 4096):
-        downs = self._slide.level_downsamples
-        target = max(self.width, self.height) / max_side
-        level = max((i for i, d in enumerate(downs) if d <= max(target, 1)), default=0)
-        lw, lh = self._slide.level_dimensions[level]
-        scale = min(1.0, max_side / max(self.width, self.height))
-        size = (max(1, round(self.width * scale)), max(1, round(self.height * scale)))
-        if max(lw, lh) <= 2 * block:
-            arr = _rgb(np.asarray(self._slide.read_region((0, 0), level, (lw, lh), as_array=True)))
-            return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR)), scale
-        # no small enough level (a flat or shallow TIFF): shrink block by block, never the whole level
-        out = Image.new("RGB", size, (255, 255, 255))
-        f = size[0] / lw
-        down = downs[level]
-        for y in range(0, lh, block):
-            for x in range(0, lw, block):
-                w, h = min(block, lw - x), min(block, lh - y)
-                tile = _rgb(np.asarray(self._slide.read_region((round(x * down), round(y * down)), level, (w, h),
-                                                               as_array=True)))
-                x0, y0, x1, y1 = round(x * f), round(y * f), round((x + w) * f), round((y + h) * f)
-                if x1 > x0 and y1 > y0:
-                    small = Image.fromarray(tile).resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
-                    out.paste(small, (x0, y0))
-        return np.asarray(out), scale
-
-    def close(self):
-        self._slide.close()
+    def _level_region(self, level, x0, y0, w, h):
+        return _rgb(np.asarray(self._slide.read_region((x0, y0), level, (w, h))))
 
 
 def _tiff_resolution_mpp(path: Path) -> float | None:
@@ -201,17 +262,36 @@ def _tiff_resolution_mpp(path: Path) -> float | None:
 
 
 def open_image(path: str | os.PathLike) -> ImageSource:
-    """Open an image lazily, choosing the backend from the suffix."""
+    """Open an image lazily, choosing the reader from the suffix and, for TIFFs, OpenSlide's vendor.
+
+    OpenSlide reads the vendor formats (MRXS, VMS/VMU, SCN, Philips TIFF, …); tiffslide reads plain,
+    Aperio and NDPI TIFFs (also when OpenSlide is not installed); PIL reads JPEG/PNG.
+    """
     p = Path(path)
     if not p.is_file():
         raise StemError(f"image not found: {p}")
-    if p.suffix.lower() in SLIDE_SUFFIXES:
-        return SlideImage(p)
+    suffix = p.suffix.lower()
+    if suffix in OPENSLIDE_SUFFIXES:
+        if suffix in {".scn", ".bif"} and openslide_vendor(p) is None:
+            return SlideImage(p)  # TIFF-based: tiffslide is the fallback without OpenSlide
+        return OpenSlideImage(p)
+    if suffix in TIFF_SUFFIXES:
+        return SlideImage(p) if openslide_vendor(p) in TIFFSLIDE_VENDORS else OpenSlideImage(p)
     return PILImage(p)
 
 
+def _companions(p: Path) -> list[Path]:
+    """Data files of a multi-file slide (VMS/VMU image files, the MRXS folder) beside its index."""
+    if p.suffix.lower() not in {".mrxs", ".vms", ".vmu"}:
+        return []
+    folder = p.with_suffix("")
+    found = sorted(folder.rglob("*")) if folder.is_dir() else []
+    return found + sorted(q for q in p.parent.glob(glob.escape(p.stem) + "*") if q != p)
+
+
 def file_fingerprint(path: str | os.PathLike) -> str:
-    """A cheap identity of a file's content: size, mtime and a hash of its first/last MiB."""
+    """A cheap identity of a file's content: size, mtime and a hash of its first/last MiB (and the
+    size and mtime of a multi-file slide's data files)."""
     p = Path(path)
     st = p.stat()
     h = hashlib.sha256(f"{st.st_size}:{int(st.st_mtime)}".encode())
@@ -220,4 +300,8 @@ def file_fingerprint(path: str | os.PathLike) -> str:
         if st.st_size > 2 << 20:
             fh.seek(-(1 << 20), os.SEEK_END)
             h.update(fh.read(1 << 20))
+    for q in _companions(p):
+        if q.is_file():
+            qs = q.stat()
+            h.update(f"{q.name}:{qs.st_size}:{int(qs.st_mtime)}".encode())
     return h.hexdigest()[:16]
