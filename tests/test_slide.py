@@ -209,6 +209,11 @@ def test_a_format_only_openslide_reads_is_opened_with_openslide(vmu):
         assert (edge[:50] == 255).all() and (edge[:, 100:] == 255).all()
         thumb, scale = img.thumbnail(500)  # from the /4 map level, not from level 0
         assert thumb.shape == (500, 500, 3) and scale == pytest.approx(500 / 3000)
+    odd = path.with_name("slide_index.txt")  # an unknown suffix: PIL cannot read it, OpenSlide can
+    odd.write_bytes(path.read_bytes())
+    with open_image(odd) as img:
+        assert type(img).__name__ == "OpenSlideImage" and img.width == 3000
+    odd.unlink()
     small = Image.fromarray(pixels[::4, ::4]).resize((500, 500), Image.Resampling.BILINEAR)
     np.testing.assert_array_equal(thumb, np.asarray(small))
 

@@ -264,20 +264,26 @@ def _tiff_resolution_mpp(path: Path) -> float | None:
 def open_image(path: str | os.PathLike) -> ImageSource:
     """Open an image lazily, choosing the reader from the suffix and, for TIFFs, OpenSlide's vendor.
 
-    OpenSlide reads the vendor formats (MRXS, VMS/VMU, SCN, Philips TIFF, …); tiffslide reads plain,
-    Aperio and NDPI TIFFs (also when OpenSlide is not installed); PIL reads JPEG/PNG.
+    OpenSlide reads the vendor formats (MRXS, VMS/VMU, SCN, Philips TIFF, …) and anything the
+    preferred reader cannot open but OpenSlide recognises; tiffslide reads plain, Aperio and NDPI
+    TIFFs (also when OpenSlide is not installed); PIL reads JPEG/PNG.
     """
     p = Path(path)
     if not p.is_file():
         raise StemError(f"image not found: {p}")
     suffix = p.suffix.lower()
-    if suffix in OPENSLIDE_SUFFIXES:
-        if suffix in {".scn", ".bif"} and openslide_vendor(p) is None:
-            return SlideImage(p)  # TIFF-based: tiffslide is the fallback without OpenSlide
+    vendor = openslide_vendor(p)
+    if suffix in OPENSLIDE_SUFFIXES and not (suffix in {".scn", ".bif"} and vendor is None):
         return OpenSlideImage(p)
-    if suffix in TIFF_SUFFIXES:
-        return SlideImage(p) if openslide_vendor(p) in TIFFSLIDE_VENDORS else OpenSlideImage(p)
-    return PILImage(p)
+    reader = SlideImage if suffix in SLIDE_SUFFIXES else PILImage
+    if vendor not in TIFFSLIDE_VENDORS and reader is SlideImage:
+        return OpenSlideImage(p)
+    try:
+        return reader(p)
+    except StemError:
+        if vendor is None:
+            raise
+        return OpenSlideImage(p)  # e.g. an odd suffix or a TIFF variant only OpenSlide understands
 
 
 def _companions(p: Path) -> list[Path]:
