@@ -244,3 +244,39 @@ def test_predict_slide_on_a_vmu_equals_the_same_pixels_as_tiff(run, slide, vmu, 
     ngr = vmu[0].with_name("slide.ngr")
     os.utime(ngr, ns=(ngr.stat().st_atime_ns, ngr.stat().st_mtime_ns + 5 * 10**9))
     assert file_fingerprint(vmu[0]) != before
+
+
+def test_predict_slides_splits_a_list_over_two_gloo_processes_and_resumes(run, slide, vmu, tmp_path):
+    """`torchrun --nproc_per_node 2 stem predict-slide --slides LIST`: each process takes one slide;
+    rank 0 writes the index; a rerun skips both; a bad line is one clear error."""
+    import subprocess
+    import sys
+
+    from test_kill_resume import ENV
+
+    (tmp_path / "slides.txt").write_text(f"# cohort\n{slide[0]}\n{vmu[0]}\t{C2_MPP}\n")
+    out = tmp_path / "maps"
+    args = ["predict-slide", run, "--slides", tmp_path / "slides.txt", "--out", out, "--num-samples", "2",
+            "--sampler", "ddim:2", "--device", "cpu", "--cache", tmp_path / "cache"]
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", "29517", "-m", "stem_st.cli", *map(str, args)],
+                         capture_output=True, text=True, env=ENV, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "process 0/2: 1 of 2 slides" in res.stderr and "process 1/2: 1 of 2 slides" in res.stderr
+    index = (out / "slides.tsv").read_text().splitlines()
+    assert len(index) == 3 and all(line.endswith("True") for line in index[1:])
+    a, b = ad.read_h5ad(out / "c2_crop.h5ad"), ad.read_h5ad(out / "slide.h5ad")
+    np.testing.assert_allclose(b.X, a.X, rtol=1e-5, atol=1e-5)  # the same pixels, read by two libraries
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.h5ad")}
+    res = run_stem(*args)  # one process, nothing left to do
+    assert "0 of 2 slides (2 already done)" in res.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.h5ad")} == stamps
+    (tmp_path / "bad.txt").write_text(f"{slide[0]}\tfast\n")
+    res = run_stem(*[a if a != tmp_path / "slides.txt" else tmp_path / "bad.txt" for a in args], check=False)
+    assert res.returncode == 2 and "bad.txt line 1: mpp 'fast' is not a number" in res.stderr
+    assert "Traceback" not in res.stderr
+    (tmp_path / "bad.txt").write_text(f"{slide[0]}\n{vmu[0].with_name('c2_crop.vmu')}\n")
+    vmu[0].with_name("c2_crop.vmu").write_bytes(vmu[0].read_bytes())
+    res = run_stem(*[a if a != tmp_path / "slides.txt" else tmp_path / "bad.txt" for a in args], check=False)
+    assert res.returncode == 2 and "same file stem: c2_crop" in res.stderr
+    vmu[0].with_name("c2_crop.vmu").unlink()

@@ -248,8 +248,12 @@ def predict(
 @app.command("predict-slide")
 def predict_slide_cmd(
     run: Path = typer.Argument(..., help="A training run folder (stem train)."),
-    image: Path = typer.Option(..., help="The H&E slide: pyramidal TIFF/SVS/NDPI, or JPG/PNG/TIFF."),
-    out: Path = typer.Option(..., help="Output .h5ad (mask PNG and maps are written beside it)."),
+    image: Path | None = typer.Option(None, help="The H&E slide: pyramidal TIFF/SVS/NDPI, OpenSlide formats "
+                                      "(MRXS, VMS/VMU, SCN, Philips TIFF, …), or JPG/PNG."),
+    out: Path = typer.Option(..., help="Output .h5ad (mask PNG and maps beside it); with --slides, a folder."),
+    slides: Path | None = typer.Option(None, help="Instead of --image: a text file, one 'path[<TAB>mpp]' per "
+                                       "line; each slide → OUT/<stem>.h5ad, finished ones are skipped (resume); "
+                                       "under torchrun each process takes its share of the slides."),
     mpp: float | None = typer.Option(None, help="µm per pixel (required when the file has none)."),
     pitch: float | None = typer.Option(None, help="Virtual spot pitch in µm (default: the training data's)."),
     layout: str | None = typer.Option(None, help="hex | square (default: hex for Visium-trained runs)."),
@@ -272,15 +276,23 @@ def predict_slide_cmd(
     from .prediction.slide import SlideConfig, predict_slide
 
     require((run / "config.json").is_file(), f"{run} is not a training run (no config.json)")
-    require_separate(out, [run, image], [run])
+    require((image is None) != (slides is None), "give either --image or --slides")
+    require_separate(out, [run, image or slides], [run])
     require(num_samples >= 1 and batch_size >= 1, "--num-samples and --batch-size must be positive")
     parse_sampler(sampler, 1000)
-    res = predict_slide(SlideConfig(
+    cfg = SlideConfig(
         run=str(run), image=str(image), out=str(out), mpp=mpp, pitch_um=pitch, layout=layout,
         genes=_csv(genes), num_samples=num_samples, sampler=sampler, seed=seed, device=_device(device),
         batch_size=batch_size, min_tissue=min_tissue, weights=_csv(weights),
         checkpoint=str(checkpoint) if checkpoint else None, cache_dir=str(cache) if cache else None,
-        overwrite=overwrite, max_pixels=max_pixels))
+        overwrite=overwrite, max_pixels=max_pixels)
+    if slides is not None:
+        from .prediction.slides import predict_slides
+
+        res = predict_slides(cfg, slides)
+        _print_table([res], f"whole-slide predictions in {out}")
+        return
+    res = predict_slide(cfg)
     _print_table([{k: res[k] for k in ("spots", "genes", "mpp", "layout", "pitch_um", "total_seconds")}],
                  f"whole-slide prediction {out}")
     out_console.print(f"tissue mask: {res['mask']}; maps: {Path(res['maps'][0]).parent if res['maps'] else '-'}")

@@ -112,14 +112,15 @@ def _progress(enabled: bool):
                     disable=not enabled)
 
 
-def predict_slide(cfg: SlideConfig) -> dict:
-    """Run the whole path; returns a summary (spots, timings, files)."""
+def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
+    """Run the whole path; returns a summary (spots, timings, files). ``model``: the run, already
+    loaded (several slides in one process)."""
     t0 = time.perf_counter()
     out = Path(cfg.out)
     require(out.suffix == ".h5ad", f"--out must end in .h5ad, got {out.name}")
     require(cfg.overwrite or not out.exists(), f"{out} already exists; pass --overwrite to replace it")
     require(0 <= cfg.min_tissue <= 1, "--min-tissue must be between 0 and 1")
-    model = StemModel.from_run(cfg.run, cfg.checkpoint)
+    model = model or StemModel.from_run(cfg.run, cfg.checkpoint)
     unknown = [g for g in cfg.genes if g not in model.genes]
     require(not unknown, f"--genes not predicted by the run: {', '.join(unknown[:5])}")
     geo = _geometry(model)
