@@ -13,6 +13,7 @@ import pytest
 from conftest import HER2ST, ROOT
 
 import stem_st as st
+from stem_st.data.images import open_image
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +75,32 @@ def test_import_is_cheap():
     code = ("import sys, stem_st as st; assert 'torch' not in sys.modules; st.read; "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stem_predict_output_carries_the_he_for_scanpy(tutorial, tmp_path):
+    """`stem predict` writes uns['spatial'][section] (H&E + scale factors) so sc.pl.spatial draws the
+    prediction over the slide, and its X is the API's prediction for the same seed and sampler."""
+    import anndata as ad
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    out, _ = tutorial
+    target = tmp_path / "C3_pred.h5ad"
+    res = subprocess.run([sys.executable, "-m", "stem_st.cli", "predict", str(out / "run"), "--sections", "C3",
+                          "--num-samples", "3", "--sampler", "ddim:4", "--seed", "2", "--out", str(target),
+                          "--device", "cpu"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    pred = ad.read_h5ad(target)
+    sec = st.open_prepared(out / "prep").section("C3")
+    lib = pred.uns["stem"]["library_id"]
+    assert lib == "C3" and max(pred.uns["spatial"][lib]["images"]["hires"].shape[:2]) == 1000
+    sf = pred.uns["spatial"][lib]["scalefactors"]
+    with open_image(sec.uns["stem"]["image_path"]) as img:
+        assert sf["tissue_hires_scalef"] == pytest.approx(1000 / max(img.width, img.height))
+    info = sec.uns["stem"]
+    assert sf["spot_diameter_fullres"] == pytest.approx(info["spot_diameter_um"] / info["mpp"])
+    api = st.StemModel.from_run(out / "run").predict_adata(sec, num_samples=3, sampler="ddim:4", seed=2)
+    np.testing.assert_allclose(pred.X, api.layers["stem_mean"], rtol=1e-5, atol=1e-5)
+    sc.pl.spatial(pred, color=pred.var_names[0], library_id=lib, img_key="hires", show=False)

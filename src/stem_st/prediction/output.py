@@ -18,6 +18,10 @@ from ..errors import require
 SAMPLES_SUFFIX = ".samples.npy"
 
 
+#: longest side of the H&E that `stem predict` embeds in its output (~3 MB uncompressed)
+PREDICT_IMAGE_SIDE = 1000
+
+
 def prediction_anndata(spots: ad.AnnData, genes: list[str], summary: np.ndarray, std: np.ndarray,
                        provenance: dict) -> ad.AnnData:
     """``X`` = summary (log2(1 + count)), ``layers['std']``, spots' ids/coordinates/labels."""
@@ -40,6 +44,19 @@ def scanpy_spatial(library: str, image: np.ndarray, scale: float, spot_diameter_
                       "metadata": {"source_image_path": str(Path(source).resolve()) if source else None}}}
 
 
+def section_spatial(info: dict, image_side: int) -> dict | None:
+    """``uns['spatial']`` for a section from its ``uns['stem']`` (image path, µm/px, spot diameter),
+    or None when it has no readable image."""
+    from ..data.images import open_image
+
+    if not (info.get("image_path") and Path(info["image_path"]).is_file() and info.get("mpp")):
+        return None
+    with open_image(info["image_path"]) as img:
+        thumb, scale = img.thumbnail(image_side)
+    return scanpy_spatial(str(info.get("section", "section")), thumb, scale,
+                          info["spot_diameter_um"] / info["mpp"], info["image_path"])
+
+
 def predict_anndata(model, adata: ad.AnnData, num_samples: int = 20, sampler: str = DEFAULT_SAMPLER,
                     seed: int = 0, device: str = "cpu", inplace: bool = False,
                     image_side: int = 2000) -> ad.AnnData | None:
@@ -52,8 +69,6 @@ def predict_anndata(model, adata: ad.AnnData, num_samples: int = 20, sampler: st
     ``sc.pl.spatial`` and ``uns['stem']`` provenance. ``adata`` is never modified unless
     ``inplace`` (its genes must then be exactly the model's).
     """
-    from ..data.images import open_image
-
     require("embedding" in adata.obsm and "spatial" in adata.obsm,
             "the AnnData needs obsm['embedding'] (stem_st.embed or a prepared section) and obsm['spatial']")
     require(not inplace or list(adata.var_names) == list(model.genes), "inplace=True needs the AnnData's "
@@ -73,14 +88,10 @@ def predict_anndata(model, adata: ad.AnnData, num_samples: int = 20, sampler: st
         x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
         out = ad.AnnData(X=x, obs=adata.obs.copy(), var=pd.DataFrame(index=list(model.genes)))
         out.obsm["spatial"] = xy.copy()
-        info = adata.uns.get("stem", {})
-        if info.get("image_path") and Path(info["image_path"]).is_file() and info.get("mpp"):
-            with open_image(info["image_path"]) as img:
-                thumb, scale = img.thumbnail(image_side)
-            lib = str(info.get("section", "section"))
-            out.uns["spatial"] = scanpy_spatial(lib, thumb, scale, info["spot_diameter_um"] / info["mpp"],
-                                                info["image_path"])
-            prov["library_id"] = lib
+        spatial = section_spatial(adata.uns.get("stem", {}), image_side)
+        if spatial:
+            out.uns["spatial"] = spatial
+            prov["library_id"] = next(iter(spatial))
     out.layers["stem_mean"] = mean.astype(np.float32)
     out.layers["stem_std"] = std.astype(np.float32)
     out.uns["stem"] = {**dict(out.uns.get("stem", {})), "prediction": prov}
@@ -124,6 +135,10 @@ def predict_section(model, ds, section: str, target: str | Path, num_samples: in
             "encoders": [p["encoder"] for p in model.encoders],
             "prepared": str(ds.root.resolve()), "seconds": round(secs, 2)}
     pred = prediction_anndata(spots, model.genes, mean, std, prov)
+    spatial = section_spatial(dict(spots.uns.get("stem", {})), PREDICT_IMAGE_SIDE)
+    if spatial:  # the H&E for sc.pl.spatial / squidpy.pl.spatial_scatter (library id = section)
+        pred.uns["spatial"] = spatial
+        pred.uns["stem"]["library_id"] = next(iter(spatial))
     write_prediction(pred, target, samples if keep_samples else None, overwrite)
     return {"section": section, "spots": pred.n_obs, "genes": pred.n_vars, "samples": num_samples,
             "sampler": sampler, "seconds": round(secs, 1), "file": str(target)}
