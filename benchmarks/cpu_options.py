@@ -38,6 +38,7 @@ def _time(fn, repeats: int) -> float:
 
 def measure(preset: str, genes: int, cond_dim: int, threads: int, compiled: bool, rows_list, repeats):
     torch.set_num_threads(threads)
+    torch._dynamo.reset()  # each setting compiles afresh (the recompile limit is shared otherwise)
     torch.manual_seed(0)
     net = StemDiT(network_config(preset, genes, cond_dim))
     fwd = torch.compile(net, dynamic=False) if compiled else net
