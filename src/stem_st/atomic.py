@@ -79,3 +79,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         json.dump(obj, fh, indent=2, default=str)
         tmp = fh.name
     os.replace(tmp, path)
+
+
+def write_h5ad(adata, path: str | os.PathLike) -> None:
+    """``adata.write_h5ad(path)``, also under pandas ≥ 3, whose default string columns and
+    indexes anndata writes only when asked to (as its nullable-string encoding)."""
+    import anndata
+
+    if hasattr(anndata.settings, "allow_write_nullable_strings"):
+        with anndata.settings.override(allow_write_nullable_strings=True):
+            adata.write_h5ad(path)
+    else:
+        adata.write_h5ad(path)

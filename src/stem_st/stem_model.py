@@ -17,10 +17,12 @@ from .atomic import require_free_space, write_json
 from .data.context import add_context, context_blocks
 from .data.prepared import PreparedDataset
 from .diffusion import GaussianDiffusion
-from .diffusion.gaussian import DEFAULT_SAMPLER
+from .diffusion.gaussian import DEFAULT_SAMPLER, parse_sampler
+from .diffusion.noise import BLOCK_ROWS, RowNoise
 from .encoders.scaling import EmbeddingScaler
 from .errors import StemError, require
 from .models import PRESETS, StemDiT, StemDiTConfig
+from .prediction.runtime import Runtime
 from .prediction.summarise import summarise
 from .recipe import RECIPES, Recipe
 from .training.checkpoint import load_checkpoint, load_latest, save_checkpoint
@@ -50,6 +52,7 @@ class TrainSettings:
     diffusion_steps: int = 1000
     schedule: str = "linear"
     target_layer: str | None = None
+    compile: bool | None = None  # torch.compile for training (None: on CUDA; how it runs, not what it learns)
     recipe: Recipe = field(default_factory=lambda: RECIPES["default"])
 
 
@@ -86,6 +89,7 @@ class StemModel:
         self.net = StemDiT(net_cfg)
         self.meta = meta or {}
         self.target = target or TargetTransform.identity(len(self.genes), None)
+        self.runtime = Runtime()  # how the network is run when predicting (not saved)
 
     # --- training -----------------------------------------------------------------------
     @classmethod
@@ -141,24 +145,25 @@ class StemModel:
 
         loop = LoopConfig(steps=settings.steps, lr=settings.lr, ema_decay=settings.ema_decay,
                           seed=settings.seed, checkpoint_every=settings.checkpoint_every,
-                          device=device, progress=progress, lr_schedule=recipe.lr_schedule)
+                          device=device, progress=progress, lr_schedule=recipe.lr_schedule,
+                          compile=dev.type == "cuda" if settings.compile is None else settings.compile)
         result = train_loop(model.net, loss_fn, loop, run_dir, model._extra_state(),
                             dist_info, resume, global_batch=batch)
         # predict with the EMA weights
         ck, path = load_latest(run_dir)
         model.net.load_state_dict(ck["ema"]["model"])
-        model.net.to("cpu")
         if recipe.calibrate_spread and info.main:
-            orig = data.original
-            model.calibrate_spread(cond_np[orig], z[orig], settings.seed, data.group[orig])
+            orig = data.original  # on the training device: the paper preset is slow on a CPU
+            model.calibrate_spread(cond_np[orig], z[orig], settings.seed, data.group[orig], device=device)
             # the factor travels with the final checkpoint
             save_checkpoint({**ck, **model._extra_state()}, run_dir, int(ck["step"]))
             log.info("sample spread calibrated: × %.3f (%s)", float(model.target.spread), path.name)
+        model.net.to("cpu")
         return model, result
 
     def calibrate_spread(self, cond: np.ndarray, z: np.ndarray, seed: int = 0,
                          groups: np.ndarray | None = None, spots: int = 128, num_samples: int = 10,
-                         sampler: str = "ddim:10") -> float:
+                         sampler: str = "ddim:10", device: str = "cpu") -> float:
         """Set the samples' spread factor from training spots (their z): the median over
         training sections (``groups``) of each section's factor on up to ``spots`` of its spots,
         so one atypical section (another patient, another depth) does not set everyone's width."""
@@ -167,8 +172,8 @@ class StemModel:
         factors = []
         for g in np.unique(groups):
             rows = rng.permutation(np.flatnonzero(groups == g))[:spots]
-            draws = self._run(cond[rows], num_samples, sampler, seed, "cpu")
-            factors.append(spread_factor(z[rows], draws, self._centre(cond[rows], seed, "cpu")))
+            draws = self._run(cond[rows], num_samples, sampler, seed, device)
+            factors.append(spread_factor(z[rows], draws, self._centre(cond[rows], seed, device)))
         self.target.spread = np.asarray(float(np.median(factors)), dtype=np.float32)
         return float(self.target.spread)
 
@@ -247,28 +252,48 @@ class StemModel:
     def _run(self, cond: np.ndarray, num_samples: int, sampler: str | None, seed: int, device: str,
              batch_rows: int | None = None, progress=None) -> np.ndarray:
         """z for each condition row repeated ``num_samples`` times: ``(N, samples, G)``;
-        ``sampler=None`` gives the posterior-mean estimate instead of samples."""
-        net = self.net.to(device).eval()
-        gen = torch.Generator(device=device).manual_seed(seed)
-        rows = torch.from_numpy(cond).repeat_interleave(num_samples, dim=0)
-        lo, hi = (v.to(device) for v in self.target.clip_range())
-        # CPU: small batches stay in cache (5.3 ms/row at 64-256 rows vs 7.6 at 1024, small preset)
-        batch_rows = batch_rows or (2048 if str(device).startswith("cuda") else 256)
-        out = []
-        for start in range(0, len(rows), batch_rows):
-            c = rows[start:start + batch_rows].to(device)
-            def fn(xt, tt, c=c):
-                return net(xt, tt, c)
+        ``sampler=None`` gives the posterior-mean estimate instead of samples. Row r's noise
+        depends only on (seed, r), not on the batch size."""
+        dev = torch.device(device)
+        self.net.to(dev).eval()
+        net = self.runtime.network(self.net, dev)
+        spots = torch.from_numpy(np.ascontiguousarray(cond, dtype=np.float32))
+        total = len(cond) * num_samples
+        lo, hi = (v.to(dev) for v in self.target.clip_range())
+        calls = self.recipe.posterior_draws if sampler is None else \
+            parse_sampler(sampler, self.diffusion.num_steps)[1]
+        shape = (total, self.net_cfg.num_genes)
+        stream = 1 if sampler is None else 0  # the point estimate's noise differs from the samples'
 
-            shape = (len(c), self.net_cfg.num_genes)
+        def batch(start: int, n: int, full: int) -> torch.Tensor:
+            c = spots[torch.arange(start, start + full) % total // num_samples].to(dev)
+            noise = RowNoise(seed, stream, start, n, dev)
+            def fn(xt, tt):  # a short last batch is padded: a compiled network keeps one shape
+                pad = full - n
+                out, v = net(torch.cat([xt, xt[:1].expand(pad, -1)]), torch.cat([tt, tt[:1].expand(pad)]), c) \
+                    if pad else net(xt, tt, c)
+                return out[:n], None if v is None else v[:n]
+
             if sampler is None:
-                x = self.diffusion.posterior_mean(fn, shape, self.recipe.posterior_draws, gen, device,
-                                                  clip_x0=(lo, hi))
-            else:
-                x = self.diffusion.sample(fn, shape, sampler, gen, device, clip_x0=(lo, hi))
-            out.append(x.float().cpu())
-            if progress is not None:
-                progress(len(c))
+                return self.diffusion.posterior_mean(fn, (n, shape[1]), self.recipe.posterior_draws, noise,
+                                                     dev, clip_x0=(lo, hi))
+            return self.diffusion.sample(fn, (n, shape[1]), sampler, noise, dev, clip_x0=(lo, hi))
+
+        def timing_call(n: int) -> None:
+            gen = torch.Generator(device=dev).manual_seed(0)  # random inputs: zeros can time faster
+            c = spots[torch.arange(n) % len(spots)].to(dev)
+            net(torch.randn(n, shape[1], generator=gen, device=dev), torch.full((n,), 500, device=dev), c)
+
+        out = []
+        with self.runtime.autocast(dev):
+            rows = batch_rows or self.runtime.rows(self.net, timing_call, dev, total, calls)
+            rows = max(BLOCK_ROWS, rows // BLOCK_ROWS * BLOCK_ROWS)
+            for start in range(0, total, rows):
+                n = min(rows, total - start)
+                x = batch(start, n, rows if self.runtime.compile else n)
+                out.append(x.float().cpu())
+                if progress is not None:
+                    progress(len(x))
         return torch.cat(out).view(len(cond), num_samples, -1).numpy()
 
     def sample(self, embeddings: np.ndarray, num_samples: int = 20, sampler: str = DEFAULT_SAMPLER,

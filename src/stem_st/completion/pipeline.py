@@ -12,7 +12,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path, write_json
+from ..atomic import atomic_path, write_h5ad, write_json
 from ..data.readers import ReaderOptions, list_sections, read_section
 from ..errors import require
 from ..models.lgdist import LGDiSTConfig
@@ -204,7 +204,7 @@ def apply_completion(comp: str | Path, sections: list[str], out_dir: str | Path,
             if res.obs[col].dtype == object:
                 res.obs[col] = res.obs[col].astype(str)
         with atomic_path(targets[sid], overwrite=overwrite) as tmp:
-            res.write_h5ad(tmp)
+            write_h5ad(res, tmp)
         filled = float(((v == 0) & (completed > 0)).sum() / max(1, (v == 0).sum()))
         rows.append({"section": sid, "spots": res.n_obs, "genes": res.n_vars, "zeros_filled": round(filled, 3),
                      "seconds": round(time.perf_counter() - t, 1), "file": str(targets[sid])})

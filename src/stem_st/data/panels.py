@@ -13,7 +13,6 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 
 from ..errors import StemError, require
 
@@ -45,7 +44,14 @@ def _pooled(train: Sequence[ad.AnnData], genes: list[str]) -> ad.AnnData:
                      keys=[a.uns["stem"]["section"] for a in train], index_unique="-")
 
 
+def _scanpy():
+    import scanpy  # imported when a panel is chosen, so reading a prepared dataset stays light
+
+    return scanpy
+
+
 def _lognorm(a: ad.AnnData) -> ad.AnnData:
+    sc = _scanpy()
     a = a.copy()
     a.X = a.X.astype(np.float32)
     sc.pp.normalize_total(a)
@@ -55,7 +61,7 @@ def _lognorm(a: ad.AnnData) -> ad.AnnData:
 
 def _hvg_names(a: ad.AnnData, n: int) -> pd.DataFrame:
     a = _lognorm(a)
-    sc.pp.highly_variable_genes(a, n_top_genes=min(n, a.n_vars))
+    _scanpy().pp.highly_variable_genes(a, n_top_genes=min(n, a.n_vars))
     return a.var
 
 
@@ -111,7 +117,7 @@ def deg_panel(train: Sequence[ad.AnnData], genes: list[str], n: int) -> list[str
         groups = [g for g, c in counts.items() if c >= 2]
         if len(groups) < 2:
             continue
-        sc.tl.rank_genes_groups(b, "label", groups=groups, method="wilcoxon")
+        _scanpy().tl.rank_genes_groups(b, "label", groups=groups, method="wilcoxon")
         names = b.uns["rank_genes_groups"]["names"]
         ranked += [[str(g) for g in names[grp]] for grp in names.dtype.names]
     require(bool(ranked), "deg panels need pathologist labels (obs['label']) in a training section")

@@ -17,7 +17,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from ..atomic import write_json
+from ..atomic import write_h5ad, write_json
 from ..errors import StemError, require
 from .panels import read_panel, write_panel
 
@@ -93,7 +93,7 @@ def write_section(root: str | Path, sid: str, a: ad.AnnData, genes: list[str]) -
     require(EMBEDDING_KEY in a.obsm and a.obsm[EMBEDDING_KEY].ndim == 3,
             f"{sid}: obsm['{EMBEDDING_KEY}'] must be (spots, views, dim)")
     (Path(root) / "sections").mkdir(parents=True, exist_ok=True)
-    a.write_h5ad(Path(root) / "sections" / f"{sid}.h5ad")
+    write_h5ad(a, Path(root) / "sections" / f"{sid}.h5ad")
 
 
 def finish_prepared(root: str | Path, genes: list[str], manifest: dict) -> None:

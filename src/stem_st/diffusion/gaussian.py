@@ -19,9 +19,12 @@ import numpy as np
 import torch
 
 from ..errors import StemError
+from .noise import RowNoise, randn
 from .schedules import Schedule, make_schedule, respace
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+#: where sampling noise comes from: a generator, batch-independent row noise, or the global RNG
+Noise = torch.Generator | RowNoise | None
 
 
 SAMPLER_FORMS = "ddpm, ddpm:S, ddim:S, ddim:S:eta or dpm++:S"
@@ -165,7 +168,7 @@ class GaussianDiffusion:
     # --- sampling -----------------------------------------------------------------------
     def sample(
         self, model_fn: ModelFn, shape: tuple[int, ...], sampler: str = "ddpm",
-        generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+        generator: Noise = None, device: str | torch.device = "cpu",
         known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
         x_T: torch.Tensor | None = None, progress: Callable[[int], None] | None = None,
         clip_x0: tuple[float, float] | None = None,
@@ -184,7 +187,7 @@ class GaussianDiffusion:
         spacing = "logsnr" if kind == "dpm++" else "time"
         sched = self.schedule if steps == self.num_steps else respace(self.schedule, steps, spacing)
         chain = _Chain(sched)
-        x = x_T if x_T is not None else torch.randn(shape, generator=generator, device=device)
+        x = x_T if x_T is not None else randn(shape, generator, device)
         keep = None if mask is None else ~mask.bool()
 
         def clamp_known(z):
@@ -202,7 +205,7 @@ class GaussianDiffusion:
             if kind == "ddpm":
                 mean, logvar, _ = self._p_mean_logvar(chain, out, v, x, idx, clip_x0)
                 if i > 0:
-                    z = torch.randn(x.shape, generator=generator, device=x.device)
+                    z = randn(x.shape, generator, x.device)
                     x = mean + torch.exp(0.5 * logvar) * z
                 else:
                     x = mean
@@ -216,7 +219,7 @@ class GaussianDiffusion:
                 sigma = eta * torch.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
                 x = torch.sqrt(abar_prev) * x0 + torch.sqrt(1 - abar_prev - sigma**2) * eps
                 if i > 0 and eta > 0:
-                    x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
+                    x = x + sigma * randn(x.shape, generator, x.device)
             else:
                 x = self._dpmpp_2m_step(chain, i, out, x, history, clip_x0)
             x = clamp_known(x)
@@ -250,7 +253,7 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def posterior_mean(self, model_fn: ModelFn, shape: tuple[int, ...], draws: int = 8,
-                       generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+                       generator: Noise = None, device: str | torch.device = "cpu",
                        clip_x0: tuple | None = None) -> torch.Tensor:
         """E[x_0 | condition]: the network's x̂_0 at the noisiest trained step, where x_T carries
         (almost) nothing of x_0, averaged over ``draws`` draws of x_T. Needs an x_0 or v
@@ -261,7 +264,7 @@ class GaussianDiffusion:
         abar = _take(self.chain.abar, t, torch.zeros(shape, device=device))
         total = torch.zeros(shape, device=device)
         for _ in range(draws):
-            x = torch.randn(shape, generator=generator, device=device)
+            x = randn(shape, generator, device)
             out, _ = model_fn(x, t)
             x0 = self.eps_x0(out.float(), x, abar)[1]
             total += x0 if clip_x0 is None else x0.clamp(*clip_x0)

@@ -11,7 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_h5ad
 from ..diffusion.gaussian import DEFAULT_SAMPLER
 from ..errors import require
 
@@ -109,7 +109,7 @@ def write_prediction(pred: ad.AnnData, path: str | Path, samples: np.ndarray | N
         pred.uns["stem"]["samples_file"] = spath.name
         pred.uns["stem"]["samples_shape"] = "spots x samples x genes"
     with atomic_path(path, overwrite=overwrite) as tmp:
-        pred.write_h5ad(tmp)
+        write_h5ad(pred, tmp)
         if samples is not None:
             with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
                 np.save(fh, samples.astype(np.float32))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_h5ad
 from ..data.images import PILImage, file_fingerprint, open_image
 from ..data.patches import patch_geometry
 from ..data.section import PLATFORM_GEOMETRY
@@ -63,6 +63,7 @@ class SlideConfig:
     overwrite: bool = False
     progress: bool = True
     max_pixels: float = 250e6  # a JPEG/PNG is decoded whole: 3 bytes per pixel
+    compile: bool = False  # torch.compile the network for sampling
 
 
 def _geometry(model: StemModel) -> dict:
@@ -121,6 +122,7 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
     require(cfg.overwrite or not out.exists(), f"{out} already exists; pass --overwrite to replace it")
     require(0 <= cfg.min_tissue <= 1, "--min-tissue must be between 0 and 1")
     model = model or StemModel.from_run(cfg.run, cfg.checkpoint)
+    model.runtime.compile = cfg.compile
     unknown = [g for g in cfg.genes if g not in model.genes]
     require(not unknown, f"--genes not predicted by the run: {', '.join(unknown[:5])}")
     geo = _geometry(model)
@@ -173,7 +175,7 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
                        "encoders": [e["encoder"] for e in model.encoders], "library_id": lib,
                        "seconds": {k: round(v, 1) for k, v in times.items()}}
     with atomic_path(out, overwrite=cfg.overwrite) as tmp:
-        res.write_h5ad(tmp)
+        write_h5ad(res, tmp)
     mask_png = out.with_name(out.stem + "_tissue.png")
     with atomic_path(mask_png, overwrite=True) as tmp:
         Image.fromarray((mask * 255).astype(np.uint8)).save(tmp, format="PNG")

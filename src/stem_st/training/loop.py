@@ -54,6 +54,7 @@ class LoopConfig:
     # or "cosine": linear warm-up over 5 % of steps, cosine to 0 at ``steps``; resuming with the
     # same ``steps`` is exact, extending ``steps`` stretches the rest of the schedule
     lr_schedule: str = "constant"
+    compile: bool = False  # torch.compile the forward and backward (benchmarks/gpu_profile.py)
 
     def lr_at(self, step: int) -> float:
         """Learning rate for optimizer step ``step`` (0-based)."""
@@ -158,6 +159,7 @@ def train_loop(
             f"batch {global_batch} does not split over {info.world} processes")
     share = slice(info.rank * per_rank, (info.rank + 1) * per_rank)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    forward = torch.compile(ddp) if cfg.compile else ddp
 
     def state() -> dict:
         return {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
@@ -193,7 +195,7 @@ def train_loop(
         model.train()
         while step < cfg.steps:
             with autocast:
-                terms = loss_fn(ddp, data_gen, noise_gen, share)
+                terms = loss_fn(forward, data_gen, noise_gen, share)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr_at(step)
             opt.zero_grad(set_to_none=True)
