@@ -50,13 +50,15 @@ VARIANTS = {
     # the default's own ablations: ring-1 context only; samples not centred on the point
     "stem:default ring1": "default+context=ring1",
     "stem:default uncentred": "default+centre_samples=false",
+    # the default with the v objective and min-SNR-5 weighting instead of x0
+    "stem:default v+minsnr": "default+objective=v;min_snr_gamma=5",
     # sample efficiency: the default recipe with more optimiser steps (batch, lr, sampler unchanged)
     "stem:default 1200 steps": "default",
     "stem:default 2400 steps": "default",
 }
 #: budget overrides of a variant (the rest of the budget is the command line's)
 BUDGETS = {"stem:default 1200 steps": {"steps": 1200}, "stem:default 2400 steps": {"steps": 2400}}
-ORDER = ["stem:default", "stem:default 1200 steps", "stem:default 2400 steps",
+ORDER = ["stem:default", "stem:default v+minsnr", "stem:default 1200 steps", "stem:default 2400 steps",
          "stem:default ring1", "stem:default uncentred", "stem:paper", "stem:zscore",
          "stem:zscore+prior", "stem:zscore+ctx", "stem:zscore+x0+posterior", "stem:zscore+v+minsnr",
          "stem:zscore+cosine"]

@@ -38,7 +38,9 @@ def write_cohort(root: str | Path, sections: int, spots: int = 600, views: int =
         a.obsm["embedding"] = emb
         a.uns["stem"] = {"section": sid, "platform": "st", "spot_diameter_um": 100.0,
                          "center_distance_um": 100.0}
-        write_section(root, sid, a, panel)
+        # (older package versions, measured by train_memory.py --before, take no dtype)
+        write_section(root, sid, a, panel, **({} if np.dtype(dtype) == np.float32 else
+                                             {"embedding_dtype": np.dtype(dtype).name}))
         entries.append({"section": sid, "platform": "st", "spot_diameter_um": 100.0,
                         "center_distance_um": 100.0, "spots": spots})
     finish_prepared(root, panel, {

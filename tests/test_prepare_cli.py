@@ -161,8 +161,9 @@ def test_precomputed_encoder_needs_no_image(tmp_path):
     out = tmp_path / "out"
     run_stem("prepare", "--data", data, "--sections", "C2", "--genes", "hmhvg:20", "--out", out,
              "--encoder", f"precomputed:{tmp_path}/{{section}}.npy")
-    sec = ad.read_h5ad(out / "sections/C2.h5ad")
+    sec = open_prepared(out).section("C2")
     np.testing.assert_allclose(sec.obsm["embedding"][:, 0], np.load(tmp_path / "C2.npy"), rtol=1e-6)
+    assert "embedding" not in ad.read_h5ad(out / "sections/C2.h5ad").obsm  # it lives in C2.embedding.npy
 
 
 def test_atomic_path_keeps_the_old_output_when_writing_fails(tmp_path):

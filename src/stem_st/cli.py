@@ -84,6 +84,8 @@ def prepare(
     platform: str = typer.Option("visium", help="Platform for --layout h5ad: visium | legacy_st."),
     counts_layer: str | None = typer.Option(None, help="AnnData layer with raw counts (h5ad)."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    embedding_dtype: str = typer.Option("float32", help="float32 | float16: how embeddings are stored "
+                                        "(one memory-mapped .npy per section; float16 halves the disk)."),
     completed: Path | None = typer.Option(None, help="Folder of <section>_completed.h5ad (stem complete "
                                           "apply): adds layers['completed'] for stem train --target-layer."),
 ) -> None:
@@ -100,7 +102,7 @@ def prepare(
         data=str(data), layout=layout, sections=ids, out=str(out), holdout=_csv(holdout),
         encoders=[e.strip() for e in encoder.split("+") if e.strip()], weights=_csv(weights),
         views=views, genes=genes, patch_mode=patch_mode, batch_size=batch_size,
-        device=_device(device), overwrite=overwrite,
+        device=_device(device), overwrite=overwrite, embedding_dtype=embedding_dtype,
         cache_dir=None if no_cache else str(cache or default_cache_dir()),
         reader=ReaderOptions(image=image, image_scale=image_scale, mpp=mpp, platform=platform,
                              counts_layer=counts_layer),

@@ -53,6 +53,7 @@ class PrepareConfig:
     device: str = "cpu"
     cache_dir: str | None = None
     overwrite: bool = False
+    embedding_dtype: str = "float32"  # or float16: how the per-section .npy stores embeddings
     reader: ReaderOptions = field(default_factory=ReaderOptions)
     completed: str | None = None  # folder of <section>_completed.h5ad (stem complete apply)
 
@@ -134,6 +135,8 @@ def prepare(cfg: PrepareConfig, adatas: dict[str, ad.AnnData] | None = None) -> 
     unknown = set(cfg.holdout) - set(cfg.sections)
     require(not unknown, f"holdout sections {sorted(unknown)} are not among --sections")
     require(1 <= cfg.views <= len(DIHEDRAL_VIEWS), f"--views must be 1..8, got {cfg.views}")
+    require(cfg.embedding_dtype in ("float32", "float16"),
+            f"--embedding-dtype must be float32 or float16, got {cfg.embedding_dtype}")
     require(len(cfg.weights) in (0, len(cfg.encoders)), "give one weights path per encoder")
     out = Path(cfg.out)
     require(cfg.overwrite or not out.exists(),
@@ -178,7 +181,7 @@ def prepare(cfg: PrepareConfig, adatas: dict[str, ad.AnnData] | None = None) -> 
                                   "pathology": enc.pathology, "input_px": enc.input_size})
                 blocks.append(emb)
             section = _section_output(adata, panel, np.concatenate(blocks, axis=2), cfg)
-            write_section(tmp, sid, section, panel)
+            write_section(tmp, sid, section, panel, cfg.embedding_dtype)
             rows.append({"section": sid, "spots": section.n_obs, "genes": len(panel),
                          "embedding_dim": section.obsm[EMBEDDING_KEY].shape[2],
                          "views": cfg.views, "views_computed": computed,
@@ -250,6 +253,7 @@ def _manifest(cfg: PrepareConfig, adatas: dict, panel: list[str], parts: list[di
         "encoders": parts,
         "embedding_dim": int(sum(p["dim"] for p in parts)),
         "patch_mode": cfg.patch_mode,
+        "embedding_dtype": cfg.embedding_dtype,
         "views": list(DIHEDRAL_VIEWS[: cfg.views]),
         "torch": torch.__version__,
         "seconds": round(seconds, 2),

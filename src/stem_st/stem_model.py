@@ -26,10 +26,11 @@ from .prediction.runtime import Runtime
 from .prediction.summarise import summarise
 from .recipe import RECIPES, Recipe
 from .training.checkpoint import load_checkpoint, load_latest, save_checkpoint
-from .training.data import build_training_data
+from .training.data import TrainingData, build_training_data, pair_bytes
 from .training.distributed import DistInfo
 from .training.loop import KEEP_CHECKPOINTS, LoopConfig, LoopResult, checkpoint_bytes, train_loop
-from .training.targets import TargetTransform, fit_targets, spread_factor
+from .training.pairs import TrainingPairs, calibration_rows, fit_statistics
+from .training.targets import TargetTransform, spread_factor
 
 log = logging.getLogger(__name__)
 UNITS = "log2(1 + count)"
@@ -99,48 +100,60 @@ class StemModel:
             ) -> tuple[StemModel, LoopResult]:
         """Train on the non-held-out sections of ``ds``; checkpoints go to ``run_dir``."""
         recipe = settings.recipe
+        info = dist_info or DistInfo()
         sections = [s for s in ds.sections if s not in settings.holdout]
-        data = build_training_data(ds, sections, settings.aug_ratio, settings.seed,
-                                   settings.target_layer, recipe.context)
-        scaler = EmbeddingScaler.fit(data.inputs)
-        cond_np = scaler.transform(data.inputs)
-        target, z = fit_targets(recipe, cond_np, data.x, data.group, data.original)
-        cfg = network_config(settings.preset, len(ds.genes), cond_np.shape[1],
+        cfg = network_config(settings.preset, len(ds.genes), ds.embedding_dim * context_blocks(recipe.context),
                              learn_sigma=learn_sigma, **(net_overrides or {}))
+        need = pair_bytes(ds, sections, settings.aug_ratio, recipe.context)
+        if info.main and not resume:
+            need += checkpoint_bytes(StemDiT(cfg)) * (KEEP_CHECKPOINTS + 1)
+        require_free_space(run_dir, need, "the training pairs (removed after training) and checkpoints")
+        data = build_training_data(ds, sections, settings.aug_ratio, settings.seed, settings.target_layer,
+                                   recipe.context, Path(run_dir) / f".pairs-rank{info.rank}")
+        try:
+            return cls._fit(ds, data, cfg, run_dir, settings, device, resume, info, progress)
+        finally:
+            data.close(remove=True)
+
+    @classmethod
+    def _fit(cls, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig, run_dir: str | Path,
+             settings: TrainSettings, device: str, resume: bool, info: DistInfo, progress: bool,
+             ) -> tuple[StemModel, LoopResult]:
+        recipe, sections = settings.recipe, data.sections
+        scaler, target, stats = fit_statistics(data, recipe, settings.seed)
         torch.manual_seed(settings.seed)
         model = cls(cfg, ds.genes, scaler, ds.manifest["encoders"], settings.diffusion_steps,
                     settings.schedule, recipe=recipe, target=target,
                     meta={"train": asdict(settings), "train_sections": sections,
-                          "train_pairs": len(data.x), "train_spots": data.n_spots,
+                          "train_pairs": len(data), "train_spots": data.n_spots,
+                          "statistics_pairs": int(len(stats)),
                           "constant_inputs": int((~scaler.informative).sum()),
                           "patch_mode": ds.manifest.get("patch_mode"),
                           "geometry": training_geometry(ds, sections)})
-        info = dist_info or DistInfo()
         cfg_file = Path(run_dir) / "config.json"
         if resume and cfg_file.is_file():
             saved = json.loads(cfg_file.read_text()).get("net")
             require(saved in (None, cfg.to_dict()),
                     f"--resume with a different architecture than {run_dir} was trained with")
         if info.main and not resume:
-            require_free_space(run_dir, checkpoint_bytes(model.net) * (KEEP_CHECKPOINTS + 1), "checkpoints")
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             write_json(Path(run_dir) / "config.json",
                        {"train": asdict(settings), "net": cfg.to_dict(), "genes": ds.genes,
                         "recipe": recipe.to_dict(), "encoders": ds.manifest["encoders"],
                         "train_sections": sections})
         log.info("training on %s: %d spots, %d pairs, %d genes, %d-d condition (%d constant); %s; %s",
-                 ",".join(sections), data.n_spots, len(data.x), len(ds.genes), cond_np.shape[1],
+                 ",".join(sections), data.n_spots, len(data), len(ds.genes), scaler.dim,
                  model.meta["constant_inputs"], recipe, cfg)
         dev = torch.device(device)
-        x_all, c_all = torch.from_numpy(z).to(dev), torch.from_numpy(cond_np).to(dev)
-        diffusion, n, g, batch = model.diffusion, len(z), len(ds.genes), settings.batch_size
+        pairs = TrainingPairs(data, scaler, target, dev)
+        diffusion, n, g, batch = model.diffusion, len(data), len(ds.genes), settings.batch_size
 
         def loss_fn(net, data_gen, noise_gen, share):
-            idx = torch.randint(n, (batch,), generator=data_gen)[share].to(dev)
+            idx = torch.randint(n, (batch,), generator=data_gen)[share]
             t = torch.randint(diffusion.num_steps, (batch,), generator=noise_gen, device=dev)[share]
             noise = torch.randn((batch, g), generator=noise_gen, device=dev)[share]
-            cond = c_all[idx]
-            terms = diffusion.training_loss(lambda xt, tt: net(xt, tt, cond), x_all[idx], t, noise)
+            cond, z = pairs.batch(idx)
+            terms = diffusion.training_loss(lambda xt, tt: net(xt, tt, cond), z, t, noise)
             return {k: v.mean() for k, v in terms.items()}
 
         loop = LoopConfig(steps=settings.steps, lr=settings.lr, ema_decay=settings.ema_decay,
@@ -148,13 +161,13 @@ class StemModel:
                           device=device, progress=progress, lr_schedule=recipe.lr_schedule,
                           compile=dev.type == "cuda" if settings.compile is None else settings.compile)
         result = train_loop(model.net, loss_fn, loop, run_dir, model._extra_state(),
-                            dist_info, resume, global_batch=batch)
+                            info, resume, global_batch=batch)
         # predict with the EMA weights
         ck, path = load_latest(run_dir)
         model.net.load_state_dict(ck["ema"]["model"])
-        if recipe.calibrate_spread and info.main:
-            orig = data.original  # on the training device: the paper preset is slow on a CPU
-            model.calibrate_spread(cond_np[orig], z[orig], settings.seed, data.group[orig], device=device)
+        if recipe.calibrate_spread and info.main:  # on the training device: slow on a CPU for big presets
+            rows = calibration_rows(data.group, data.original, settings.seed)
+            model._calibrate(*pairs.numpy(rows), data.group[rows], settings.seed, device=device)
             # the factor travels with the final checkpoint
             save_checkpoint({**ck, **model._extra_state()}, run_dir, int(ck["step"]))
             log.info("sample spread calibrated: × %.3f (%s)", float(model.target.spread), path.name)
@@ -168,10 +181,14 @@ class StemModel:
         training sections (``groups``) of each section's factor on up to ``spots`` of its spots,
         so one atypical section (another patient, another depth) does not set everyone's width."""
         groups = np.zeros(len(cond), dtype=int) if groups is None else np.asarray(groups)
-        rng = np.random.default_rng(seed)
+        rows = calibration_rows(groups, None, seed, spots)
+        return self._calibrate(cond[rows], z[rows], groups[rows], seed, num_samples, sampler, device)
+
+    def _calibrate(self, cond: np.ndarray, z: np.ndarray, groups: np.ndarray, seed: int,
+                   num_samples: int = 10, sampler: str = "ddim:10", device: str = "cpu") -> float:
         factors = []
         for g in np.unique(groups):
-            rows = rng.permutation(np.flatnonzero(groups == g))[:spots]
+            rows = groups == g
             draws = self._run(cond[rows], num_samples, sampler, seed, device)
             factors.append(spread_factor(z[rows], draws, self._centre(cond[rows], seed, device)))
         self.target.spread = np.asarray(float(np.median(factors)), dtype=np.float32)

@@ -5,7 +5,10 @@ Layout of a prepared folder::
     manifest.json           sections, split, panel, encoders, patch geometry, views, timings
     genes.txt               the gene panel, one symbol per line
     sections/<id>.h5ad      per section: X = panel counts (int32), obs (labels, array coords),
-                            obsm['spatial'] (full-res px), obsm['embedding'] (spots, views, dim)
+                            obsm['spatial'] (full-res px)
+    sections/<id>.embedding.npy  the section's embeddings (spots, views, dim), float32 or float16,
+                            memory-mapped on reading and attached as obsm['embedding']
+                            (format 1 kept them inside the h5ad; both are read)
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from ..atomic import write_h5ad, write_json
 from ..errors import StemError, require
 from .panels import read_panel, write_panel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 EMBEDDING_KEY = "embedding"
 
@@ -55,16 +59,23 @@ class PreparedDataset:
         """Number of dihedral views stored per spot."""
         return len(self.manifest["views"])
 
-    def section(self, section_id: str) -> ad.AnnData:
-        """The section's AnnData (panel counts, coordinates, labels, embeddings)."""
+    def section(self, section_id: str, cache: bool = True) -> ad.AnnData:
+        """The section's AnnData (panel counts, coordinates, labels, embeddings); kept for the
+        next call unless ``cache`` is false (training reads a cohort one section at a time)."""
         require(section_id in self.sections,
                 f"section '{section_id}' is not in {self.root} (has {', '.join(self.sections)})")
-        if section_id not in self._cache:
-            self._cache[section_id] = ad.read_h5ad(self.root / "sections" / f"{section_id}.h5ad")
-        return self._cache[section_id]
+        if section_id in self._cache:
+            return self._cache[section_id]
+        a = ad.read_h5ad(self.root / "sections" / f"{section_id}.h5ad")
+        emb = embedding_path(self.root, section_id)
+        if emb.is_file():
+            a.obsm[EMBEDDING_KEY] = np.load(emb, mmap_mode="r")
+        if cache:
+            self._cache[section_id] = a
+        return a
 
     def embeddings(self, section_id: str) -> np.ndarray:
-        """``(spots, views, dim)`` float32 embeddings of a section."""
+        """``(spots, views, dim)`` float32 embeddings of a section (in memory)."""
         return np.asarray(self.section(section_id).obsm[EMBEDDING_KEY], dtype=np.float32)
 
 
@@ -77,23 +88,37 @@ def open_prepared(path: str | Path) -> PreparedDataset:
         manifest = json.loads(man_path.read_text())
     except json.JSONDecodeError as exc:
         raise StemError(f"{man_path} is not valid JSON: {exc}") from None
-    require(manifest.get("format_version") == FORMAT_VERSION,
-            f"{root}: prepared format {manifest.get('format_version')} is not {FORMAT_VERSION}")
+    require(manifest.get("format_version") in READABLE_VERSIONS,
+            f"{root}: prepared format {manifest.get('format_version')} is not one of {READABLE_VERSIONS}")
     genes = read_panel(root / "genes.txt")
     ds = PreparedDataset(root, manifest, genes)
     gone = [f"sections/{s}.h5ad" for s in ds.sections if not (root / "sections" / f"{s}.h5ad").is_file()]
+    if manifest["format_version"] >= 2:
+        gone += [f"sections/{s}.embedding.npy" for s in ds.sections if not embedding_path(root, s).is_file()]
     require(not gone, f"{root}: {', '.join(gone)} missing (deleted or moved?); rerun stem prepare")
     return ds
 
 
-def write_section(root: str | Path, sid: str, a: ad.AnnData, genes: list[str]) -> None:
+def embedding_path(root: str | Path, sid: str) -> Path:
+    return Path(root) / "sections" / f"{sid}.embedding.npy"
+
+
+def write_section(root: str | Path, sid: str, a: ad.AnnData, genes: list[str],
+                  embedding_dtype: str = "float32") -> None:
     """Write one prepared section: panel ``var_names`` and ``obsm['embedding']``
-    (spots, views, dim) are required."""
+    (spots, views, dim) are required; the embeddings go to their own ``.npy``."""
     require(list(a.var_names) == list(genes), f"{sid}: genes differ from the panel")
     require(EMBEDDING_KEY in a.obsm and a.obsm[EMBEDDING_KEY].ndim == 3,
             f"{sid}: obsm['{EMBEDDING_KEY}'] must be (spots, views, dim)")
+    require(embedding_dtype in ("float32", "float16"), "embeddings are stored as float32 or float16")
     (Path(root) / "sections").mkdir(parents=True, exist_ok=True)
-    write_h5ad(a, Path(root) / "sections" / f"{sid}.h5ad")
+    emb = a.obsm[EMBEDDING_KEY]
+    np.save(embedding_path(root, sid), np.asarray(emb, dtype=embedding_dtype))
+    del a.obsm[EMBEDDING_KEY]
+    try:
+        write_h5ad(a, Path(root) / "sections" / f"{sid}.h5ad")
+    finally:
+        a.obsm[EMBEDDING_KEY] = emb
 
 
 def finish_prepared(root: str | Path, genes: list[str], manifest: dict) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ..data.context import add_context
-from ..data.prepared import PreparedDataset
+from ..data.context import add_context, context_blocks
+from ..data.prepared import EMBEDDING_KEY, PreparedDataset
 from ..errors import require
+from .store import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -34,39 +37,71 @@ def section_inputs(ds: PreparedDataset, sid: str, context: str = "none") -> np.n
 
 @dataclass
 class TrainingData:
-    """Stacked pairs of raw inputs and log2 expression, with each pair's section and view."""
+    """Pairs of raw spot inputs and log2 expression, on disk (:class:`RowStore`), with each
+    pair's section and view in memory (a few bytes per pair)."""
 
-    x: np.ndarray        # (N, G) log2(1 + count)
-    inputs: np.ndarray   # (N, C) raw spot inputs (embedding [+ context])
+    inputs: RowStore     # (N, C) raw spot inputs (embedding [+ context])
+    x: RowStore          # (N, G) log2(1 + count); training overwrites it with the residual
     group: np.ndarray    # (N,) index of the pair's section
     original: np.ndarray  # (N,) True for view 0
     sections: list[str]
     n_spots: int
+    x_max: float
+
+    def __len__(self) -> int:
+        return len(self.group)
+
+    def close(self, remove: bool = True) -> None:
+        self.inputs.close(remove)
+        self.x.close(remove)
+
+
+def pair_bytes(ds: PreparedDataset, sections: list[str], aug_ratio: int, context: str) -> int:
+    """An upper bound on the disk the training pairs of ``sections`` take."""
+    spots = sum(int(s.get("spots", 0)) for s in ds.manifest["sections"] if s["section"] in sections)
+    pairs = spots * (1 + min(aug_ratio, ds.n_views - 1))
+    return pairs * (ds.embedding_dim * context_blocks(context) + len(ds.genes)) * 4
 
 
 def build_training_data(ds: PreparedDataset, sections: list[str], aug_ratio: int, seed: int,
-                        target_layer: str | None = None, context: str = "none") -> TrainingData:
+                        target_layer: str | None = None, context: str = "none",
+                        folder: str | Path | None = None) -> TrainingData:
     """Each spot of ``sections`` with panel counts contributes its original view plus
-    ``aug_ratio`` randomly chosen other dihedral views (fewer if fewer were prepared)."""
+    ``aug_ratio`` randomly chosen other dihedral views (fewer if fewer were prepared). The pairs
+    are written to ``folder`` (default: a temporary one) one section at a time, so memory holds
+    one section, not the cohort."""
     require(len(sections) > 0, "no training sections (all were held out?)")
+    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="stem_pairs_"))
     rng = np.random.default_rng(seed)
-    xs, feats, groups, orig, n_spots = [], [], [], [], 0
+    inputs = x_store = None
+    groups, orig, n_spots, x_max = [], [], 0, 0.0
     for gi, sid in enumerate(sections):
-        counts = section_counts(ds, sid, target_layer)
+        a = ds.section(sid, cache=False)
+        counts = np.asarray(a.layers[target_layer] if target_layer else a.X)
+        counts = counts.toarray() if hasattr(counts, "toarray") else counts
         keep = counts.sum(axis=1) > 0
         if (~keep).any():
             log.info("%s: %d spots with no panel counts dropped", sid, int((~keep).sum()))
-        emb = section_inputs(ds, sid, context)[keep]
+        emb = add_context(np.asarray(a.obsm[EMBEDDING_KEY], dtype=np.float32),
+                          np.asarray(a.obsm["spatial"]), context)[keep]
         x = log2_expression(counts[keep])
-        n_spots += len(x)
+        del a, counts
         k = min(aug_ratio, emb.shape[1] - 1)
+        spots, views = [], []
         for i in range(len(x)):
-            views = [0, *(rng.choice(np.arange(1, emb.shape[1]), size=k, replace=False) if k else [])]
-            for v in views:
-                xs.append(x[i])
-                feats.append(emb[i, v])
-                groups.append(gi)
-                orig.append(v == 0)
+            vs = [0, *(rng.choice(np.arange(1, emb.shape[1]), size=k, replace=False) if k else [])]
+            spots += [i] * len(vs)
+            views += vs
+        spots, views = np.asarray(spots, dtype=np.int64), np.asarray(views, dtype=np.int64)
+        if inputs is None:
+            inputs = RowStore(folder / "inputs.f32", emb.shape[-1])
+            x_store = RowStore(folder / "x.f32", x.shape[1])
+        inputs.append(emb[spots, views])
+        x_store.append(x[spots])
+        groups.append(np.full(len(spots), gi))
+        orig.append(views == 0)
+        n_spots += len(x)
+        x_max = max(x_max, float(x.max()) if x.size else 0.0)
     require(n_spots > 0, "the training sections hold no spot with counts")
-    return TrainingData(x=np.stack(xs), inputs=np.stack(feats), group=np.array(groups),
-                        original=np.array(orig), sections=list(sections), n_spots=n_spots)
+    return TrainingData(inputs=inputs, x=x_store, group=np.concatenate(groups), original=np.concatenate(orig),
+                        sections=list(sections), n_spots=n_spots, x_max=x_max)

@@ -8,6 +8,7 @@ residuals the network learns look like the ones it meets on a new section.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,35 +74,43 @@ class TargetTransform:
                    np.zeros(genes, np.float32), np.full(genes, hi, np.float32))
 
 
-def cross_fitted_prior(cond: np.ndarray, x: np.ndarray, groups: np.ndarray, fit_rows: np.ndarray
-                       ) -> tuple[np.ndarray, RidgeProbe]:
+#: called with each section's cross-fitted probe (to apply it to rows beyond the fitted ones)
+OnProbe = Callable[[int, RidgeProbe], None]
+
+
+def cross_fitted_prior(cond: np.ndarray, x: np.ndarray, groups: np.ndarray, fit_rows: np.ndarray,
+                       on_probe: OnProbe | None = None) -> tuple[np.ndarray, RidgeProbe]:
     """Out-of-group ridge predictions for every row, and the probe fitted on all ``fit_rows``.
-    With one group only, the rows get the in-sample prediction."""
+    With one group only, the rows get the in-sample prediction. ``on_probe(g, probe)`` gets
+    the probe that predicted group ``g``."""
     prior = np.empty_like(x)
+    full = RidgeProbe().fit(cond[fit_rows], x[fit_rows])
     for g in np.unique(groups):
         rows = groups == g
         train = fit_rows & ~rows
-        probe = RidgeProbe().fit(cond[train], x[train]) if train.any() else None
-        prior[rows] = probe.predict(cond[rows]) if probe is not None else np.nan
-    full = RidgeProbe().fit(cond[fit_rows], x[fit_rows])
-    missing = np.isnan(prior).any(1)
-    prior[missing] = full.predict(cond[missing])
+        probe = RidgeProbe().fit(cond[train], x[train]) if train.any() else full
+        prior[rows] = probe.predict(cond[rows])
+        if on_probe is not None:
+            on_probe(int(g), probe)
     return prior, full
 
 
 def fit_targets(recipe: Recipe, cond: np.ndarray, x: np.ndarray, groups: np.ndarray,
-                fit_rows: np.ndarray) -> tuple[TargetTransform, np.ndarray]:
-    """The transform for ``recipe`` and the training z ``(N, G)``.
+                fit_rows: np.ndarray, x_max: float | None = None, on_probe: OnProbe | None = None,
+                ) -> tuple[TargetTransform, np.ndarray]:
+    """The transform for ``recipe`` and the z ``(N, G)`` of the rows given.
 
     ``cond`` standardised conditions, ``x`` log2 expression, ``groups`` each row's section,
-    ``fit_rows`` the rows the prior learns from (original views)."""
+    ``fit_rows`` the rows the prior learns from (original views); ``x_max`` the largest
+    training value (default: of ``x``). The rows may be a sample of the training pairs: the
+    statistics come from them, and ``on_probe`` carries each section's prior to the rest."""
     if recipe.target == "log2" and recipe.prior == "none":
-        t = TargetTransform.identity(x.shape[1], float(x.max()))
+        t = TargetTransform.identity(x.shape[1], float(x.max()) if x_max is None else x_max)
         return t, x.astype(np.float32)
     weight = bias = None
     prior = np.zeros_like(x)
     if recipe.prior == "ridge":
-        prior, probe = cross_fitted_prior(cond, x, groups, fit_rows)
+        prior, probe = cross_fitted_prior(cond, x, groups, fit_rows, on_probe)
         weight, bias = probe.weight, probe.bias
     resid = x - prior
     if recipe.target == "zscore":
