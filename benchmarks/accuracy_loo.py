@@ -52,17 +52,21 @@ VARIANTS = {
     "stem:default uncentred": "default+centre_samples=false",
     # the default with the v objective and min-SNR-5 weighting instead of x0
     "stem:default v+minsnr": "default+objective=v;min_snr_gamma=5",
+    # condition dropout 10 % and classifier-free guidance (samples at s = 1; the point at every s)
+    "stem:default cfg": "default+cond_dropout=0.1;guidance=1",
     # sample efficiency: the default recipe with more optimiser steps (batch, lr, sampler unchanged)
     "stem:default 1200 steps": "default",
     "stem:default 2400 steps": "default",
 }
 #: budget overrides of a variant (the rest of the budget is the command line's)
 BUDGETS = {"stem:default 1200 steps": {"steps": 1200}, "stem:default 2400 steps": {"steps": 2400}}
-ORDER = ["stem:default", "stem:default v+minsnr", "stem:default 1200 steps", "stem:default 2400 steps",
+ORDER = ["stem:default", "stem:default v+minsnr", "stem:default cfg", "stem:default 1200 steps",
+         "stem:default 2400 steps",
          "stem:default ring1", "stem:default uncentred", "stem:paper", "stem:zscore",
          "stem:zscore+prior", "stem:zscore+ctx", "stem:zscore+x0+posterior", "stem:zscore+v+minsnr",
          "stem:zscore+cosine"]
 RESIDUAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+GUIDANCE = (0.0, 0.5, 1.0, 2.0)
 KEYS = ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "coverage80")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,13 +130,19 @@ def run_method(args, ds, fold: str, name: str) -> dict:
                 model.recipe = replace(recipe, residual_weight=w)
                 info["residual_weight"][str(w)] = scored(truth, model.posterior_mean(emb, xy, args.seed),
                                                          samples, None)
+            if recipe.cond_dropout > 0:  # the same network, other guidance scales
+                info["guidance"] = {}
+                for g in GUIDANCE:
+                    model.recipe = replace(recipe, guidance=g)
+                    info["guidance"][str(g)] = scored(truth, model.posterior_mean(emb, xy, args.seed),
+                                                      samples, None)
     info["seconds"] = round(time.perf_counter() - t0, 1)
     return {**scored(truth, mean, samples, labels), **info}
 
 
 def expand(results: dict, curves: tuple[str, ...] = ("stem:default", *BUDGETS)) -> dict:
-    """Per fold, the residual-weight curve of the ``curves`` recipes as rows of their own
-    (the other recipes' curves stay in the JSON)."""
+    """Per fold, the residual-weight curve of the ``curves`` recipes and every guidance curve
+    as rows of their own (the other recipes' weight curves stay in the JSON)."""
     out = {}
     for fold, methods in results.items():
         out[fold] = {}
@@ -140,6 +150,8 @@ def expand(results: dict, curves: tuple[str, ...] = ("stem:default", *BUDGETS)) 
             out[fold][m] = r
             for w, rw in (r.get("residual_weight", {}) if m in curves else {}).items():
                 out[fold][f"{m} (w={w})"] = rw
+            for g, rg in r.get("guidance", {}).items():
+                out[fold][f"{m} (s={g})"] = rg
     return out
 
 
@@ -211,7 +223,8 @@ def markdown(summary: dict, meta: dict, pairs: list[dict] | None = None, results
              f"encoder), {meta['views']} views. Regenerate: `{meta['command']}`.", "",
              "Rows `stem:<recipe> (w=…)` score the same trained network's posterior-mean estimate with "
              "another residual weight w (prior + w · learned residual); the samples, hence coverage80, "
-             "are the same. A difference smaller than the sd over folds is not a result.", ""]
+             "are the same; rows `(s=…)` likewise score its posterior-mean estimate at guidance scale s. "
+             "A difference smaller than the sd over folds is not a result.", ""]
     for unit, rows in summary.items():
         lines += [f"## {UNIT_NAMES[unit]} (mean ± sd over folds)", "",
                   "| method | folds | " + " | ".join((*KEYS, "ARI (A1)", "NMI (A1)")) + " |",

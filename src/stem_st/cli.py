@@ -144,7 +144,7 @@ RECIPE_HELP = ("default (z-scored residual of a ridge prior, ring-2 spatial cont
                "posterior-mean point estimate; chosen on benchmarks/accuracy_loo.py) | paper (Zhu et al.)")
 RECIPE_SET_HELP = ("Override recipe fields: key=value,... (target, prior, context, objective, "
                    "min_snr_gamma, point, posterior_draws, residual_weight, centre_samples, "
-                   "calibrate_spread, lr_schedule).")
+                   "calibrate_spread, lr_schedule, cond_dropout, guidance).")
 
 
 def _recipe(name: str, overrides: str):

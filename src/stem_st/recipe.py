@@ -49,6 +49,10 @@ class Recipe:
       spots; a briefly trained x0 network draws samples that are too alike (80 % intervals
       held 45 %).
     - ``lr_schedule``: ``constant`` (paper) or linear warm-up then ``cosine`` decay.
+    - ``cond_dropout``: the fraction of training pairs whose condition is replaced by the null
+      condition (the training mean embedding), so the network also learns the unconditional
+      prediction; ``guidance`` s then samples with classifier-free guidance, out_c + s (out_c −
+      out_u) at every network call (samples and posterior mean alike); 0 = unguided.
     """
 
     target: str = "log2"
@@ -62,6 +66,8 @@ class Recipe:
     centre_samples: bool = False
     calibrate_spread: bool = False
     lr_schedule: str = "constant"
+    cond_dropout: float = 0.0
+    guidance: float = 0.0
 
     def __post_init__(self):
         for name, allowed in (("target", TARGETS), ("prior", PRIORS), ("context", CONTEXTS),
@@ -75,6 +81,10 @@ class Recipe:
         require(not (self.point == "posterior_mean" and self.objective == "eps"),
                 "recipe: posterior_mean needs an x0 or v objective (ε at the noisiest step "
                 "gives no usable x̂₀)")
+        require(0 <= self.cond_dropout < 1, "recipe: cond_dropout must be in [0, 1)")
+        require(self.guidance >= 0, "recipe: guidance must be >= 0")
+        require(not self.guidance or self.cond_dropout > 0,
+                "recipe: guidance needs a network trained with cond_dropout > 0")
         require(not self.centre_samples or self.point == "posterior_mean",
                 "recipe: centre_samples needs point=posterior_mean")
 

@@ -18,6 +18,7 @@ from .data.context import add_context, context_blocks
 from .data.prepared import PreparedDataset
 from .diffusion import GaussianDiffusion
 from .diffusion.gaussian import DEFAULT_SAMPLER, parse_sampler
+from .diffusion.guidance import drop_condition, guided, null_rows
 from .diffusion.noise import BLOCK_ROWS, RowNoise
 from .encoders.scaling import EmbeddingScaler
 from .errors import StemError, require
@@ -153,6 +154,8 @@ class StemModel:
             t = torch.randint(diffusion.num_steps, (batch,), generator=noise_gen, device=dev)[share]
             noise = torch.randn((batch, g), generator=noise_gen, device=dev)[share]
             cond, z = pairs.batch(idx)
+            null = null_rows(batch, recipe.cond_dropout, data_gen)  # full batch: ranks stay in step
+            cond = drop_condition(cond, None if null is None else null[share])
             terms = diffusion.training_loss(lambda xt, tt: net(xt, tt, cond), z, t, noise)
             return {k: v.mean() for k, v in terms.items()}
 
@@ -285,11 +288,13 @@ class StemModel:
         def batch(start: int, n: int, full: int) -> torch.Tensor:
             c = spots[torch.arange(start, start + full) % total // num_samples].to(dev)
             noise = RowNoise(seed, stream, start, n, dev)
-            def fn(xt, tt):  # a short last batch is padded: a compiled network keeps one shape
+            def call(xt, tt, cc):  # a short last batch is padded: a compiled network keeps one shape
                 pad = full - n
-                out, v = net(torch.cat([xt, xt[:1].expand(pad, -1)]), torch.cat([tt, tt[:1].expand(pad)]), c) \
-                    if pad else net(xt, tt, c)
+                out, v = net(torch.cat([xt, xt[:1].expand(pad, -1)]), torch.cat([tt, tt[:1].expand(pad)]), cc) \
+                    if pad else net(xt, tt, cc)
                 return out[:n], None if v is None else v[:n]
+
+            fn = guided(call, c, self.recipe.guidance)
 
             if sampler is None:
                 return self.diffusion.posterior_mean(fn, (n, shape[1]), self.recipe.posterior_draws, noise,
