@@ -71,6 +71,7 @@ def test_statistics_on_every_pair_match_the_in_memory_targets(cohort, tmp_path):
     np.testing.assert_allclose(z, ref_z, atol=1e-4)
     np.testing.assert_allclose(target.sd, ref_t.sd, rtol=1e-6)
     data.close()
+    assert not (tmp_path / "pairs").exists()  # the pair files and their folder are gone
 
 
 def test_a_large_cohort_fits_statistics_on_a_sample_and_carries_the_prior_to_every_pair(cohort, tmp_path,

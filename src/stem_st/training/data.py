@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -52,8 +53,12 @@ class TrainingData:
         return len(self.group)
 
     def close(self, remove: bool = True) -> None:
+        """Close the stores; with ``remove``, delete their files and their folder if it is left empty."""
         self.inputs.close(remove)
         self.x.close(remove)
+        if remove:
+            with contextlib.suppress(OSError):
+                self.x.path.parent.rmdir()
 
 
 def pair_bytes(ds: PreparedDataset, sections: list[str], aug_ratio: int, context: str) -> int:
