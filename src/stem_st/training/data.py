@@ -23,17 +23,26 @@ def log2_expression(counts: np.ndarray) -> np.ndarray:
     return np.log2(1.0 + np.asarray(counts, dtype=np.float32))
 
 
-def section_counts(ds: PreparedDataset, sid: str, layer: str | None = None) -> np.ndarray:
-    """Dense panel counts of a prepared section (``X`` or a layer)."""
-    a = ds.section(sid)
+def dense_counts(a, layer: str | None = None) -> np.ndarray:
+    """Dense panel counts of a prepared section's AnnData (``X`` or a layer)."""
     counts = a.layers[layer] if layer else a.X
     return np.asarray(counts.toarray() if hasattr(counts, "toarray") else counts)
 
 
+def spot_inputs(a, context: str = "none") -> np.ndarray:
+    """Raw spot inputs ``(spots, views, C)`` of a prepared section's AnnData: float32 embeddings,
+    with the neighbourhood means of the recipe's ``context`` (ring-1, ring-2) appended per view."""
+    return add_context(np.asarray(a.obsm[EMBEDDING_KEY], dtype=np.float32), np.asarray(a.obsm["spatial"]), context)
+
+
+def section_counts(ds: PreparedDataset, sid: str, layer: str | None = None) -> np.ndarray:
+    """Dense panel counts of a prepared section (``X`` or a layer)."""
+    return dense_counts(ds.section(sid), layer)
+
+
 def section_inputs(ds: PreparedDataset, sid: str, context: str = "none") -> np.ndarray:
-    """Raw spot inputs ``(spots, views, C)`` of a section: embeddings, with the neighbourhood
-    means of the recipe's ``context`` (ring-1, ring-2) appended per view."""
-    return add_context(ds.embeddings(sid), np.asarray(ds.section(sid).obsm["spatial"]), context)
+    """:func:`spot_inputs` of a prepared section."""
+    return spot_inputs(ds.section(sid), context)
 
 
 @dataclass
@@ -82,13 +91,11 @@ def build_training_data(ds: PreparedDataset, sections: list[str], aug_ratio: int
     groups, orig, n_spots, x_max = [], [], 0, 0.0
     for gi, sid in enumerate(sections):
         a = ds.section(sid, cache=False)
-        counts = np.asarray(a.layers[target_layer] if target_layer else a.X)
-        counts = counts.toarray() if hasattr(counts, "toarray") else counts
+        counts = dense_counts(a, target_layer)
         keep = counts.sum(axis=1) > 0
         if (~keep).any():
             log.info("%s: %d spots with no panel counts dropped", sid, int((~keep).sum()))
-        emb = add_context(np.asarray(a.obsm[EMBEDDING_KEY], dtype=np.float32),
-                          np.asarray(a.obsm["spatial"]), context)[keep]
+        emb = spot_inputs(a, context)[keep]
         x = log2_expression(counts[keep])
         del a, counts
         k = min(aug_ratio, emb.shape[1] - 1)
