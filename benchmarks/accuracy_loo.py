@@ -57,11 +57,24 @@ VARIANTS = {
     # sample efficiency: the default recipe with more optimiser steps (batch, lr, sampler unchanged)
     "stem:default 1200 steps": "default",
     "stem:default 2400 steps": "default",
+    # the default's learning-rate schedule, batch and shape at a fixed budget
+    "stem:default constant lr": "default+lr_schedule=constant",
+    "stem:default batch 64 × 300 steps": "default",
+    "stem:default wide 128×2 250 steps": "default",
+    "stem:default deep 64×4 320 steps": "default",
 }
 #: budget overrides of a variant (the rest of the budget is the command line's)
-BUDGETS = {"stem:default 1200 steps": {"steps": 1200}, "stem:default 2400 steps": {"steps": 2400}}
+#: the wide and deep rows get the steps that take the tiny preset's 600-step training time (measured on
+#: the CPU box at batch 32: tiny 83 ms/step, hidden 128 × depth 2 200 ms, hidden 64 × depth 4 156 ms);
+#: batch 64 × 300 sees as many pairs as 32 × 600
+BUDGETS = {"stem:default 1200 steps": {"steps": 1200}, "stem:default 2400 steps": {"steps": 2400},
+           "stem:default batch 64 × 300 steps": {"steps": 300, "batch": 64},
+           "stem:default wide 128×2 250 steps": {"steps": 250, "net": {"hidden": 128, "heads": 4}},
+           "stem:default deep 64×4 320 steps": {"steps": 320, "net": {"depth": 4}}}
+STEP_CURVE = ("stem:default 1200 steps", "stem:default 2400 steps")
 ORDER = ["stem:default", "stem:default v+minsnr", "stem:default cfg", "stem:default 1200 steps",
-         "stem:default 2400 steps",
+         "stem:default 2400 steps", "stem:default constant lr", "stem:default batch 64 × 300 steps",
+         "stem:default wide 128×2 250 steps", "stem:default deep 64×4 320 steps",
          "stem:default ring1", "stem:default uncentred", "stem:paper", "stem:zscore",
          "stem:zscore+prior", "stem:zscore+ctx", "stem:zscore+x0+posterior", "stem:zscore+v+minsnr",
          "stem:zscore+cosine"]
@@ -114,16 +127,18 @@ def run_method(args, ds, fold: str, name: str) -> dict:
     else:
         base, _, over = VARIANTS[name].partition("+")
         recipe = get_recipe(base, over.replace(";", ","))
-        steps = BUDGETS.get(name, {}).get("steps", args.steps)
+        budget = BUDGETS.get(name, {})
+        steps, batch = budget.get("steps", args.steps), budget.get("batch", args.batch)
         settings = TrainSettings(prep=str(ds.root), holdout=[fold], preset=args.preset, steps=steps,
-                                 batch_size=args.batch, aug_ratio=args.views - 1, lr=args.lr,
+                                 batch_size=batch, aug_ratio=args.views - 1, lr=args.lr,
                                  seed=args.seed, checkpoint_every=10 ** 9, recipe=recipe,
                                  target_layer=getattr(args, "target_layer", None))
         with tempfile.TemporaryDirectory() as run_dir:
-            model, _ = StemModel.fit(ds, run_dir, settings, progress=False)
+            model, _ = StemModel.fit(ds, run_dir, settings, net_overrides=budget.get("net"), progress=False)
         t_train = time.perf_counter() - t0
         mean, _, samples = model.predict(emb, args.samples, args.sampler, None, args.seed, xy=xy)
-        info = {"train_seconds": round(t_train, 1), "steps": steps, "recipe": recipe.to_dict()}
+        info = {"train_seconds": round(t_train, 1), "steps": steps, "batch": batch,
+                "net": model.net_cfg.to_dict(), "recipe": recipe.to_dict()}
         if recipe.point == "posterior_mean":  # the same network, other residual weights
             info["residual_weight"] = {}
             for w in RESIDUAL_WEIGHTS:
@@ -140,7 +155,7 @@ def run_method(args, ds, fold: str, name: str) -> dict:
     return {**scored(truth, mean, samples, labels), **info}
 
 
-def expand(results: dict, curves: tuple[str, ...] = ("stem:default", *BUDGETS)) -> dict:
+def expand(results: dict, curves: tuple[str, ...] = ("stem:default", *STEP_CURVE)) -> dict:
     """Per fold, the residual-weight curve of the ``curves`` recipes and every guidance curve
     as rows of their own (the other recipes' weight curves stay in the JSON)."""
     out = {}
@@ -192,14 +207,14 @@ def summarise(results: dict, methods: list[str]) -> dict:
 def steps_lines(results: dict) -> list[str]:
     """Sample efficiency: the default recipe at 600 (the budget), 1200 and 2400 steps, fold by fold
     (PCC-50 / MSE at the shipped w and at the best w of the curve)."""
-    names = ["stem:default", *BUDGETS]
+    names = ["stem:default", *STEP_CURVE]
     folds = [f for f in SECTIONS if f in results and "stem:default" in results[f]]
-    if not any(n in results.get(f, {}) for f in folds for n in BUDGETS):
+    if not any(n in results.get(f, {}) for f in folds for n in STEP_CURVE):
         return []
     out = ["## Sample efficiency: optimiser steps at batch 32 (default recipe, log2(1 + count))", "",
            "PCC-50 / MSE of the shipped point (w = 0.25), and the best PCC-50 over the residual weights "
            "(w at which it is reached). Same folds, same samples and sampler; only the steps change.", "",
-           "| fold | 600 steps (the budget) | " + " | ".join(n.split(" ", 1)[1] for n in BUDGETS) + " |",
+           "| fold | 600 steps (the budget) | " + " | ".join(n.split(" ", 1)[1] for n in STEP_CURVE) + " |",
            "|---" * (len(names) + 1) + "|"]
     for f in folds:
         cells = []

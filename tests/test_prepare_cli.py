@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from conftest import HER2ST
 
+from stem_st.data.context import ring_neighbours
 from stem_st.data.prepared import open_prepared
 from stem_st.data.readers import read_section
 
@@ -61,6 +62,12 @@ def test_prepare_writes_the_dataset(prepared):
     assert not np.allclose(emb[:, 0], emb[:, 1])  # the flipped view is a different input
     assert c3.uns["stem"]["patch_px"] in range(160, 165)
     assert "label" in ds.section("A1").obs
+    # the neighbour graph the spatial context uses is stored (squidpy's keys); legacy ST: 8 within 1.5 pitch
+    conn = c3.obsp["spatial_connectivities"]
+    expect = [sorted(nb) for nb in ring_neighbours(raw.obsm["spatial"])]
+    assert [sorted(conn[i].indices) for i in range(c3.n_obs)] == expect
+    assert np.asarray(conn.sum(1)).max() == 8
+    assert c3.uns["spatial_neighbors"]["distances_key"] == "spatial_distances"
     # the summary table is printed
     assert "C3" in res.stdout and "1280" in res.stdout
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from synthetic import COND_A, write_synthetic
 
-from stem_st.data.context import add_context, ring_neighbours
+from stem_st.data.context import add_context, graph_matrices, ring_neighbours, store_graphs
 from stem_st.data.images import open_image
 from stem_st.data.patches import iter_patch_batches, patch_geometry
 from stem_st.data.prepared import open_prepared
@@ -77,6 +77,31 @@ def test_ring1_context_averages_the_right_neighbours():
     assert np.all(add_context(emb[:1, None], xy[:1], "ring1") == np.concatenate([emb[:1, None]] * 2, -1))
     with pytest.raises(StemError, match="coordinate"):
         add_context(emb, None, "ring1")
+
+
+def test_stored_graphs_are_the_neighbourhoods_the_context_uses():
+    import anndata as ad
+
+    # a 3 × 3 square grid, pitch 10, and one far spot with no neighbours
+    xy = np.array([(x, y) for y in range(3) for x in range(3)] + [(9, 9)], dtype=float) * 10
+    a = ad.AnnData(np.zeros((10, 1), dtype=np.float32))
+    a.obsm["spatial"] = xy
+    store_graphs(a)
+    conn, dist = a.obsp["spatial_connectivities"], a.obsp["spatial_distances"]
+    for i, nb in enumerate(ring_neighbours(xy)):
+        assert sorted(conn[i].indices) == sorted(nb)
+    assert sorted(conn[4].indices) == [0, 1, 2, 3, 5, 6, 7, 8] and conn[9].nnz == 0
+    assert dist[4, 0] == pytest.approx(10 * np.sqrt(2)) and dist[4, 1] == pytest.approx(10)
+    assert (conn != conn.T).nnz == 0  # symmetric
+    for i, nb in enumerate(ring_neighbours(xy, 2.5)):
+        assert sorted(a.obsp["ring2_connectivities"][i].indices) == sorted(nb)
+    assert a.uns["spatial_neighbors"]["connectivities_key"] == "spatial_connectivities"
+    # the ring-1 context is the row-normalised graph times the embeddings (a lone spot: itself)
+    emb = np.arange(20, dtype=np.float32).reshape(10, 2) ** 2
+    rows = np.asarray(conn.sum(1)).ravel()
+    expect = np.where(rows[:, None] > 0, conn @ emb / np.maximum(rows, 1)[:, None], emb)
+    np.testing.assert_allclose(add_context(emb, xy, "ring1")[:, 2:], expect, rtol=1e-6)
+    assert graph_matrices(xy[:1], 1.5)[0].shape == (1, 1)
 
 
 def test_ring2_context_adds_the_disc_of_radius_two_and_a_half_pitches():

@@ -97,17 +97,27 @@ def run(tmp_path_factory):
     return tmp / "run"
 
 
-def test_predict_slide_writes_a_scanpy_ready_file_and_resumes_from_the_cache(run, slide, tmp_path):
+#: the options of every quick `predict-slide` below (the VMU test compares its output with `tif_pred`'s)
+QUICK = ["--num-samples", "2", "--sampler", "ddim:2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tif_pred(run, slide, tmp_path_factory):
+    """`stem predict-slide` on the TIFF crop, run once for the module: (args, output, stdout)."""
+    tmp = tmp_path_factory.mktemp("tif_pred")
+    out = tmp / "pred.h5ad"
+    args = ["predict-slide", run, "--image", slide[0], "--out", out, *QUICK, "--cache", tmp / "cache"]
+    return args, out, run_stem(*args).stdout
+
+
+def test_predict_slide_writes_a_scanpy_ready_file_and_resumes_from_the_cache(tif_pred):
     import matplotlib
 
     matplotlib.use("Agg")
     import scanpy as sc
 
-    out = tmp_path / "pred.h5ad"
-    cache = tmp_path / "cache"
-    args = ["predict-slide", run, "--image", slide[0], "--out", out, "--num-samples", "2",
-            "--sampler", "ddim:2", "--device", "cpu", "--cache", cache]
-    res = run_stem(*args)
+    args, out, stdout = tif_pred
+    tmp_path, cache = out.parent, out.parent / "cache"
     a = ad.read_h5ad(out)
     meta = a.uns["stem"]
     assert meta["mpp"] == pytest.approx(C2_MPP, rel=1e-4) and meta["layout"] == "square"  # legacy ST run
@@ -118,6 +128,9 @@ def test_predict_slide_writes_a_scanpy_ready_file_and_resumes_from_the_cache(run
     assert d[:, 1].min() == pytest.approx(pitch_px) and np.median(d[:, 1]) == pytest.approx(pitch_px)
     assert 40 < a.n_obs < (3000 / (200 / C2_MPP)) ** 2 + 10 and (a.obs["tissue_fraction"] >= 0.5).all()
     assert a.layers["std"].shape == a.X.shape and (a.layers["std"] >= 0).all()
+    # the virtual grid's ring-1 graph (the context's neighbourhoods): 8 around an inner square-grid spot
+    degree = np.asarray(a.obsp["spatial_connectivities"].sum(1)).ravel()
+    assert degree.max() == 8 and (degree == 8).sum() > 0.3 * a.n_obs
     lib = meta["library_id"]
     sf = a.uns["spatial"][lib]["scalefactors"]
     assert sf["spot_diameter_fullres"] == pytest.approx(100 / C2_MPP)
@@ -125,7 +138,7 @@ def test_predict_slide_writes_a_scanpy_ready_file_and_resumes_from_the_cache(run
     sc.pl.spatial(a, color=a.var_names[0], library_id=lib, img_key="hires", show=False)
     assert (tmp_path / "pred_tissue.png").is_file()
     assert len(list((tmp_path / "pred_maps").glob("*.png"))) == 6
-    assert "whole-slide prediction" in res.stdout
+    assert "whole-slide prediction" in stdout
     entries = sorted(p.name for p in cache.rglob("*.npy"))
     assert entries  # embeddings cached per chunk
     # a second run (e.g. after an interruption) reuses them and gives the same answer
@@ -228,11 +241,10 @@ def test_openslide_missing_is_one_clear_error(vmu, monkeypatch):
         open_image(vmu[0])
 
 
-def test_predict_slide_on_a_vmu_equals_the_same_pixels_as_tiff(run, slide, vmu, tmp_path):
-    args = ["--num-samples", "2", "--sampler", "ddim:2", "--device", "cpu", "--cache", tmp_path / "cache"]
-    run_stem("predict-slide", run, "--image", slide[0], "--out", tmp_path / "tif.h5ad", *args)
-    run_stem("predict-slide", run, "--image", vmu[0], "--out", tmp_path / "vmu.h5ad", *args)
-    a, b = ad.read_h5ad(tmp_path / "tif.h5ad"), ad.read_h5ad(tmp_path / "vmu.h5ad")
+def test_predict_slide_on_a_vmu_equals_the_same_pixels_as_tiff(run, vmu, tif_pred, tmp_path):
+    run_stem("predict-slide", run, "--image", vmu[0], "--out", tmp_path / "vmu.h5ad", *QUICK,
+             "--cache", tmp_path / "cache")
+    a, b = ad.read_h5ad(tif_pred[1]), ad.read_h5ad(tmp_path / "vmu.h5ad")
     assert b.uns["stem"]["mpp"] == pytest.approx(C2_MPP, rel=1e-5) and b.n_obs > 40
     # the same grid (up to the nm rounding of the VMU's PhysicalWidth) and the same patches and predictions
     np.testing.assert_allclose(b.obsm["spatial"], a.obsm["spatial"], atol=0.01)

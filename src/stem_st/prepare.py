@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .atomic import atomic_path, require_free_space
+from .data.context import store_graphs
 from .data.images import file_fingerprint, open_image
 from .data.panels import choose_panel
 from .data.patches import (
@@ -210,6 +211,7 @@ def _section_output(adata: ad.AnnData, panel: list[str], emb: np.ndarray,
         geom = patch_geometry(cfg.patch_mode, info["mpp"], info["spot_diameter_um"])
         info.update(patch_mode=geom.mode, patch_px=geom.side_px, patch_um=geom.field_um)
     res.obs["total_counts_all_genes"] = np.asarray(adata.X.sum(axis=1)).ravel().astype(np.int64)
+    store_graphs(res)
     if cfg.completed:
         res.layers["completed"], info["completed"] = completed_layer(cfg.completed, info["section"], res)
     res.uns["stem"] = info

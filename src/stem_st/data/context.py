@@ -6,11 +6,16 @@ spot on a Visium hexagon, the 4 (plus 4 diagonals at √2 pitch) on a legacy-ST 
 ``ring2`` adds a second block, the mean over the disc of radius 2.5 pitch (18 spots on a
 hexagon: a field of view about 5 spots across, ≈ 500 µm on Visium, like TRIPLEX's global
 view). A spot without neighbours is its own context.
+
+``stem prepare`` also stores the graphs in each section (:func:`store_graphs`, squidpy's key names),
+for users to inspect and for squidpy; every stage recomputes them from ``obsm['spatial']`` with
+the same function, so a subset or edited AnnData never carries a stale graph.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ..errors import require
@@ -59,3 +64,30 @@ def add_context(emb: np.ndarray, xy: np.ndarray | None, context: str) -> np.ndar
             "spatial context needs one coordinate per spot (obsm['spatial'])")
     means = [neighbour_mean(emb, ring_neighbours(xy, r)) for r in RADII[context]]
     return np.concatenate([emb, *means], axis=-1)
+
+
+def graph_matrices(xy: np.ndarray, factor: float) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The ring graph at ``factor`` × pitch as sparse (spots, spots) connectivities (1.0 per
+    neighbour) and centre distances (in the units of ``xy``)."""
+    xy = np.asarray(xy, dtype=np.float64)
+    nbs = ring_neighbours(xy, factor)
+    rows = np.repeat(np.arange(len(nbs)), [len(nb) for nb in nbs])
+    cols = np.concatenate(nbs) if nbs else np.zeros(0, dtype=np.int64)
+    dist = np.linalg.norm(xy[rows] - xy[cols], axis=1) if len(rows) else np.zeros(0)
+    shape = (len(xy), len(xy))
+    return (sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape),
+            sp.csr_matrix((dist, (rows, cols)), shape=shape))
+
+
+def store_graphs(adata) -> None:
+    """Write the ring-1 graph as ``obsp['spatial_connectivities']`` / ``['spatial_distances']``
+    with ``uns['spatial_neighbors']`` (squidpy's keys) and the ring-2 disc as
+    ``obsp['ring2_connectivities']``, from ``obsm['spatial']``."""
+    xy = np.asarray(adata.obsm["spatial"])
+    conn, dist = graph_matrices(xy, RADII["ring1"][0])
+    adata.obsp["spatial_connectivities"], adata.obsp["spatial_distances"] = conn, dist
+    adata.obsp["ring2_connectivities"] = graph_matrices(xy, RADII["ring2"][1])[0]
+    adata.uns["spatial_neighbors"] = {
+        "connectivities_key": "spatial_connectivities", "distances_key": "spatial_distances",
+        "params": {"radius_pitches": RADII["ring1"][0], "ring2_radius_pitches": RADII["ring2"][1],
+                   "coord_type": "generic", "units": "distances in full-resolution pixels"}}

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, write_h5ad
+from ..data.context import store_graphs
 from ..diffusion.gaussian import DEFAULT_SAMPLER
 from ..errors import require
 
@@ -31,6 +32,7 @@ def prediction_anndata(spots: ad.AnnData, genes: list[str], summary: np.ndarray,
     out = ad.AnnData(X=summary.astype(np.float32), obs=obs, var=pd.DataFrame(index=list(genes)))
     out.layers["std"] = std.astype(np.float32)
     out.obsm["spatial"] = np.asarray(spots.obsm["spatial"], dtype=np.float64)
+    store_graphs(out)
     out.uns["stem"] = {"units": "log2(1 + count)", **provenance}
     return out
 
@@ -88,6 +90,7 @@ def predict_anndata(model, adata: ad.AnnData, num_samples: int = 20, sampler: st
         x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
         out = ad.AnnData(X=x, obs=adata.obs.copy(), var=pd.DataFrame(index=list(model.genes)))
         out.obsm["spatial"] = xy.copy()
+        store_graphs(out)  # a copy's own; with inplace, the user's obsp is left alone
         spatial = section_spatial(adata.uns.get("stem", {}), image_side)
         if spatial:
             out.uns["spatial"] = spatial

@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from ..atomic import atomic_path, write_h5ad
+from ..data.context import store_graphs
 from ..data.images import PILImage, file_fingerprint, open_image
 from ..data.patches import patch_geometry
 from ..data.section import PLATFORM_GEOMETRY
@@ -165,6 +166,7 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
     res = ad.AnnData(X=mean.astype(np.float32), obs=obs, var=pd.DataFrame(index=model.genes))
     res.layers["std"] = std.astype(np.float32)
     res.obsm["spatial"] = xy.astype(np.float64)
+    store_graphs(res)  # the neighbourhoods the spatial context was built from
     res.uns["spatial"] = scanpy_spatial(lib, thumb, scale, spot_px, cfg.image)
     res.uns["stem"] = {"units": "log2(1 + count)", "image": str(Path(cfg.image).resolve()), "mpp": float(mpp),
                        "pitch_um": float(pitch_um), "layout": layout, "min_tissue": cfg.min_tissue,
