@@ -102,6 +102,10 @@ def test_stored_graphs_are_the_neighbourhoods_the_context_uses():
     expect = np.where(rows[:, None] > 0, conn @ emb / np.maximum(rows, 1)[:, None], emb)
     np.testing.assert_allclose(add_context(emb, xy, "ring1")[:, 2:], expect, rtol=1e-6)
     assert graph_matrices(xy[:1], 1.5)[0].shape == (1, 1)
+    b = ad.AnnData(np.zeros((2, 1), dtype=np.float32))
+    b.obsm["spatial"] = np.array([[0.0, 0.0], [np.nan, 1.0]])
+    store_graphs(b)  # no graph for spots without a finite centre, and no error
+    assert "spatial_connectivities" not in b.obsp
 
 
 def test_ring2_context_adds_the_disc_of_radius_two_and_a_half_pitches():

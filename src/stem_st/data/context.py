@@ -82,8 +82,11 @@ def graph_matrices(xy: np.ndarray, factor: float) -> tuple[sp.csr_matrix, sp.csr
 def store_graphs(adata) -> None:
     """Write the ring-1 graph as ``obsp['spatial_connectivities']`` / ``['spatial_distances']``
     with ``uns['spatial_neighbors']`` (squidpy's keys) and the ring-2 disc as
-    ``obsp['ring2_connectivities']``, from ``obsm['spatial']``."""
-    xy = np.asarray(adata.obsm["spatial"])
+    ``obsp['ring2_connectivities']``, from ``obsm['spatial']`` (nothing when a coordinate is
+    not finite: a model without context predicts such spots, a graph cannot hold them)."""
+    xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+    if not np.isfinite(xy).all():
+        return
     conn, dist = graph_matrices(xy, RADII["ring1"][0])
     adata.obsp["spatial_connectivities"], adata.obsp["spatial_distances"] = conn, dist
     adata.obsp["ring2_connectivities"] = graph_matrices(xy, RADII["ring2"][1])[0]
