@@ -26,6 +26,7 @@ from sklearn.linear_model import RidgeCV
 
 from stem_st.data.prepared import open_prepared
 from stem_st.encoders.scaling import EmbeddingScaler
+from stem_st.evaluation.baselines import training_pairs
 from stem_st.evaluation.metrics import score
 from stem_st.models.ridge import ALPHAS
 from stem_st.training.data import log2_expression, section_counts, section_inputs
@@ -50,14 +51,8 @@ def fold_data(work: Path, fold: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """Training inputs (view 0) and log2 targets of spots with counts; the held-out section's
     inputs (all views) and truth (every spot, as the LOO protocol scores them)."""
     ds = open_prepared(work / f"prep_{fold}")
-    xs, ys = [], []
-    for sid in (s for s in ds.sections if s != fold):
-        counts = section_counts(ds, sid)
-        keep = counts.sum(1) > 0
-        xs.append(section_inputs(ds, sid, "ring2")[keep, 0])
-        ys.append(log2_expression(counts[keep]))
-    return (np.concatenate(xs), np.concatenate(ys), section_inputs(ds, fold, "ring2"),
-            log2_expression(section_counts(ds, fold)))
+    x, y = training_pairs(ds, [s for s in ds.sections if s != fold], "ring2")  # as the baselines fit
+    return x, y, section_inputs(ds, fold, "ring2"), log2_expression(section_counts(ds, fold))
 
 
 def predict(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, components: int = 256, per_gene: bool = False,
