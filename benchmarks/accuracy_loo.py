@@ -26,11 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from stem_st.data.context import RADII, graph_matrices
 from stem_st.data.prepared import open_prepared
 from stem_st.demo import PROFILES
-from stem_st.evaluation.baselines import BASELINES
+from stem_st.diffusion.gaussian import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
+from stem_st.evaluation.baselines import BASELINES, SAMPLED, make_baseline
 from stem_st.evaluation.clustering import label_agreement
 from stem_st.evaluation.metrics import UNIT_NAMES, in_unit, score
+from stem_st.evaluation.probabilistic import KEYS as PROB_KEYS
+from stem_st.evaluation.probabilistic import probabilistic_scores
 from stem_st.prepare import PrepareConfig, prepare
 from stem_st.recipe import get_recipe
 from stem_st.stem_model import StemModel, TrainSettings
@@ -54,6 +58,8 @@ VARIANTS = {
     "stem:default v+minsnr": "default+objective=v;min_snr_gamma=5",
     # condition dropout 10 % and classifier-free guidance (samples at s = 1; the point at every s)
     "stem:default cfg": "default+cond_dropout=0.1;guidance=1",
+    # levers for the samples (issue: prove the samples)
+    "stem:default spread per gene": "default+spread_per_gene=true",
     # sample efficiency: the default recipe with more optimiser steps (batch, lr, sampler unchanged)
     "stem:default 1200 steps": "default",
     "stem:default 2400 steps": "default",
@@ -80,7 +86,7 @@ ORDER = ["stem:default", "stem:default v+minsnr", "stem:default cfg", "stem:defa
          "stem:zscore+cosine"]
 RESIDUAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 GUIDANCE = (0.0, 0.5, 1.0, 2.0)
-KEYS = ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "coverage80")
+KEYS = ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", *PROB_KEYS)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -102,12 +108,17 @@ def fold_prep(args, fold: str, completed: str | None = None, cache: str | None =
     return out
 
 
-def scored(truth, mean, samples, labels) -> dict:
+def scored(truth, mean, samples, labels, graph=None) -> dict:
+    """Point metrics, and with samples the probabilistic ones, in both units."""
     row = {}
     for unit in UNIT_NAMES:
-        s = score(in_unit(truth, unit), in_unit(mean, unit),
-                  None if samples is None else in_unit(samples, unit))
+        y, p = in_unit(truth, unit), in_unit(mean, unit)
+        s = score(y, p)
         row[unit] = {k: float(s[k]) for k in KEYS if k in s}
+        if samples is not None and samples.shape[1] > 1:
+            prob = probabilistic_scores(y, p, in_unit(samples, unit), graph)
+            row[unit].update({k: v for k, v in prob.items() if k in PROB_KEYS})
+            row[unit]["PIT"] = prob["PIT"]
     if labels is not None:
         row["log2"].update({k: float(v) for k, v in label_agreement(mean, labels).items()
                             if k in ("ARI", "NMI")})
@@ -119,11 +130,13 @@ def run_method(args, ds, fold: str, name: str) -> dict:
     truth = log2_expression(section_counts(ds, fold))
     emb, xy = ds.embeddings(fold)[:, 0], np.asarray(a.obsm["spatial"])
     labels = a.obs["label"].to_numpy() if "label" in a.obs else None
+    graph = graph_matrices(xy, RADII["ring1"][0])[0]
     train = [s for s in ds.sections if s != fold]
     t0 = time.perf_counter()
     if name in BASELINES:
-        mean, _, samples = BASELINES[name]().fit(ds, train, getattr(args, "target_layer", None)).predict(emb, xy)
-        info = {}
+        model = make_baseline(name, args.samples, args.seed)
+        mean, _, samples = model.fit(ds, train, getattr(args, "target_layer", None)).predict(emb, xy)
+        info = {"samples": args.samples} if name in SAMPLED else {}
     else:
         base, _, over = VARIANTS[name].partition("+")
         recipe = get_recipe(base, over.replace(";", ","))
@@ -138,21 +151,27 @@ def run_method(args, ds, fold: str, name: str) -> dict:
         t_train = time.perf_counter() - t0
         mean, _, samples = model.predict(emb, args.samples, args.sampler, None, args.seed, xy=xy)
         info = {"train_seconds": round(t_train, 1), "steps": steps, "batch": batch,
-                "net": model.net_cfg.to_dict(), "recipe": recipe.to_dict()}
+                "net": model.net_cfg.to_dict(), "recipe": recipe.to_dict(),
+                "samples": args.samples, "sampler": args.sampler,
+                "spread": None if model.target.spread is None else float(np.median(model.target.spread)),
+                "spread_calibrated_with": model.meta.get("spread_calibrated_with")}
+        keep = Path(args.work) / "models" / fold / name.replace(" ", "_").replace(":", "-")
+        model.save(keep)  # for later looks at the same network (not a result)
+        np.save(keep / "samples.npy", samples.astype(np.float16))
         if recipe.point == "posterior_mean":  # the same network, other residual weights
             info["residual_weight"] = {}
             for w in RESIDUAL_WEIGHTS:
                 model.recipe = replace(recipe, residual_weight=w)
                 info["residual_weight"][str(w)] = scored(truth, model.posterior_mean(emb, xy, args.seed),
-                                                         samples, None)
+                                                         None, None)
             if recipe.cond_dropout > 0:  # the same network, other guidance scales
                 info["guidance"] = {}
                 for g in GUIDANCE:
                     model.recipe = replace(recipe, guidance=g)
                     info["guidance"][str(g)] = scored(truth, model.posterior_mean(emb, xy, args.seed),
-                                                      samples, None)
+                                                      None, None)
     info["seconds"] = round(time.perf_counter() - t0, 1)
-    return {**scored(truth, mean, samples, labels), **info}
+    return {**scored(truth, mean, samples, labels, graph), **info}
 
 
 def expand(results: dict, curves: tuple[str, ...] = ("stem:default", *STEP_CURVE)) -> dict:
@@ -281,8 +300,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=cpu["batch_size"])
     p.add_argument("--lr", type=float, default=cpu["lr"])
     p.add_argument("--views", type=int, default=cpu["views"])
-    p.add_argument("--samples", type=int, default=cpu["num_samples"])
-    p.add_argument("--sampler", default=cpu["sampler"])
+    # what `stem predict` ships (and what the spread is calibrated with)
+    p.add_argument("--samples", type=int, default=DEFAULT_NUM_SAMPLES)
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", default=str(ROOT / "benchmarks/results/accuracy_loo"))
     args = p.parse_args()

@@ -335,12 +335,13 @@ def evaluate(
     pred: list[Path] = typer.Option([], help="Prediction .h5ad from stem predict (repeatable)."),
     baselines: str = typer.Option("all", help="all | none | comma-separated: mean,knn,ridge,mlp,"
                                   "knn+ctx,ridge+ctx,knn+ctx2,ridge+ctx2 (+ctx: ring-1, +ctx2: "
-                                  "ring-1 and 2.5-pitch disc spatial context)"),
+                                  "ring-1 and 2.5-pitch disc spatial context), and the sampled "
+                                  "ridge+ctx2+gauss|mvn|boot (cross-fitted residual noise)"),
     out: Path = typer.Option(..., help="Report folder: metrics.json/csv, PNGs, report.html."),
     train_sections: str = typer.Option("", help="Sections the baselines train on (default: the "
                                        "prediction run's training sections)."),
     genes: str = typer.Option("", help="Genes for the maps (default: top-PCC + HER2ST markers)."),
-    seed: int = typer.Option(0, help="Seed for clustering."),
+    seed: int = typer.Option(0, help="Seed for clustering and the sampled baselines' draws."),
     unit: str = typer.Option("log2", help="log2: log2(1 + count), the paper's | cp10k: "
                              "log2(1 + CP10k) over the panel, depth-normalised (for other patients)"),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
@@ -358,7 +359,8 @@ def evaluate(
 
 
 def _print_metric_table(rows: list[dict], title: str) -> None:
-    cols = ("method", "PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "coverage80", "ARI", "NMI")
+    cols = ("method", "PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "CRPS", "energy", "coverage50",
+            "coverage80", "coverage95", "ARI", "NMI")
     _print_table([{c: (round(r[c], 3) if isinstance(r.get(c), float) else r.get(c, "")) for c in cols}
                   for r in rows], title)
 
@@ -503,8 +505,8 @@ def demo(
     steps: int | None = typer.Option(None, help="Training steps (CPU 600, GPU 20000)."),
     batch_size: int | None = typer.Option(None, help="Batch size (CPU 32, GPU 256)."),
     lr: float | None = typer.Option(None, help="AdamW learning rate (CPU 5e-4, GPU 1e-4)."),
-    num_samples: int | None = typer.Option(None, help="Samples per spot (CPU 10, GPU 20)."),
-    sampler: str | None = typer.Option(None, help="Sampler (CPU ddim:10, GPU dpm++:10)."),
+    num_samples: int | None = typer.Option(None, help="Samples per spot (default 20)."),
+    sampler: str | None = typer.Option(None, help="Sampler (default dpm++:10, as stem predict)."),
     recipe: str = typer.Option("default", help=RECIPE_HELP),
     recipe_set: str = typer.Option("", help=RECIPE_SET_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),

@@ -47,7 +47,8 @@ class Recipe:
     - ``calibrate_spread``: after training, scale each spot's samples about their centre by one
       factor so that their 80 % intervals hold 80 % of the (cross-fitted) residuals of training
       spots; a briefly trained x0 network draws samples that are too alike (80 % intervals
-      held 45 %).
+      held 45 %). ``spread_per_gene``: one factor per gene instead (each gene's 80 % intervals
+      hold 80 % of its training residuals; also narrows a gene whose samples are too wide).
     - ``lr_schedule``: ``constant`` (paper) or linear warm-up then ``cosine`` decay.
     - ``cond_dropout``: the fraction of training pairs whose condition is replaced by the null
       condition (the training mean embedding), so the network also learns the unconditional
@@ -65,6 +66,7 @@ class Recipe:
     residual_weight: float = 1.0
     centre_samples: bool = False
     calibrate_spread: bool = False
+    spread_per_gene: bool = False
     lr_schedule: str = "constant"
     cond_dropout: float = 0.0
     guidance: float = 0.0
@@ -85,6 +87,8 @@ class Recipe:
         require(self.guidance >= 0, "recipe: guidance must be >= 0")
         require(not self.guidance or self.cond_dropout > 0,
                 "recipe: guidance needs a network trained with cond_dropout > 0")
+        require(not self.spread_per_gene or self.calibrate_spread,
+                "recipe: spread_per_gene needs calibrate_spread")
         require(not self.centre_samples or self.point == "posterior_mean",
                 "recipe: centre_samples needs point=posterior_mean")
 

@@ -17,7 +17,7 @@ from .atomic import require_free_space, write_json
 from .data.context import add_context, context_blocks
 from .data.prepared import PreparedDataset
 from .diffusion import GaussianDiffusion
-from .diffusion.gaussian import DEFAULT_SAMPLER, parse_sampler
+from .diffusion.gaussian import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER, parse_sampler
 from .diffusion.guidance import drop_condition, guided, null_rows
 from .diffusion.noise import BLOCK_ROWS, RowNoise
 from .encoders.scaling import EmbeddingScaler
@@ -173,29 +173,27 @@ class StemModel:
             model._calibrate(*pairs.numpy(rows), data.group[rows], settings.seed, device=device)
             # the factor travels with the final checkpoint
             save_checkpoint({**ck, **model._extra_state()}, run_dir, int(ck["step"]))
-            log.info("sample spread calibrated: × %.3f (%s)", float(model.target.spread), path.name)
+            log.info("sample spread calibrated: × %.3f (median over genes; %s)",
+                     float(np.median(model.target.spread)), path.name)
         model.net.to("cpu")
         return model, result
 
-    def calibrate_spread(self, cond: np.ndarray, z: np.ndarray, seed: int = 0,
-                         groups: np.ndarray | None = None, spots: int = 128, num_samples: int = 10,
-                         sampler: str = "ddim:10", device: str = "cpu") -> float:
-        """Set the samples' spread factor from training spots (their z): the median over
-        training sections (``groups``) of each section's factor on up to ``spots`` of its spots,
-        so one atypical section (another patient, another depth) does not set everyone's width."""
-        groups = np.zeros(len(cond), dtype=int) if groups is None else np.asarray(groups)
-        rows = calibration_rows(groups, None, seed, spots)
-        return self._calibrate(cond[rows], z[rows], groups[rows], seed, num_samples, sampler, device)
-
     def _calibrate(self, cond: np.ndarray, z: np.ndarray, groups: np.ndarray, seed: int,
-                   num_samples: int = 10, sampler: str = "ddim:10", device: str = "cpu") -> float:
+                   num_samples: int = DEFAULT_NUM_SAMPLES, sampler: str = DEFAULT_SAMPLER,
+                   device: str = "cpu") -> float:
+        """Set the samples' spread factor from training spots (their cross-fitted z): the median
+        over training sections (``groups``) of each section's factor, so one atypical section
+        (another patient, another depth) does not set everyone's width. Drawn with the sampler
+        and sample count that prediction uses by default (recorded in ``meta``)."""
         factors = []
         for g in np.unique(groups):
             rows = groups == g
             draws = self._run(cond[rows], num_samples, sampler, seed, device)
-            factors.append(spread_factor(z[rows], draws, self._centre(cond[rows], seed, device)))
-        self.target.spread = np.asarray(float(np.median(factors)), dtype=np.float32)
-        return float(self.target.spread)
+            factors.append(spread_factor(z[rows], draws, self._centre(cond[rows], seed, device),
+                                         per_gene=self.recipe.spread_per_gene))
+        self.target.spread = np.median(np.asarray(factors), axis=0).astype(np.float32)
+        self.meta["spread_calibrated_with"] = {"sampler": sampler, "num_samples": num_samples}
+        return float(np.median(self.target.spread))
 
     def _extra_state(self) -> dict:
         return {"net_config": self.net_cfg.to_dict(), "genes": self.genes, **self.scaler.state(),

@@ -30,6 +30,8 @@ Noise = torch.Generator | RowNoise | None
 SAMPLER_FORMS = "ddpm, ddpm:S, ddim:S, ddim:S:eta or dpm++:S"
 #: 100× fewer network calls than DDPM-1000 at its accuracy (benchmarks/results/sampler_curve.md)
 DEFAULT_SAMPLER = "dpm++:10"
+#: samples per spot that `stem predict` draws by default (the spread is calibrated with both)
+DEFAULT_NUM_SAMPLES = 20
 
 
 def parse_sampler(spec: str, trained_steps: int) -> tuple[str, int, float]:

@@ -6,6 +6,15 @@ training statistics (:class:`~stem_st.encoders.scaling.EmbeddingScaler`), target
 log2(1 + count). ``name+ctx`` / ``name+ctx2`` variants get the same spatial context as Stem's
 ``context='ring1'`` / ``'ring2'`` recipes. ``predict(embeddings, xy)`` returns
 ``(mean, std or None, samples or None)`` like ``StemModel.predict``.
+
+Sampled baselines draw as many profiles per spot as Stem (:func:`make_baseline`): ``knn`` takes
+the k = ``num_samples`` nearest training spots' profiles; ``ridge+ctx2+gauss|mvn|boot`` add
+noise learned from *cross-fitted* training residuals (each training section's residuals from
+a probe fitted on the other training sections, so they are as large as on an unseen section)
+to the ridge+ctx2 mean: independent Gaussian per gene, a Gaussian with the full gene covariance
+shrunk by Ledoit–Wolf (scikit-learn), or a whole residual vector of a random training spot (the
+empirical joint across genes). Residuals are centred per gene; draws are clipped at 0 like
+Stem's (log2(1 + count) is never negative).
 """
 
 from __future__ import annotations
@@ -150,6 +159,54 @@ class MLPBaseline(Baseline):
             return self.net(torch.from_numpy(x).float()).numpy(), None, None
 
 
+NOISE = ("gauss", "mvn", "boot")
+
+
+class ResidualSampledRidge(Baseline):
+    """ridge+ctx2 plus draws of cross-fitted residual noise (``noise``: gauss | mvn | boot)."""
+
+    context = "ring2"
+
+    def __init__(self, noise: str = "gauss", num_samples: int = 20, seed: int = 0):
+        require(noise in NOISE, f"unknown residual noise '{noise}'; choose {', '.join(NOISE)}")
+        require(num_samples >= 2, "a sampled baseline needs at least two samples per spot")
+        self.noise, self.num_samples, self.seed = noise, num_samples, seed
+        self.name = f"ridge+ctx2+{noise}"
+
+    def fit(self, ds: PreparedDataset, sections: list[str], target_layer: str | None = None):
+        parts = [training_pairs(ds, [s], self.context, target_layer) for s in sections]
+        emb, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        groups = np.repeat(np.arange(len(parts)), [len(p[1]) for p in parts])
+        self.scaler = EmbeddingScaler.fit(emb)
+        x = self.scaler.transform(emb)
+        self.probe = RidgeProbe().fit(x, y)
+        resid = np.empty_like(y)
+        for g in range(len(parts)):
+            rows = groups == g
+            probe = RidgeProbe().fit(x[~rows], y[~rows]) if (~rows).any() else self.probe
+            resid[rows] = y[rows] - probe.predict(x[rows])
+        self.residuals = (resid - resid.mean(0)).astype(np.float32)
+        if self.noise == "mvn":
+            from sklearn.covariance import LedoitWolf
+
+            cov = LedoitWolf().fit(self.residuals).covariance_
+            self.chol = np.linalg.cholesky(cov + 1e-9 * np.eye(len(cov)))
+        return self
+
+    def _predict(self, x):
+        mean = self.probe.predict(x)
+        rng = np.random.default_rng(self.seed)
+        n, g, m = mean.shape[0], mean.shape[1], self.num_samples
+        if self.noise == "boot":
+            noise = self.residuals[rng.integers(len(self.residuals), size=(n, m))]
+        elif self.noise == "mvn":
+            noise = rng.standard_normal((n, m, g)) @ self.chol.T
+        else:
+            noise = rng.standard_normal((n, m, g)) * self.residuals.std(0)
+        samples = np.maximum(mean[:, None] + noise, 0).astype(np.float32)
+        return mean, samples.std(1), samples
+
+
 def _with_context(base: type[Baseline], context: str, suffix: str) -> type[Baseline]:
     return type(f"{base.__name__}{context.title()}", (base,),
                 {"name": f"{base.name}+{suffix}", "context": context,
@@ -162,7 +219,20 @@ BASELINES: dict[str, type[Baseline]] = {
     "ridge+ctx": _with_context(RidgeBaseline, "ring1", "ctx"),
     "knn+ctx2": _with_context(KNNBaseline, "ring2", "ctx2"),
     "ridge+ctx2": _with_context(RidgeBaseline, "ring2", "ctx2"),
+    **{f"ridge+ctx2+{n}": ResidualSampledRidge for n in NOISE},
 }
+#: the baselines that draw samples (their count set by ``num_samples``)
+SAMPLED = ("knn", "knn+ctx", "knn+ctx2", *(f"ridge+ctx2+{n}" for n in NOISE))
+
+
+def make_baseline(name: str, num_samples: int = 20, seed: int = 0) -> Baseline:
+    """A baseline by name; sampled ones draw ``num_samples`` profiles per spot (knn: its k)."""
+    require(name in BASELINES, f"unknown baseline '{name}'; choose {', '.join(BASELINES)}")
+    if name.startswith("knn"):
+        return BASELINES[name](k=num_samples)
+    if name.startswith("ridge+ctx2+"):
+        return ResidualSampledRidge(name.rsplit("+", 1)[1], num_samples, seed)
+    return BASELINES[name]()
 
 
 def parse_baselines(spec: str) -> list[str]:

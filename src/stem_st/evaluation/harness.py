@@ -14,17 +14,21 @@ import anndata as ad
 import numpy as np
 
 from ..atomic import atomic_path
+from ..data.context import RADII, graph_matrices
 from ..data.images import open_image
 from ..data.prepared import PreparedDataset, open_prepared
+from ..diffusion.gaussian import DEFAULT_NUM_SAMPLES
 from ..errors import StemError, require
 from ..prediction.output import SAMPLES_SUFFIX
 from ..prediction.summarise import SUMMARIES, summarise
 from ..training.data import log2_expression
 from ..viewer import build_view
 from . import plots
-from .baselines import BASELINES
+from .baselines import BASELINES, make_baseline
 from .clustering import label_agreement
 from .metrics import UNIT_NAMES, in_unit, pearson_per_gene, score
+from .probabilistic import PROTOCOL as PROB_PROTOCOL
+from .probabilistic import probabilistic_scores
 from .report import write_report
 
 log = logging.getLogger(__name__)
@@ -140,9 +144,11 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
                 f"a prediction is for section {m.info.get('section')}, not {section}")
     trained_on = _train_sections(ds, section, methods, train_sections or [])
     emb = ds.embeddings(section)[:, 0]
+    # sampled baselines draw as many profiles per spot as the predictions have
+    draws = next((m.samples.shape[1] for m in methods if m.samples is not None), DEFAULT_NUM_SAMPLES)
     for name in baselines:
         tb = time.perf_counter()
-        model = BASELINES[name]().fit(ds, trained_on)
+        model = make_baseline(name, max(2, draws), seed).fit(ds, trained_on)
         mean, std, samples = model.predict(emb, np.asarray(truth_ad.obsm["spatial"]))
         info = {"seconds": round(time.perf_counter() - tb, 2)}
         if name == "ridge":
@@ -156,11 +162,16 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
             m.mean = in_unit(m.mean, unit)
             m.samples = None if m.samples is None else in_unit(m.samples, unit)
     labels = truth_ad.obs["label"].to_numpy() if "label" in truth_ad.obs else None
-    rows, correlations, sample_stats = [], {}, []
+    graph = graph_matrices(np.asarray(truth_ad.obsm["spatial"]), RADII["ring1"][0])[0]
+    rows, correlations, sample_stats, pits = [], {}, [], {}
     for m in methods:
         row = {"method": m.name, **score(truth, m.mean, m.samples)}
         if m.samples is not None:
             row["num_samples"] = int(m.samples.shape[1])
+            if m.samples.shape[1] > 1:
+                prob = probabilistic_scores(truth, m.mean, m.samples, graph, seed)
+                pits[m.name] = prob.pop("PIT")
+                row.update(prob)
         if labels is not None:
             row.update({k: v for k, v in label_agreement(m.mean, labels, seed).items()
                         if k in ("ARI", "NMI", "clusters")})
@@ -183,9 +194,12 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.mkdir()
         figures = _figures(tmp, ds, truth_ad, truth, methods, correlations, marker, UNIT_NAMES[unit])
+        if pits:
+            figures.insert(1, ("PIT histograms of the sampling methods (flat = calibrated)",
+                               plots.pit_plot(pits, tmp / "pit.png")))
         per_gene = {m: [None if not np.isfinite(v) else float(v) for v in r] for m, r in correlations.items()}
         (tmp / "metrics.json").write_text(json.dumps(
-            {"protocol": protocol, "methods": rows, "sample_statistics": sample_stats,
+            {"protocol": protocol, "methods": rows, "sample_statistics": sample_stats, "pit": pits,
              "per_gene_pcc": {"genes": panel, **per_gene}}, indent=2, default=str))
         _write_csv(tmp / "metrics.csv", rows)
         notes = [f"{m.name}: {m.info['seconds']} s to fit and predict" for m in methods
@@ -202,7 +216,7 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
         write_report(tmp / "report.html", f"Stem-ST evaluation: section {section}", rows, protocol,
                      figures, notes, links)
     log.info("evaluated %s in %.1f s → %s", section, time.perf_counter() - t0, out)
-    return {"rows": rows, "sample_statistics": sample_stats, "protocol": protocol,
+    return {"rows": rows, "sample_statistics": sample_stats, "pit": pits, "protocol": protocol,
             "report": str(out / "report.html")}
 
 
@@ -217,8 +231,11 @@ def _protocol(ds, section, truth, methods, trained_on, labels) -> dict:
         "MSE / MAE": "over all spot × gene entries",
         "RVD": "mean over genes of (var_pred − var_true)² / var_true², population variances "
                "across spots; genes with zero true variance skipped",
-        "coverage80": "fraction of true values inside the central 80 % interval of the samples "
-                      "(Stem: diffusion samples; knn: the k neighbours' profiles)",
+        **PROB_PROTOCOL,
+        "samples": "Stem: diffusion samples; knn: the k neighbours' profiles (k = the samples per "
+                   "spot); ridge+ctx2+gauss/mvn/boot: the ridge+ctx2 mean plus noise from cross-fitted "
+                   "training residuals (independent per gene / full Ledoit–Wolf covariance / whole "
+                   "residual vectors), as many draws per spot as the predictions have",
         "ARI / NMI": "Leiden (PCA 30, 15-NN, resolution bisected to the number of label classes) "
                      "vs the pathologist labels, 'undetermined' left out" if labels is not None
                      else "not computed: the section has no pathologist labels",

@@ -7,14 +7,17 @@ import html
 import math
 from pathlib import Path
 
-TABLE_COLUMNS = ("method", "PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "coverage80", "ARI", "NMI",
-                 "genes_scored", "genes_zero_variance")
+TABLE_COLUMNS = ("method", "PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "CRPS", "energy", "variogram",
+                 "coverage50", "coverage80", "coverage95", "corr_err_sample", "corr_err_point",
+                 "moran_err_sample", "moran_err_point", "spread_error_rho", "ARI", "NMI",
+                 "num_samples", "genes_scored", "genes_zero_variance")
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px;text-align:right}
 th{background:#eee}td:first-child,th:first-child{text-align:left}td.best{font-weight:bold;background:#e6f4e6}
 figure{margin:1.5em 0}img{max-width:100%;border:1px solid #ddd}dt{font-weight:bold;float:left;width:16em}
 dd{margin-left:17em}"""
-LOWER_IS_BETTER = {"MSE", "MAE", "RVD"}
+LOWER_IS_BETTER = {"MSE", "MAE", "RVD", "CRPS", "energy", "variogram", "corr_err_sample", "corr_err_point",
+                   "moran_err_sample", "moran_err_point"}
 
 
 def _fmt(v) -> str:
@@ -26,7 +29,7 @@ def _fmt(v) -> str:
 def _best(rows: list[dict], col: str) -> float | None:
     vals = [r[col] for r in rows if isinstance(r.get(col), float) and not math.isnan(r[col])
             and not str(r["method"]).startswith("truth")]
-    if not vals or col not in {"PCC-10", "PCC-50", "PCC-all", "ARI", "NMI", *LOWER_IS_BETTER}:
+    if not vals or col not in {"PCC-10", "PCC-50", "PCC-all", "ARI", "NMI", "spread_error_rho", *LOWER_IS_BETTER}:
         return None
     return min(vals) if col in LOWER_IS_BETTER else max(vals)
 
@@ -63,8 +66,10 @@ def write_report(path: Path, title: str, rows: list[dict], protocol: dict, figur
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<h2>Metrics</h2>{metric_table_html(rows)}"
-            f"<p>Best value per column in bold (higher is better for PCC, ARI, NMI; lower for MSE, MAE, "
-            f"RVD; coverage80 should be near 0.80).</p>"
+            f"<p>Best value per column in bold (higher is better for PCC, ARI, NMI and spread_error_rho; "
+            f"lower for MSE, MAE, RVD, CRPS, energy, variogram and the structure errors; coverageNN "
+            f"should be near 0.NN). The probabilistic columns score samples: the protocol defines each."
+            f"</p>"
             f"{'<ul>' + note_html + '</ul>' if note_html else ''}"
             + ("<h2>Look</h2><ul>" + "".join(f"<li><a href='{html.escape(href)}'>{html.escape(text)}</a></li>"
                                               for text, href in links) + "</ul>" if links else "")

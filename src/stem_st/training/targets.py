@@ -31,7 +31,7 @@ class TargetTransform:
     hi: np.ndarray
     prior_weight: np.ndarray | None = None
     prior_bias: np.ndarray | None = None
-    spread: np.ndarray | None = None  # () factor on samples' deviations from their mean
+    spread: np.ndarray | None = None  # () or (G,) factor on samples' deviations from their mean
 
     def prior(self, cond: np.ndarray) -> np.ndarray:
         """The prior mean ``(N, G)`` for standardised conditions (zeros without a prior)."""
@@ -51,7 +51,7 @@ class TargetTransform:
         calibrated spread and placed at ``centre`` ``(N, G)`` (default: the sample mean)."""
         m = z.mean(1, keepdims=True)
         c = m if centre is None else centre[:, None]
-        s = 1.0 if self.spread is None or z.shape[1] < 2 else float(self.spread)
+        s = 1.0 if self.spread is None or z.shape[1] < 2 else np.asarray(self.spread, dtype=np.float32)
         return (c + s * (z - m)).astype(np.float32)
 
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,16 +129,27 @@ def fit_targets(recipe: Recipe, cond: np.ndarray, x: np.ndarray, groups: np.ndar
 
 
 def spread_factor(z_true: np.ndarray, z_samples: np.ndarray, centre: np.ndarray | None = None,
-                  level: float = 0.8) -> float:
+                  level: float = 0.8, per_gene: bool = False) -> float | np.ndarray:
     """The smallest factor s (on a 1 % grid up to 8) for which the central ``level`` interval
     of the samples' deviations from their mean, scaled by s and placed at ``centre`` (default:
     the samples' mean), holds ``level`` of the truth: ``(N, G)`` truth and centre, ``(N, S, G)``
-    samples (with S as at prediction: few samples give narrow intervals)."""
+    samples (with S as at prediction: few samples give narrow intervals). One factor for the
+    panel from 1 up (only widening), or with ``per_gene`` one per gene ``(G,)`` from 0.1 up (a
+    gene whose samples are too wide is narrowed)."""
     m = z_samples.mean(1, keepdims=True)
     dev = z_samples - m
     lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
     lo, hi = np.quantile(dev, lo_q, axis=1), np.quantile(dev, hi_q, axis=1)
     off = z_true - (m[:, 0] if centre is None else centre)
+    if per_gene:
+        out = np.full(z_true.shape[1], 8.0)
+        todo = np.ones(z_true.shape[1], dtype=bool)
+        for s in np.arange(0.1, 8.0, 0.01):
+            ok = todo & (((off >= s * lo) & (off <= s * hi)).mean(0) >= level)
+            out[ok], todo = s, todo & ~ok
+            if not todo.any():
+                break
+        return out
     for s in np.arange(1.0, 8.0, 0.01):
         if ((off >= s * lo) & (off <= s * hi)).mean() >= level:
             return float(s)

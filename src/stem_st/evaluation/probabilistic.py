@@ -1,0 +1,164 @@
+"""Scores of a predictive *distribution* given as samples ``(spots, samples, genes)``.
+
+Proper scoring rules come from the maintained ``scoringrules`` package (Zanetta & Allen); the
+rest (coverage, PIT, structure of a sampled section, heteroscedasticity) are short numpy/scipy
+code. Conventions, stated in every output:
+
+- CRPS: the *fair* ensemble estimator, E|X − y| − E|X − X'|/2 with the second mean over the
+  M(M − 1) distinct member pairs, per spot × gene, then the mean over entries. Fair means an
+  M-member ensemble drawn from the true distribution scores, in expectation, what that
+  distribution scores, so methods compare at any ensemble size.
+- Energy score: the fair estimator with the Euclidean norm over the whole panel, per spot,
+  mean over spots. Variogram score: order p = 0.5, unit weights over all gene pairs, per spot,
+  mean over spots (the gene–gene dependence a marginal score cannot see).
+- Coverage: fraction of true values inside the central 50/80/95 % interval of the samples
+  (empirical quantiles, linear interpolation). PIT: randomised, ties (e.g. zeros) spread
+  uniformly, in ``PIT_BINS`` bins; a calibrated forecast is flat at 1/bins.
+- Structure: one draw per spot forms a *sampled section*; its gene–gene Pearson correlation
+  matrix across spots and each gene's Moran's I on the ring-1 spot graph are compared with the
+  measured section's (RMSE over gene pairs; mean |ΔI| over genes). The point estimate's are
+  reported beside them, so a reader sees what averaging destroys.
+- Heteroscedasticity: Spearman correlation, across spots, between a spot's predicted spread
+  (mean over genes of the samples' sd) and its absolute error (mean over genes of
+  |point − truth|): does the uncertainty follow the image?
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scoringrules as sr
+from scipy.stats import spearmanr
+
+from ..errors import require
+from .metrics import interval_coverage
+
+LEVELS = (0.5, 0.8, 0.95)
+PIT_BINS = 10
+VARIOGRAM_P = 0.5
+CRPS_ESTIMATOR = "fair"
+#: the scalar keys :func:`probabilistic_scores` returns (lower is better unless noted)
+KEYS = ("CRPS", "energy", "variogram", *(f"coverage{round(100 * lv)}" for lv in LEVELS),
+        "corr_err_sample", "corr_err_point", "moran_err_sample", "moran_err_point", "spread_error_rho")
+
+
+#: the protocol text of each score, as written into metrics.json and the report
+PROTOCOL = {
+    "CRPS": "fair ensemble CRPS (scoringrules), E|X − y| − E|X − X'|/2 over distinct sample pairs, per "
+            "spot × gene, mean over entries",
+    "energy": "fair energy score (scoringrules) over the whole panel per spot, mean over spots",
+    "variogram": f"variogram score of order {VARIOGRAM_P} (scoringrules), unit weights over all gene "
+                 "pairs, per spot, mean over spots",
+    "coverageNN": "fraction of true values inside the central NN % interval of the samples "
+                  "(empirical quantiles), NN = " + ", ".join(str(round(100 * lv)) for lv in LEVELS),
+    "PIT": f"randomised PIT (ties spread uniformly) in {PIT_BINS} bins, pit.png and metrics.json",
+    "corr_err_sample / corr_err_point": "RMSE over gene pairs between the gene–gene Pearson "
+                                        "correlation matrices across spots of the truth and of one "
+                                        "sampled section (one draw per spot) / the point estimate",
+    "moran_err_sample / moran_err_point": "mean over genes of |Moran's I − the truth's| on the ring-1 "
+                                          "spot graph (scanpy), for one sampled section / the point",
+    "spread_error_rho": "Spearman ρ across spots between the predicted spread (mean sample sd) and the "
+                        "absolute error (mean |point − truth|); > 0: the uncertainty follows the error",
+}
+
+
+def _check(truth: np.ndarray, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(truth, dtype=np.float64)
+    s = np.asarray(samples, dtype=np.float64)
+    require(y.ndim == 2 and s.ndim == 3 and s.shape[0] == y.shape[0] and s.shape[2] == y.shape[1],
+            f"samples {s.shape} do not match truth {y.shape} as (spots, samples, genes)")
+    require(s.shape[1] >= 2, "probabilistic scores need at least two samples per spot")
+    return y, s
+
+
+def crps(truth: np.ndarray, samples: np.ndarray) -> float:
+    """Mean fair-ensemble CRPS over spot × gene entries."""
+    y, s = _check(truth, samples)
+    return float(np.mean(sr.crps_ensemble(y, s, m_axis=1, estimator=CRPS_ESTIMATOR)))
+
+
+def energy(truth: np.ndarray, samples: np.ndarray) -> float:
+    """Mean fair energy score over spots (the panel as one vector per spot)."""
+    y, s = _check(truth, samples)
+    return float(np.mean(sr.energy_score(y, s, m_axis=1, v_axis=2, estimator="fair")))
+
+
+def variogram(truth: np.ndarray, samples: np.ndarray, p: float = VARIOGRAM_P, chunk: int = 32) -> float:
+    """Mean variogram score of order ``p`` over spots (chunks of spots bound the memory)."""
+    y, s = _check(truth, samples)
+    parts = [sr.variogram_score(y[i:i + chunk], s[i:i + chunk], m_axis=1, v_axis=2, p=p)
+             for i in range(0, len(y), chunk)]
+    return float(np.mean(np.concatenate(parts)))
+
+
+def coverage(truth: np.ndarray, samples: np.ndarray, levels: tuple[float, ...] = LEVELS) -> dict[str, float]:
+    """``{"coverageNN": fraction of truth inside the central NN % interval}`` for each level."""
+    y, s = _check(truth, samples)
+    return {f"coverage{round(100 * lv)}": interval_coverage(y, s, lv) for lv in levels}
+
+
+def pit_histogram(truth: np.ndarray, samples: np.ndarray, bins: int = PIT_BINS, seed: int = 0) -> np.ndarray:
+    """Density of the randomised PIT in ``bins`` equal bins (sums to 1; flat = calibrated)."""
+    y, s = _check(truth, samples)
+    below = (s < y[:, None]).mean(1)
+    ties = (s == y[:, None]).mean(1)
+    u = below + ties * np.random.default_rng(seed).random(y.shape)
+    hist, _ = np.histogram(u.ravel(), bins=bins, range=(0.0, 1.0))
+    return hist / max(1, hist.sum())
+
+
+def correlation_error(truth: np.ndarray, pred: np.ndarray) -> float:
+    """RMSE between the gene–gene Pearson correlation matrices (across spots) of ``truth`` and
+    ``pred``, over distinct gene pairs; a constant gene correlates 0 with every other."""
+    def corr(x):
+        x = np.asarray(x, dtype=np.float64)
+        xc = x - x.mean(0)
+        norm = np.sqrt((xc**2).sum(0))
+        z = np.divide(xc, norm, out=np.zeros_like(xc), where=norm > 0)
+        return z.T @ z
+    iu = np.triu_indices(truth.shape[1], 1)
+    return float(np.sqrt(np.mean((corr(truth)[iu] - corr(pred)[iu]) ** 2)))
+
+
+def morans_i(values: np.ndarray, graph) -> np.ndarray:
+    """Moran's I of each gene ``(spots, genes)`` on ``graph`` (scanpy's implementation); 0 for
+    a constant gene."""
+    import scanpy as sc
+
+    v = np.asarray(values, dtype=np.float64)
+    out = np.zeros(v.shape[1])
+    ok = np.ptp(v, axis=0) > 0
+    if ok.any():
+        out[ok] = np.atleast_1d(sc.metrics.morans_i(graph, v[:, ok].T))
+    return out
+
+
+def spread_error_rho(truth: np.ndarray, point: np.ndarray, samples: np.ndarray) -> float:
+    """Spearman ρ across spots between predicted spread and absolute error (NaN if either is
+    constant)."""
+    y, s = _check(truth, samples)
+    spread = s.std(1).mean(1)
+    err = np.abs(np.asarray(point, dtype=np.float64) - y).mean(1)
+    if np.ptp(spread) == 0 or np.ptp(err) == 0:
+        return float("nan")
+    return float(spearmanr(spread, err).statistic)
+
+
+def probabilistic_scores(truth: np.ndarray, point: np.ndarray, samples: np.ndarray, graph=None,
+                         seed: int = 0) -> dict[str, float | list[float]]:
+    """Every distributional score of one method on one section (see the module docstring).
+    ``graph``: the section's ring-1 spot graph (sparse ``(spots, spots)``) for Moran's I, or
+    None to skip it; the sampled section is draw ``seed mod samples`` of each spot."""
+    y, s = _check(truth, samples)
+    p = np.asarray(point, dtype=np.float64)
+    draw = s[:, seed % s.shape[1]]
+    out: dict[str, float | list[float]] = {"CRPS": crps(y, s), "energy": energy(y, s),
+                                           "variogram": variogram(y, s), **coverage(y, s)}
+    out["corr_err_sample"] = correlation_error(y, draw)
+    out["corr_err_point"] = correlation_error(y, p)
+    if graph is not None:
+        m_true = morans_i(y, graph)
+        out["moran_err_sample"] = float(np.abs(morans_i(draw, graph) - m_true).mean())
+        out["moran_err_point"] = float(np.abs(morans_i(p, graph) - m_true).mean())
+    out["spread_error_rho"] = spread_error_rho(y, p, s)
+    out["PIT"] = [float(v) for v in pit_histogram(y, s, seed=seed)]
+    return out
