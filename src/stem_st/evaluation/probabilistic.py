@@ -10,7 +10,8 @@ code. Conventions, stated in every output:
   distribution scores, so methods compare at any ensemble size.
 - Energy score: the fair estimator with the Euclidean norm over the whole panel, per spot,
   mean over spots. Variogram score: order p = 0.5, unit weights over all gene pairs, per spot,
-  mean over spots (the gene–gene dependence a marginal score cannot see).
+  mean over spots (the gene–gene dependence a marginal score cannot see); its plain estimator
+  depends on the ensemble size, so every method is scored with the same number of samples.
 - Coverage: fraction of true values inside the central 50/80/95 % interval of the samples
   (empirical quantiles, linear interpolation). PIT: randomised, ties (e.g. zeros) spread
   uniformly, in ``PIT_BINS`` bins; a calibrated forecast is flat at 1/bins.
@@ -46,8 +47,9 @@ PROTOCOL = {
     "CRPS": "fair ensemble CRPS (scoringrules), E|X − y| − E|X − X'|/2 over distinct sample pairs, per "
             "spot × gene, mean over entries",
     "energy": "fair energy score (scoringrules) over the whole panel per spot, mean over spots",
-    "variogram": f"variogram score of order {VARIOGRAM_P} (scoringrules), unit weights over all gene "
-                 "pairs, per spot, mean over spots",
+    "variogram": f"variogram score of order {VARIOGRAM_P} (scoringrules, plain estimator), unit weights "
+                 "over all ordered gene pairs, per spot, mean over spots; it depends on the number of "
+                 "samples, so methods are compared at the same number",
     "coverageNN": "fraction of true values inside the central NN % interval of the samples "
                   "(empirical quantiles), NN = " + ", ".join(str(round(100 * lv)) for lv in LEVELS),
     "PIT": f"randomised PIT (ties spread uniformly) in {PIT_BINS} bins, pit.png and metrics.json",
@@ -70,24 +72,30 @@ def _check(truth: np.ndarray, samples: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return y, s
 
 
-def crps(truth: np.ndarray, samples: np.ndarray) -> float:
+def _per_spot(fn, y: np.ndarray, s: np.ndarray, chunk: int) -> np.ndarray:
+    """``fn(truth, samples)`` over chunks of spots (the estimators hold (chunk, M, M, G) arrays)."""
+    return np.concatenate([np.asarray(fn(y[i:i + chunk], s[i:i + chunk])) for i in range(0, len(y), chunk)])
+
+
+def crps(truth: np.ndarray, samples: np.ndarray, chunk: int = 32) -> float:
     """Mean fair-ensemble CRPS over spot × gene entries."""
     y, s = _check(truth, samples)
-    return float(np.mean(sr.crps_ensemble(y, s, m_axis=1, estimator=CRPS_ESTIMATOR)))
+    return float(np.mean(_per_spot(lambda a, b: sr.crps_ensemble(a, b, m_axis=1, estimator=CRPS_ESTIMATOR),
+                                   y, s, chunk)))
 
 
-def energy(truth: np.ndarray, samples: np.ndarray) -> float:
+def energy(truth: np.ndarray, samples: np.ndarray, chunk: int = 32) -> float:
     """Mean fair energy score over spots (the panel as one vector per spot)."""
     y, s = _check(truth, samples)
-    return float(np.mean(sr.energy_score(y, s, m_axis=1, v_axis=2, estimator="fair")))
+    return float(np.mean(_per_spot(lambda a, b: sr.es_ensemble(a, b, m_axis=1, v_axis=2, estimator="fair"),
+                                   y, s, chunk)))
 
 
 def variogram(truth: np.ndarray, samples: np.ndarray, p: float = VARIOGRAM_P, chunk: int = 32) -> float:
-    """Mean variogram score of order ``p`` over spots (chunks of spots bound the memory)."""
+    """Mean variogram score of order ``p`` over spots (plain estimator: compare methods at the
+    same number of samples)."""
     y, s = _check(truth, samples)
-    parts = [sr.variogram_score(y[i:i + chunk], s[i:i + chunk], m_axis=1, v_axis=2, p=p)
-             for i in range(0, len(y), chunk)]
-    return float(np.mean(np.concatenate(parts)))
+    return float(np.mean(_per_spot(lambda a, b: sr.vs_ensemble(a, b, m_axis=1, v_axis=2, p=p), y, s, chunk)))
 
 
 def coverage(truth: np.ndarray, samples: np.ndarray, levels: tuple[float, ...] = LEVELS) -> dict[str, float]:
@@ -116,6 +124,8 @@ def correlation_error(truth: np.ndarray, pred: np.ndarray) -> float:
         z = np.divide(xc, norm, out=np.zeros_like(xc), where=norm > 0)
         return z.T @ z
     iu = np.triu_indices(truth.shape[1], 1)
+    if not len(iu[0]):
+        return float("nan")
     return float(np.sqrt(np.mean((corr(truth)[iu] - corr(pred)[iu]) ** 2)))
 
 
@@ -136,8 +146,10 @@ def spread_error_rho(truth: np.ndarray, point: np.ndarray, samples: np.ndarray) 
     """Spearman ρ across spots between predicted spread and absolute error (NaN if either is
     constant)."""
     y, s = _check(truth, samples)
+    p = np.asarray(point, dtype=np.float64)
+    require(p.shape == y.shape, f"point {p.shape} does not match truth {y.shape} as (spots, genes)")
     spread = s.std(1).mean(1)
-    err = np.abs(np.asarray(point, dtype=np.float64) - y).mean(1)
+    err = np.abs(p - y).mean(1)
     if np.ptp(spread) == 0 or np.ptp(err) == 0:
         return float("nan")
     return float(spearmanr(spread, err).statistic)
@@ -150,6 +162,7 @@ def probabilistic_scores(truth: np.ndarray, point: np.ndarray, samples: np.ndarr
     None to skip it; the sampled section is draw ``seed mod samples`` of each spot."""
     y, s = _check(truth, samples)
     p = np.asarray(point, dtype=np.float64)
+    require(p.shape == y.shape, f"point {p.shape} does not match truth {y.shape} as (spots, genes)")
     draw = s[:, seed % s.shape[1]]
     out: dict[str, float | list[float]] = {"CRPS": crps(y, s), "energy": energy(y, s),
                                            "variogram": variogram(y, s), **coverage(y, s)}
