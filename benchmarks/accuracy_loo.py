@@ -60,6 +60,7 @@ VARIANTS = {
     "stem:default cfg": "default+cond_dropout=0.1;guidance=1",
     # levers for the samples (issue: prove the samples)
     "stem:default spread per gene": "default+spread_per_gene=true",
+    "stem:default v+minsnr 2400 steps": "default+objective=v;min_snr_gamma=5",
     # sample efficiency: the default recipe with more optimiser steps (batch, lr, sampler unchanged)
     "stem:default 1200 steps": "default",
     "stem:default 2400 steps": "default",
@@ -74,6 +75,7 @@ VARIANTS = {
 #: the CPU box at batch 32: tiny 83 ms/step, hidden 128 × depth 2 200 ms, hidden 64 × depth 4 156 ms);
 #: batch 64 × 300 sees as many pairs as 32 × 600
 BUDGETS = {"stem:default 1200 steps": {"steps": 1200}, "stem:default 2400 steps": {"steps": 2400},
+           "stem:default v+minsnr 2400 steps": {"steps": 2400},
            "stem:default batch 64 × 300 steps": {"steps": 300, "batch": 64},
            "stem:default wide 128×2 250 steps": {"steps": 250, "net": {"hidden": 128, "heads": 4}},
            "stem:default deep 64×4 320 steps": {"steps": 320, "net": {"depth": 4}}}

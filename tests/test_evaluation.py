@@ -13,14 +13,17 @@ import pandas as pd
 import pytest
 from test_prepare_cli import run_stem
 
+from stem_st.data.context import graph_matrices
 from stem_st.data.prepared import open_prepared, write_prepared
 from stem_st.evaluation.baselines import KNNBaseline, MeanBaseline, MLPBaseline, RidgeBaseline, parse_baselines
 from stem_st.evaluation.metrics import pearson_per_gene
+from stem_st.evaluation.probabilistic import probabilistic_scores
 from stem_st.prediction.output import prediction_anndata, write_prediction
 from stem_st.recipe import RECIPES
 from stem_st.training.data import log2_expression
 
 GENES = [f"G{i}" for i in range(12)]
+SAMPLED_RIDGE = ["ridge+ctx2+gauss", "ridge+ctx2+mvn", "ridge+ctx2+boot"]
 LABELS = np.array(["tumour", "stroma", "immune", "undetermined"], dtype=object)
 
 
@@ -100,7 +103,7 @@ def test_baselines_share_the_fit_predict_contract(prep):
 
 def test_parse_baselines():
     assert parse_baselines("all") == ["mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2",
-                                      "ridge+ctx2"]
+                                      "ridge+ctx2", *SAMPLED_RIDGE]
     assert parse_baselines("none") == [] and parse_baselines("ridge, knn") == ["ridge", "knn"]
     with pytest.raises(Exception, match="unknown baseline"):
         parse_baselines("ridge,svm")
@@ -120,7 +123,7 @@ def test_evaluate_writes_metrics_that_match_a_direct_computation(prep, report):
     m = json.loads((report["out"] / "metrics.json").read_text())
     rows = {r["method"]: r for r in m["methods"]}
     assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",
-                         "truth (reference)"]
+                          *SAMPLED_RIDGE, "truth (reference)"]
     y = _truth(prep)
     r = pearson_per_gene(y, report["mean"])
     assert rows["stem"]["PCC-all"] == pytest.approx(np.nanmean(r), abs=1e-5)
@@ -130,6 +133,15 @@ def test_evaluate_writes_metrics_that_match_a_direct_computation(prep, report):
     assert rows["stem"]["coverage80"] == pytest.approx(((y >= lo) & (y <= hi)).mean(), abs=1e-5)
     assert rows["mean"]["genes_zero_variance"] == len(GENES) and rows["mean"]["genes_scored"] == 0
     assert np.isnan(rows["ridge"]["coverage80"]) and 0 <= rows["knn"]["coverage80"] <= 1
+    # the probabilistic scores: the same functions on the same samples; sampled baselines draw
+    # as many profiles per spot as the prediction file holds (9)
+    graph = graph_matrices(np.asarray(open_prepared(prep).section("T").obsm["spatial"]), 1.5)[0]
+    direct = probabilistic_scores(y, report["mean"], report["samples"], graph)
+    for key in ("CRPS", "energy", "variogram", "coverage50", "coverage95", "corr_err_sample", "moran_err_point"):
+        assert rows["stem"][key] == pytest.approx(direct[key], rel=1e-4), key
+    assert m["pit"]["stem"] == pytest.approx(direct["PIT"])
+    assert all(rows[b]["num_samples"] == 9 and rows[b]["CRPS"] > 0 for b in ("knn", *SAMPLED_RIDGE))
+    assert "CRPS" not in rows["ridge"] and "CRPS" in m["protocol"]
     # labels follow the embedding, so clustering the truth recovers them well; spots marked
     # 'undetermined' are not scored
     assert rows["truth (reference)"]["spots_scored"] == sum(
@@ -140,10 +152,10 @@ def test_evaluate_writes_metrics_that_match_a_direct_computation(prep, report):
     csv = pd.read_csv(report["out"] / "metrics.csv")
     assert list(csv["method"]) == list(rows) and csv.loc[0, "PCC-all"] == pytest.approx(rows["stem"]["PCC-all"])
     pngs = sorted(p.name for p in report["out"].glob("*.png"))
-    assert pngs == sorted(["pcc_sorted.png", "map_G0.png", "map_G3.png",
+    assert pngs == sorted(["pcc_sorted.png", "pit.png", "map_G0.png", "map_G3.png",
                            *[f"gene_variation_{k}.png" for k in ("stem", "mean", "knn", "ridge", "mlp",
                                                                  "knn+ctx", "ridge+ctx", "knn+ctx2",
-                                                                 "ridge+ctx2")]])
+                                                                 "ridge+ctx2", *SAMPLED_RIDGE)]])
     assert "PCC-10" in report["stdout"] and "report.html" in report["stdout"]
 
 
@@ -241,7 +253,7 @@ def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path):
     summary = json.loads((out / "demo.json").read_text())
     rows = {r["method"]: r for r in summary["main"]["rows"]}
     assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",
-                         "truth (reference)"]
+                          *SAMPLED_RIDGE, "truth (reference)"]
     assert rows["stem"]["num_samples"] == 3 and 0 <= rows["stem"]["coverage80"] <= 1
     assert all(np.isfinite(rows[m]["ARI"]) for m in rows)  # A1 has pathologist labels
     assert summary["config"]["preset"] == "tiny" and summary["config"]["steps"] == 30
