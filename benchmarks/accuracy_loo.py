@@ -60,6 +60,8 @@ VARIANTS = {
     "stem:default cfg": "default+cond_dropout=0.1;guidance=1",
     # levers for the samples (issue: prove the samples)
     "stem:default spread per gene": "default+spread_per_gene=true",
+    # diffusion noise with the residuals' gene covariance (PriorGrad-style)
+    "stem:default correlated noise": "default+correlated_noise=true",
     "stem:default v+minsnr 2400 steps": "default+objective=v;min_snr_gamma=5",
     # sample efficiency: the default recipe with more optimiser steps (batch, lr, sampler unchanged)
     "stem:default 1200 steps": "default",

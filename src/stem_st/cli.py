@@ -472,21 +472,30 @@ def complete_apply(
     sections: str = typer.Option(..., help="Sections to complete."),
     out: Path = typer.Option(..., help="Output folder: <section>_completed.h5ad per section."),
     data: Path | None = typer.Option(None, help="Dataset folder (default: the one it was fitted on)."),
-    num_samples: int = typer.Option(4, help="Samples of the centre latent per spot."),
+    num_samples: int = typer.Option(4, help="K: samples of the centre latent per spot for the point, and "
+                                            "(K ≥ 2) K independent completions whose per-entry sd, in counts, "
+                                            "is layers['completed_std'] (0 at measured entries)."),
     sampler: str = typer.Option("ddim:50", help="Sampler on a respaced subsequence of the 1500 steps."),
     seed: int = typer.Option(0, help="Sampling seed."),
+    keep_samples: bool = typer.Option(False, help="Also write the K completions, counts (spots x K x genes; "
+                                                  "measured entries as measured), as <section>_completed"
+                                                  ".samples.npy beside each file (multiple imputation)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
 ) -> None:
     """Write completed copies of sections, atomically; the input is never modified. No masking:
     every zero is completed. X: measured counts; layers['completed']: counts with every zero
-    replaced by expm1 of the completed log1p(count) value (measured entries unchanged)."""
+    replaced by expm1 of the completed log1p(count) value (measured entries unchanged);
+    layers['completed_std'] (--num-samples ≥ 2): per-entry sd (ddof 1), in counts like
+    layers['completed'], of K independent completions; 0 at measured entries."""
     from .completion.pipeline import apply_completion
 
+    require(num_samples >= 1, "--num-samples must be at least 1")
+    require(not keep_samples or num_samples >= 2, "--keep-samples needs --num-samples of at least 2")
     require((comp / "config.json").is_file(), f"{comp} is not a completion model (no config.json)")
     require_separate(out, [comp, *([data] if data else [])], [comp])
     rows = apply_completion(comp, _csv(sections), out, str(data) if data else None, None, num_samples, sampler,
-                            seed, _device(device), overwrite)
+                            seed, _device(device), overwrite, keep_samples)
     _print_table(rows, f"completed with {comp}")
 
 

@@ -49,6 +49,10 @@ class Recipe:
       spots; a briefly trained x0 network draws samples that are too alike (80 % intervals
       held 45 %). ``spread_per_gene``: one factor per gene instead (each gene's 80 % intervals
       hold 80 % of its training residuals; also narrows a gene whose samples are too wide).
+    - ``correlated_noise``: the diffusion noise (training and sampling) has the gene covariance of
+      the cross-fitted training residuals (z units, Ledoit–Wolf shrunk) instead of the identity
+      (PriorGrad, Lee et al. 2022), so draws start with the genes' real co-variation and the
+      network only has to refine it; needs ``target='zscore'``.
     - ``lr_schedule``: ``constant`` (paper) or linear warm-up then ``cosine`` decay.
     - ``cond_dropout``: the fraction of training pairs whose condition is replaced by the null
       condition (the training mean embedding), so the network also learns the unconditional
@@ -67,6 +71,7 @@ class Recipe:
     centre_samples: bool = False
     calibrate_spread: bool = False
     spread_per_gene: bool = False
+    correlated_noise: bool = False
     lr_schedule: str = "constant"
     cond_dropout: float = 0.0
     guidance: float = 0.0
@@ -87,6 +92,8 @@ class Recipe:
         require(self.guidance >= 0, "recipe: guidance must be >= 0")
         require(not self.guidance or self.cond_dropout > 0,
                 "recipe: guidance needs a network trained with cond_dropout > 0")
+        require(not self.correlated_noise or self.target == "zscore",
+                "recipe: correlated_noise needs target=zscore")
         require(not self.spread_per_gene or self.calibrate_spread,
                 "recipe: spread_per_gene needs calibrate_spread")
         require(not self.centre_samples or self.point == "posterior_mean",

@@ -147,12 +147,15 @@ class StemModel:
                  model.meta["constant_inputs"], recipe, cfg)
         dev = torch.device(device)
         pairs = TrainingPairs(data, scaler, target, dev)
+        colour = target.noise_colour(dev)
         diffusion, n, g, batch = model.diffusion, len(data), len(ds.genes), settings.batch_size
 
         def loss_fn(net, data_gen, noise_gen, share):
             idx = torch.randint(n, (batch,), generator=data_gen)[share]
             t = torch.randint(diffusion.num_steps, (batch,), generator=noise_gen, device=dev)[share]
             noise = torch.randn((batch, g), generator=noise_gen, device=dev)[share]
+            if colour is not None:
+                noise = noise @ colour
             cond, z = pairs.batch(idx)
             null = null_rows(batch, recipe.cond_dropout, data_gen)  # full batch: ranks stay in step
             cond = drop_condition(cond, None if null is None else null[share])
@@ -281,11 +284,12 @@ class StemModel:
         calls = self.recipe.posterior_draws if sampler is None else \
             parse_sampler(sampler, self.diffusion.num_steps)[1]
         shape = (total, self.net_cfg.num_genes)
+        colour = self.target.noise_colour(dev)
         stream = 1 if sampler is None else 0  # the point estimate's noise differs from the samples'
 
         def batch(start: int, n: int, full: int) -> torch.Tensor:
             c = spots[torch.arange(start, start + full) % total // num_samples].to(dev)
-            noise = RowNoise(seed, stream, start, n, dev)
+            noise = RowNoise(seed, stream, start, n, dev, colour)
             def call(xt, tt, cc):  # a short last batch is padded: a compiled network keeps one shape
                 pad = full - n
                 out, v = net(torch.cat([xt, xt[:1].expand(pad, -1)]), torch.cat([tt, tt[:1].expand(pad)]), cc) \

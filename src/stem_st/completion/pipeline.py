@@ -12,11 +12,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path, write_h5ad, write_json
+from ..atomic import write_json
 from ..data.readers import ReaderOptions, list_sections, read_section
 from ..errors import require
 from ..models.lgdist import LGDiSTConfig
+from ..prediction.output import samples_path, write_prediction
 from .baselines import BASELINES
+from .draws import STD_DDOF, completion_draws, draws_std
 from .genes import select_genes
 from .masking import PROTOCOLS, hide, masked_scores, sample_hidden
 from .model import UNITS, CompletionSettings, LGDiST, training_copies, validation_set
@@ -173,14 +175,22 @@ PROTOCOL_TEXT = {
 
 def apply_completion(comp: str | Path, sections: list[str], out_dir: str | Path, data: str | None = None,
                      layout: str | None = None, num_samples: int = 4, sampler: str = "ddim:50", seed: int = 0,
-                     device: str = "cpu", overwrite: bool = False) -> list[dict]:
+                     device: str = "cpu", overwrite: bool = False, keep_samples: bool = False) -> list[dict]:
     """Write ``<section>_completed.h5ad`` per section: X = measured counts of the model's genes,
-    ``layers['completed']`` = counts with zeros replaced by the completion (expm1 of log1p)."""
+    ``layers['completed']`` = counts with zeros replaced by the completion (expm1 of log1p, the
+    model's point estimate from ``num_samples`` draws of its centre latent), and with
+    ``num_samples`` ≥ 2 ``layers['completed_std']`` = the sd (ddof 1), in counts, of
+    ``num_samples`` independent completions (sampler runs; 0 at measured entries); with
+    ``keep_samples`` those completions, counts ``(spots, K, genes)``, as
+    ``<section>_completed.samples.npy`` beside it (multiple imputation)."""
+    require(num_samples >= 1, "--num-samples must be at least 1")
+    require(not keep_samples or num_samples >= 2, "--keep-samples needs --num-samples of at least 2")
     conf = json.loads((Path(comp) / "config.json").read_text())
     model = LGDiST.load(comp)
     out_dir = Path(out_dir)
     targets = {s: out_dir / f"{s}_completed.h5ad" for s in sections}
-    clash = [str(p) for p in targets.values() if p.exists()]
+    clash = [str(p) for t in targets.values() for p in (t, *([samples_path(t)] if keep_samples else []))
+             if p.exists()]
     require(overwrite or not clash, f"{clash[0] if clash else ''} already exists; pass --overwrite")
     secs = read_counts(data or conf["data"], layout or conf["layout"], sections)
     rows = []
@@ -200,11 +210,17 @@ def apply_completion(comp: str | Path, sections: list[str], out_dir: str | Path,
                                       "zeros replaced by expm1 of the completed log1p value",
                              "model": str(Path(comp).resolve()), "num_samples": num_samples, "sampler": sampler,
                              "seed": seed, "section": sid}
+        draws = None
+        if num_samples > 1:  # multiple imputation: K independent completions and their spread
+            draws = completion_draws(model, counts, xy, num_samples, sampler, seed, device)
+            res.layers["completed_std"] = draws_std(draws, counts)
+            res.uns["lgdist"]["completed_std"] = (
+                f"counts: per-entry sd (ddof {STD_DDOF}) of {num_samples} independent completions (one "
+                f"{sampler} run each, expm1 of log1p), as the kept samples; 0 at measured entries")
         for col in res.obs.columns:
             if res.obs[col].dtype == object:
                 res.obs[col] = res.obs[col].astype(str)
-        with atomic_path(targets[sid], overwrite=overwrite) as tmp:
-            write_h5ad(res, tmp)
+        write_prediction(res, targets[sid], draws if keep_samples else None, overwrite, key="lgdist")
         filled = float(((v == 0) & (completed > 0)).sum() / max(1, (v == 0).sum()))
         rows.append({"section": sid, "spots": res.n_obs, "genes": res.n_vars, "zeros_filled": round(filled, 3),
                      "seconds": round(time.perf_counter() - t, 1), "file": str(targets[sid])})

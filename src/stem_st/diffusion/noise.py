@@ -22,11 +22,13 @@ def block_seed(seed: int, stream: int, block: int) -> int:
 
 
 class RowNoise:
-    """Standard normal draws for rows ``first_row … first_row + rows − 1`` of a stream."""
+    """Standard normal draws for rows ``first_row … first_row + rows − 1`` of a stream;
+    with ``colour`` (a ``(G, G)`` matrix Lᵀ) each row is coloured, ε Lᵀ ~ N(0, L Lᵀ)."""
 
-    def __init__(self, seed: int, stream: int, first_row: int, rows: int, device: str | torch.device):
+    def __init__(self, seed: int, stream: int, first_row: int, rows: int, device: str | torch.device,
+                 colour: torch.Tensor | None = None):
         require(first_row % BLOCK_ROWS == 0, f"a batch must start at a multiple of {BLOCK_ROWS} rows")
-        self.rows = rows
+        self.rows, self.colour = rows, colour
         self.device = torch.device(device)
         self.blocks = []
         for start in range(first_row, first_row + rows, BLOCK_ROWS):
@@ -37,8 +39,9 @@ class RowNoise:
     def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
         """``shape[0]`` must be the number of rows; each block draws its own rows."""
         require(shape[0] == self.rows, f"noise for {self.rows} rows, asked for {shape[0]}")
-        return torch.cat([torch.randn((n, *shape[1:]), generator=gen, device=self.device)
-                          for n, gen in self.blocks])
+        eps = torch.cat([torch.randn((n, *shape[1:]), generator=gen, device=self.device)
+                         for n, gen in self.blocks])
+        return eps if self.colour is None else eps @ self.colour
 
 
 def randn(shape: tuple[int, ...], noise: torch.Generator | RowNoise | None,

@@ -101,16 +101,22 @@ def predict_anndata(model, adata: ad.AnnData, num_samples: int = 20, sampler: st
     return None if inplace else out
 
 
+def samples_path(path: str | Path) -> Path:
+    """Where the samples of the output ``path`` (``<name>.h5ad``) go: ``<name>.samples.npy`` beside it."""
+    path = Path(path)
+    return path.with_name(path.stem + SAMPLES_SUFFIX)
+
+
 def write_prediction(pred: ad.AnnData, path: str | Path, samples: np.ndarray | None = None,
-                     overwrite: bool = False) -> None:
-    """Write ``pred`` atomically; with ``samples`` also ``<path>.samples.npy``."""
+                     overwrite: bool = False, key: str = "stem") -> None:
+    """Write ``pred`` atomically; with ``samples`` also ``<path>.samples.npy`` (named in ``uns[key]``)."""
     path = Path(path)
     require(path.suffix == ".h5ad", f"--out must end in .h5ad, got {path.name}")
     if samples is not None:
-        spath = path.with_name(path.stem + SAMPLES_SUFFIX)
+        spath = samples_path(path)
         require(overwrite or not spath.exists(), f"{spath} already exists; pass --overwrite")
-        pred.uns["stem"]["samples_file"] = spath.name
-        pred.uns["stem"]["samples_shape"] = "spots x samples x genes"
+        pred.uns[key]["samples_file"] = spath.name
+        pred.uns[key]["samples_shape"] = "spots x samples x genes"
     with atomic_path(path, overwrite=overwrite) as tmp:
         write_h5ad(pred, tmp)
         if samples is not None:

@@ -32,6 +32,7 @@ class TargetTransform:
     prior_weight: np.ndarray | None = None
     prior_bias: np.ndarray | None = None
     spread: np.ndarray | None = None  # () or (G,) factor on samples' deviations from their mean
+    noise_chol: np.ndarray | None = None  # (G, G) L with L Lᵀ the residuals' gene covariance (z units)
 
     def prior(self, cond: np.ndarray) -> np.ndarray:
         """The prior mean ``(N, G)`` for standardised conditions (zeros without a prior)."""
@@ -54,11 +55,15 @@ class TargetTransform:
         s = 1.0 if self.spread is None or z.shape[1] < 2 else np.asarray(self.spread, dtype=np.float32)
         return (c + s * (z - m)).astype(np.float32)
 
+    def noise_colour(self, device: torch.device) -> torch.Tensor | None:
+        """Lᵀ on ``device`` (diffusion noise ε Lᵀ has the residuals' gene covariance), or None."""
+        return None if self.noise_chol is None else torch.from_numpy(self.noise_chol.T.copy()).to(device)
+
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(self.lo), torch.from_numpy(self.hi)
 
     def state(self) -> dict:
-        keys = ("mu", "sd", "lo", "hi", "prior_weight", "prior_bias", "spread")
+        keys = ("mu", "sd", "lo", "hi", "prior_weight", "prior_bias", "spread", "noise_chol")
         return {k: None if getattr(self, k) is None else torch.from_numpy(getattr(self, k))
                 for k in keys}
 
@@ -125,7 +130,18 @@ def fit_targets(recipe: Recipe, cond: np.ndarray, x: np.ndarray, groups: np.ndar
                         np.zeros(1, np.float32), weight, bias)
     z = t.encode(x, prior)
     t.lo, t.hi = z.min(0).astype(np.float32), z.max(0).astype(np.float32)
+    if recipe.correlated_noise:
+        t.noise_chol = noise_cholesky(z[fit_rows])
     return t, z
+
+
+def noise_cholesky(z: np.ndarray) -> np.ndarray:
+    """Cholesky factor of the Ledoit–Wolf shrunk gene covariance of ``z`` (N, G): the diffusion
+    noise's covariance under ``correlated_noise`` (PriorGrad-style, Lee et al. 2022)."""
+    from sklearn.covariance import LedoitWolf
+
+    cov = LedoitWolf().fit(np.asarray(z, dtype=np.float64)).covariance_
+    return np.linalg.cholesky(cov + 1e-6 * np.eye(len(cov))).astype(np.float32)
 
 
 def spread_factor(z_true: np.ndarray, z_samples: np.ndarray, centre: np.ndarray | None = None,

@@ -3,7 +3,8 @@
 The page embeds a downsampled H&E (JPEG, data URI), the spots as SVG circles of their physical
 diameter, and per gene the truth / prediction / std / error values (float32, base64); its script
 (``viewer.js``, no library, no network: a Content-Security-Policy forbids any fetch) does the gene
-search, layer switch, shared colour scales, hover read-out, pan and zoom.
+search, layer switch, shared colour scales, hover read-out, pan and zoom. A `stem complete apply`
+output shows measured / completed / sd-over-completions layers, in counts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ..errors import require
 
 LAYER_NAMES = {"truth": "measured", "prediction": "predicted", "std": "std over samples",
                "error": "predicted − measured"}
+#: a `stem complete apply` output: measured counts, the completion and its spread over K completions
+COMPLETED_NAMES = {"truth": "measured", "prediction": "completed", "std": "sd over K completions"}
 
 
 def _dense(x) -> np.ndarray:
@@ -49,6 +52,15 @@ def _layers(pred: ad.AnnData, truth: ad.AnnData | None) -> tuple[dict[str, np.nd
     if "truth" in out:
         out["error"] = out["prediction"] - out["truth"]
     return out, str(pred.uns.get("stem", {}).get("units", "log2(1 + count)"))
+
+
+def _completed_layers(pred: ad.AnnData) -> dict[str, np.ndarray]:
+    """A `stem complete apply` output, all in counts: X = measured, layers['completed'] and
+    (K ≥ 2) layers['completed_std']."""
+    out = {"truth": _dense(pred.X), "prediction": _dense(pred.layers["completed"])}
+    if "completed_std" in pred.layers:
+        out["std"] = _dense(pred.layers["completed_std"])
+    return out
 
 
 def _truth_section(prep: Path, section: str | None, pred: ad.AnnData) -> ad.AnnData:
@@ -116,7 +128,8 @@ def _scales(layers: dict[str, np.ndarray]) -> dict[str, list]:
 
 def build_view(pred_path: str | Path, out: str | Path | None = None, truth_prep: str | Path | None = None,
                section: str | None = None, overwrite: bool = False, image_side: int = 2000) -> dict:
-    """Write the viewer page for a prediction (and, with ``truth_prep``, its measured section)."""
+    """Write the viewer page for a prediction (and, with ``truth_prep``, its measured section), or
+    for a completed file (``layers['completed']`` and ``['completed_std']``, X measured; no truth)."""
     pred_path = Path(pred_path)
     out = Path(out) if out else pred_path.with_name(pred_path.stem + "_view.html")
     require(out.suffix == ".html", f"--out must end in .html, got {out.name}")
@@ -124,9 +137,13 @@ def build_view(pred_path: str | Path, out: str | Path | None = None, truth_prep:
     pred = load_h5ad(pred_path)
     require(pred.n_obs > 0 and pred.n_vars > 0, f"{pred_path} holds no spots or no genes")
     require("spatial" in pred.obsm, f"{pred_path} has no obsm['spatial'] (spot centres)")
-    section = section or pred.uns.get("stem", {}).get("section")
+    completed = "completed" in pred.layers
+    require(not (completed and truth_prep), f"{pred_path.name} is a completed file (stem complete apply): its "
+                                            "measured counts are in X; leave out --truth")
+    section = section or pred.uns.get("lgdist" if completed else "stem", {}).get("section")
     truth = _truth_section(Path(truth_prep), section, pred) if truth_prep else None
-    layers, units = _layers(pred, truth)
+    layers, units = (_completed_layers(pred), "count") if completed else _layers(pred, truth)
+    names = COMPLETED_NAMES if completed else LAYER_NAMES
     order = [k for k in ("truth", "prediction", "std", "error") if k in layers]
     xy_full = np.asarray(pred.obsm["spatial"], dtype=np.float64)
     xy = xy_full.copy()
@@ -139,7 +156,7 @@ def build_view(pred_path: str | Path, out: str | Path | None = None, truth_prep:
 
         diameter = 0.8 * float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1])) if len(xy) > 1 else 10.0
     p = layers["prediction"]
-    if "truth" in layers:
+    if "truth" in layers and not completed:
         t = layers["truth"]
         pcc = [np.corrcoef(t[:, j], p[:, j])[0, 1] if t[:, j].std() > 0 and p[:, j].std() > 0 else -1
                for j in range(pred.n_vars)]
@@ -149,7 +166,7 @@ def build_view(pred_path: str | Path, out: str | Path | None = None, truth_prep:
     sx, sy = xy[:, 0] * scale, xy[:, 1] * scale
     data = {
         "genes": list(map(str, pred.var_names)), "default_gene": str(pred.var_names[default]), "units": units,
-        "layer_order": order, "layer_names": {k: LAYER_NAMES[k] for k in order},
+        "layer_order": order, "layer_names": {k: names[k] for k in order},
         "layers": {k: base64.b64encode(np.ascontiguousarray(v.T, dtype="<f4").tobytes()).decode()
                    for k, v in layers.items()},
         "scales": _scales(layers),
