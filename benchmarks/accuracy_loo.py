@@ -193,21 +193,56 @@ def expand(results: dict, curves: tuple[str, ...] = ("stem:default", *STEP_CURVE
     return out
 
 
-def paired(results: dict, method: str, others: list[str], unit: str = "log2") -> list[dict]:
-    """Per-fold differences ``method − other`` (PCC-50, MSE): mean, sd over folds and the
+#: per-fold comparisons: metric → +1 if higher is better, −1 if lower is better
+POINT_PAIRS = {"PCC-50": 1, "MSE": -1}
+PROB_PAIRS = {"CRPS": -1, "energy": -1, "variogram": -1, "corr_err_sample": -1, "moran_err_sample": -1}
+POINT_COLS = ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD")
+PROB_COLS = PROB_KEYS
+HEADLINE = ("stem:default", "stem:paper", "ridge+ctx2", "ridge+ctx2+boot", "ridge+ctx2+mvn", "ridge+ctx2+gauss",
+            "knn+ctx2", "knn")
+HEADLINE_COLS = ("PCC-50", "MSE", "CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95",
+                 "corr_err_sample", "moran_err_sample", "spread_error_rho")
+
+
+def paired(results: dict, method: str, others: list[str], unit: str = "log2",
+           keys: dict[str, int] | None = None) -> list[dict]:
+    """Per-fold differences ``method − other`` for each of ``keys``: mean, sd over folds and the
     number of folds where ``method`` is better. Paired, so the folds' own spread cancels."""
+    keys = keys or POINT_PAIRS
     rows = []
     for o in others:
-        folds = [f for f in SECTIONS if method in results.get(f, {}) and o in results.get(f, {})]
+        folds = [f for f in SECTIONS if method in results.get(f, {}) and o in results.get(f, {})
+                 and all(k in results[f][method][unit] and k in results[f][o][unit] for k in keys)]
         if not folds:
             continue
         row = {"method": method, "other": o, "folds": len(folds)}
-        for k, better in (("PCC-50", 1), ("MSE", -1)):
+        for k, better in keys.items():
             d = np.array([results[f][method][unit][k] - results[f][o][unit][k] for f in folds])
             row[k] = {"mean": float(d.mean()), "sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
                       "wins": int((better * d > 0).sum())}
         rows.append(row)
     return rows
+
+
+def paired_lines(title: str, note: str, pairs: list[dict], keys: dict[str, int],
+                 label: str = "other") -> list[str]:
+    if not pairs:
+        return []
+    out = [f"## {title}", "", note, "",
+           f"| {label} | " + " | ".join(f"Δ{k} | better" for k in keys) + " |", "|---" * (1 + 2 * len(keys)) + "|"]
+    for r in pairs:
+        cells = [f"{r[k]['mean']:+.4f} ± {r[k]['sd']:.4f} | {r[k]['wins']}/{r['folds']}" for k in keys]
+        out.append(f"| {r[label]} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
+def table_lines(rows: list[dict], cols: tuple[str, ...], extra: tuple[str, ...] = ()) -> list[str]:
+    out = ["| method | folds | " + " | ".join((*cols, *extra)) + " |", "|---" * (len(cols) + len(extra) + 2) + "|"]
+    for r in rows:
+        cells = [f"{r[k]:.3f} ± {r[k + '_sd']:.3f}" if k in r else "–" for k in cols]
+        cells += [f"{r[k]:.3f}" if k in r else "–" for k in extra]
+        out.append(f"| {r['method']} | {r['folds']} | " + " | ".join(cells) + " |")
+    return out
 
 
 def summarise(results: dict, methods: list[str]) -> dict:
@@ -254,40 +289,37 @@ def steps_lines(results: dict) -> list[str]:
     return [*out, ""]
 
 
-def markdown(summary: dict, meta: dict, pairs: list[dict] | None = None, results: dict | None = None) -> str:
+def markdown(summary: dict, meta: dict, pairs: list[dict] | None = None, results: dict | None = None,
+             prob_pairs: list[dict] | None = None) -> str:
     lines = ["# Leave-one-section-out accuracy, HER2ST C2–C6 + A1", "",
              f"Machine: {meta['machine']}. Stem budget per fold: {meta['stem_budget']}. "
-             f"Baselines: their normal fit. Encoder: ImageNet EfficientNet-Lite0 (not a pathology "
-             f"encoder), {meta['views']} views. Regenerate: `{meta['command']}`.", "",
-             "Rows `stem:<recipe> (w=…)` score the same trained network's posterior-mean estimate with "
-             "another residual weight w (prior + w · learned residual); the samples, hence coverage80, "
-             "are the same; rows `(s=…)` likewise score its posterior-mean estimate at guidance scale s. "
-             "A difference smaller than the sd over folds is not a result.", ""]
+             f"Baselines: their normal fit; sampled ones draw as many profiles per spot as Stem. Encoder: "
+             f"ImageNet EfficientNet-Lite0 (not a pathology encoder), {meta['views']} views. "
+             f"Regenerate: `{meta['command']}`. A difference smaller than the sd over folds is not a result.", ""]
+    log2 = {r["method"]: r for r in summary.get("log2", [])}
+    head = [log2[m] for m in HEADLINE if m in log2]
+    if head:
+        lines += ["## Headline (log2(1 + count), mean ± sd over folds)", "",
+                  "Point metrics of the reported expression beside proper scores of the samples (lower is "
+                  "better for CRPS, energy, variogram and the structure errors; coverageNN should be 0.NN; "
+                  "spread_error_rho > 0 means the spread follows the error). Definitions: "
+                  "`stem_st/evaluation/probabilistic.py`.", "", *table_lines(head, HEADLINE_COLS), ""]
+    lines += paired_lines(
+        "Stem's samples against each sampled baseline, fold by fold (log2(1 + count))",
+        "Differences stem row − baseline over the same folds: mean ± sd of the per-fold difference, and in how "
+        "many folds Stem is better (lower).", prob_pairs or [], PROB_PAIRS, "pair")
+    lines += paired_lines(
+        "The default's point against each baseline, fold by fold (log2(1 + count))",
+        "Differences stem:default − baseline over the same folds (higher PCC-50, lower MSE is better).",
+        pairs or [], POINT_PAIRS)
     for unit, rows in summary.items():
-        lines += [f"## {UNIT_NAMES[unit]} (mean ± sd over folds)", "",
-                  "| method | folds | " + " | ".join((*KEYS, "ARI (A1)", "NMI (A1)")) + " |",
-                  "|---" * (len(KEYS) + 4) + "|"]
-        for r in rows:
-            cells = []
-            for k in (*KEYS, "ARI", "NMI"):
-                if k not in r:
-                    cells.append("–")
-                elif k in ("ARI", "NMI"):
-                    cells.append(f"{r[k]:.3f}")
-                else:
-                    cells.append(f"{r[k]:.3f} ± {r[k + '_sd']:.3f}")
-            lines.append(f"| {r['method']} | {r['folds']} | " + " | ".join(cells) + " |")
-        lines.append("")
-    if pairs:
-        lines += ["## The default against each baseline, fold by fold (log2(1 + count))", "",
-                  "Differences stem:default − baseline over the same folds: mean ± sd of the per-fold "
-                  "difference, and in how many folds Stem is better (higher PCC-50, lower MSE).", "",
-                  "| baseline | ΔPCC-50 | Stem better | ΔMSE | Stem better |", "|---|---|---|---|---|"]
-        for r in pairs:
-            p, m = r["PCC-50"], r["MSE"]
-            lines.append(f"| {r['other']} | {p['mean']:+.4f} ± {p['sd']:.4f} | {p['wins']}/{r['folds']} | "
-                         f"{m['mean']:+.4f} ± {m['sd']:.4f} | {m['wins']}/{r['folds']} |")
-        lines.append("")
+        lines += [f"## {UNIT_NAMES[unit]}: point metrics (mean ± sd over folds)", "",
+                  "Rows `stem:<recipe> (w=…)` score the same trained network's posterior-mean estimate with "
+                  "another residual weight w (prior + w · learned residual); rows `(s=…)` likewise at guidance "
+                  "scale s. Rows marked `(ddim:10 × 10, …)` are earlier runs with that sampler.", "",
+                  *table_lines(rows, POINT_COLS, ("ARI", "NMI") if unit == "log2" else ()), "",
+                  f"## {UNIT_NAMES[unit]}: the samples (mean ± sd over folds)", "",
+                  *table_lines([r for r in rows if "CRPS" in r or "coverage80" in r], PROB_COLS), ""]
     return "\n".join(lines + steps_lines(results or {}))
 
 
@@ -331,7 +363,11 @@ def main() -> None:
     found = list(dict.fromkeys(m for f in rows.values() for m in f))
     stem_rows = sorted((m for m in found if m.startswith("stem:")), key=lambda m: not m.startswith("stem:default"))
     summary = summarise(rows, [m for m in found if m in BASELINES] + stem_rows)
-    pairs = paired(results, "stem:default", [b for b in BASELINES if b != "mean"])
+    pairs = paired(results, "stem:default", [b for b in BASELINES if b != "mean" and not b.startswith("ridge+ctx2+")])
+    stems = [m for m in stem_rows
+             if "(" not in m and any("CRPS" in rows[f].get(m, {}).get("log2", {}) for f in rows)]
+    prob_pairs = [{**r, "pair": f"{s} − {r['other']}"} for s in stems
+                  for r in paired(results, s, [b for b in SAMPLED if b in found], keys=PROB_PAIRS)]
     meta = {"machine": machine(), "views": args.views,
             "stem_budget": f"{args.preset} preset, {args.steps} steps × batch {args.batch}, lr {args.lr}, "
                            f"{args.samples} samples {args.sampler} (+ posterior-mean pass where the "
@@ -340,9 +376,10 @@ def main() -> None:
     res = Path(args.results)
     res.parent.mkdir(parents=True, exist_ok=True)
     res.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "paired": pairs,
-                                                    "folds": results}, indent=1))
-    res.with_suffix(".md").write_text(markdown(summary, meta, pairs, results))
-    print(markdown(summary, meta, pairs, results))
+                                                    "paired_samples": prob_pairs, "folds": results}, indent=1))
+    text = markdown(summary, meta, pairs, results, prob_pairs)
+    res.with_suffix(".md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
