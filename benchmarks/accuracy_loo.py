@@ -363,7 +363,8 @@ def main() -> None:
     found = list(dict.fromkeys(m for f in rows.values() for m in f))
     stem_rows = sorted((m for m in found if m.startswith("stem:")), key=lambda m: not m.startswith("stem:default"))
     summary = summarise(rows, [m for m in found if m in BASELINES] + stem_rows)
-    pairs = paired(results, "stem:default", [b for b in BASELINES if b != "mean" and not b.startswith("ridge+ctx2+")])
+    point_baselines = [b for b in BASELINES if b != "mean" and not b.startswith("ridge+ctx2+")]
+    pairs = paired(results, "stem:default", point_baselines)
     stems = [m for m in stem_rows
              if "(" not in m and any("CRPS" in rows[f].get(m, {}).get("log2", {}) for f in rows)]
     prob_pairs = [{**r, "pair": f"{s} − {r['other']}"} for s in stems
