@@ -60,6 +60,8 @@ VARIANTS = {
     "stem:default cfg": "default+cond_dropout=0.1;guidance=1",
     # levers for the samples (issue: prove the samples)
     "stem:default spread per gene": "default+spread_per_gene=true",
+    "stem:default spread by CRPS": "default+spread_criterion=crps",
+    "stem:default spread by CRPS per gene": "default+spread_criterion=crps;spread_per_gene=true",
     # diffusion noise with the residuals' gene covariance (PriorGrad-style)
     "stem:default correlated noise": "default+correlated_noise=true",
     "stem:default v+minsnr 2400 steps": "default+objective=v;min_snr_gamma=5",

@@ -61,6 +61,10 @@ def test_per_gene_spread_widens_the_narrow_gene_and_narrows_the_wide_one():
     cover = ((truth >= lo) & (truth <= hi)).mean(0)
     np.testing.assert_allclose(cover, 0.8, atol=0.02)
     assert spread_factor(truth, samples) >= 1.0  # the scalar factor only widens
+    # the CRPS-optimal factor of a Gaussian ensemble is the one that matches the truth's width
+    by_crps = spread_factor(truth, samples, np.zeros_like(truth), per_gene=True, criterion="crps")
+    np.testing.assert_allclose(by_crps, 1 / np.array([0.4, 2.5]), rtol=0.15)
+    assert 0.1 <= spread_factor(truth, samples[..., 1:], criterion="crps") < 0.7  # may narrow
 
 
 @pytest.fixture(scope="module")

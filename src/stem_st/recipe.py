@@ -20,6 +20,7 @@ PRIORS = ("none", "ridge")
 OBJECTIVES = ("eps", "x0", "v")
 POINTS = ("sample_mean", "posterior_mean")
 LR_SCHEDULES = ("constant", "cosine")
+SPREAD_CRITERIA = ("coverage", "crps")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Recipe:
       spots; a briefly trained x0 network draws samples that are too alike (80 % intervals
       held 45 %). ``spread_per_gene``: one factor per gene instead (each gene's 80 % intervals
       hold 80 % of its training residuals; also narrows a gene whose samples are too wide).
+      ``spread_criterion``: ``coverage`` (the 80 % intervals hold 80 %) or ``crps`` (the factor
+      with the lowest CRPS on those residuals: calibration and sharpness together).
     - ``correlated_noise``: the diffusion noise (training and sampling) has the gene covariance of
       the cross-fitted training residuals (z units, Ledoit–Wolf shrunk) instead of the identity
       (PriorGrad, Lee et al. 2022), so draws start with the genes' real co-variation and the
@@ -71,6 +74,7 @@ class Recipe:
     centre_samples: bool = False
     calibrate_spread: bool = False
     spread_per_gene: bool = False
+    spread_criterion: str = "coverage"
     correlated_noise: bool = False
     lr_schedule: str = "constant"
     cond_dropout: float = 0.0
@@ -79,7 +83,7 @@ class Recipe:
     def __post_init__(self):
         for name, allowed in (("target", TARGETS), ("prior", PRIORS), ("context", CONTEXTS),
                               ("objective", OBJECTIVES), ("point", POINTS),
-                              ("lr_schedule", LR_SCHEDULES)):
+                              ("lr_schedule", LR_SCHEDULES), ("spread_criterion", SPREAD_CRITERIA)):
             value = getattr(self, name)
             require(value in allowed, f"recipe: unknown {name} '{value}'; choose {', '.join(allowed)}")
         require(self.min_snr_gamma >= 0, "recipe: min_snr_gamma must be >= 0")
