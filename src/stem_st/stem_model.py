@@ -195,7 +195,7 @@ class StemModel:
             factors.append(spread_factor(z[rows], draws, self._centre(cond[rows], seed, device),
                                          per_gene=self.recipe.spread_per_gene,
                                          criterion=self.recipe.spread_criterion))
-        self.target.spread = np.median(np.asarray(factors), axis=0).astype(np.float32)
+        self.target.spread = np.asarray(np.median(np.asarray(factors), axis=0), dtype=np.float32)
         self.meta["spread_calibrated_with"] = {"sampler": sampler, "num_samples": num_samples}
         return float(np.median(self.target.spread))
 
