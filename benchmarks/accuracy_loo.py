@@ -64,6 +64,7 @@ VARIANTS = {
     "stem:default spread by CRPS per gene": "default+spread_criterion=crps;spread_per_gene=true",
     # diffusion noise with the residuals' gene covariance (PriorGrad-style)
     "stem:default correlated noise": "default+correlated_noise=true",
+    "stem:default v+minsnr correlated noise": "default+objective=v;min_snr_gamma=5;correlated_noise=true",
     "stem:default v+minsnr 2400 steps": "default+objective=v;min_snr_gamma=5",
     # sample efficiency: the default recipe with more optimiser steps (batch, lr, sampler unchanged)
     "stem:default 1200 steps": "default",
