@@ -281,3 +281,18 @@ def test_leave_one_out_summary_averages_each_method_over_folds():
     assert rows["stem"]["MSE"] == pytest.approx(2.0) and rows["knn"]["MSE"] == pytest.approx(3.0)
     assert rows["stem"]["ARI"] == pytest.approx(0.5)  # a fold without labels does not count
     assert np.isnan(rows["knn"]["ARI"])
+
+
+def test_a_stale_samples_file_beside_an_overwritten_prediction_is_ignored(prep, tmp_path):
+    from stem_st.evaluation.harness import read_prediction
+
+    path = tmp_path / "T_pred.h5ad"
+    mean, _ = _write_pred(prep, path)
+    ds = open_prepared(prep)
+    spots = list(ds.section("T").obs_names)
+    assert read_prediction(path, spots, GENES).samples.shape == (len(spots), 9, len(GENES))
+    again = prediction_anndata(ds.section("T"), GENES, mean, np.zeros_like(mean),
+                               {"section": "T", "method": "stem", "num_samples": 9, "sampler": "ddim:5",
+                                "summary": "mean", "seed": 0, "step": 1})
+    write_prediction(again, path, None, overwrite=True)  # the old .samples.npy stays on disk
+    assert read_prediction(path, spots, GENES).samples is None

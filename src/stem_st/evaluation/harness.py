@@ -70,7 +70,7 @@ def read_prediction(path: str | Path, spots: list[str], genes: list[str]) -> Met
     info = dict(pred.uns.get("stem", {}))
     samples = None
     sfile = path.with_name(path.stem + SAMPLES_SUFFIX)
-    if sfile.is_file():
+    if sfile.is_file() and info.get("samples_file") == sfile.name:  # not a stale file of an older run
         s = np.load(sfile, mmap_mode="r")
         require(s.ndim == 3 and s.shape[0] == pred.n_obs and s.shape[2] == pred.n_vars,
                 f"{sfile.name} has shape {s.shape}, not (spots, samples, genes) of {path.name}")
