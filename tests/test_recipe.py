@@ -179,8 +179,9 @@ def default_run(tmp_path_factory):
     return ds, model, tmp / "run"
 
 
-def test_residual_model_with_a_zero_network_returns_the_prior(default_run):
+def test_residual_model_with_a_zero_network_returns_the_prior(default_run, monkeypatch):
     ds, model, _ = default_run
+    monkeypatch.setattr(model.diffusion, "objective", "x0")  # a zero x0 network: x̂₀ = 0 at every step
     emb, xy = ds.embeddings("TA")[:, 0], np.asarray(ds.section("TA").obsm["spatial"])
     with torch.no_grad():
         model.net.head.weight.zero_()
@@ -197,7 +198,7 @@ def test_residual_model_with_a_zero_network_returns_the_prior(default_run):
 def test_recipe_round_trips_through_the_checkpoint(default_run, tmp_path):
     ds, _, run = default_run
     model = StemModel.from_run(run)
-    assert model.recipe == RECIPES["default"] and model.diffusion.objective == "x0"
+    assert model.recipe == RECIPES["default"] and model.diffusion.objective == "v"
     emb, xy = ds.embeddings("TA")[:, 0], np.asarray(ds.section("TA").obsm["spatial"])
     model.save(tmp_path / "saved")
     back = StemModel.load(tmp_path / "saved")
