@@ -42,6 +42,7 @@ from stem_st.training.data import log2_expression, section_counts
 
 SECTIONS = ["C2", "C3", "C4", "C5", "C6", "A1"]
 #: one lever at a time from the paper recipe, then the combination (``name+key=value;…``)
+X0 = "objective=x0;min_snr_gamma=0"  # the default before its samples were scored (v-2)
 VARIANTS = {
     "stem:paper": "paper",
     "stem:zscore": "paper+target=zscore",
@@ -51,44 +52,42 @@ VARIANTS = {
     "stem:zscore+cosine": "paper+target=zscore;lr_schedule=cosine",
     "stem:zscore+v+minsnr": "paper+target=zscore;objective=v;min_snr_gamma=5;point=posterior_mean",
     "stem:default": "default",
-    # the default's own ablations: ring-1 context only; samples not centred on the point
-    "stem:default ring1": "default+context=ring1",
-    "stem:default uncentred": "default+centre_samples=false",
-    # the default with the v objective and min-SNR-5 weighting instead of x0
-    "stem:default v+minsnr": "default+objective=v;min_snr_gamma=5",
-    # condition dropout 10 % and classifier-free guidance (samples at s = 1; the point at every s)
-    "stem:default cfg": "default+cond_dropout=0.1;guidance=1",
-    # levers for the samples (issue: prove the samples)
-    "stem:default spread per gene": "default+spread_per_gene=true",
-    "stem:default spread by CRPS": "default+spread_criterion=crps",
-    "stem:default spread by CRPS per gene": "default+spread_criterion=crps;spread_per_gene=true",
-    # diffusion noise with the residuals' gene covariance (PriorGrad-style)
+    # levers for the samples: the noise with the residuals' gene covariance (PriorGrad-style);
+    # the spread per gene, or by CRPS instead of the 80 % coverage
     "stem:default correlated noise": "default+correlated_noise=true",
-    "stem:default v+minsnr correlated noise": "default+objective=v;min_snr_gamma=5;correlated_noise=true",
-    "stem:default v+minsnr 2400 steps": "default+objective=v;min_snr_gamma=5",
-    # sample efficiency: the default recipe with more optimiser steps (batch, lr, sampler unchanged)
-    "stem:default 1200 steps": "default",
-    "stem:default 2400 steps": "default",
-    # the default's learning-rate schedule, batch and shape at a fixed budget
-    "stem:default constant lr": "default+lr_schedule=constant",
-    "stem:default batch 64 × 300 steps": "default",
-    "stem:default wide 128×2 250 steps": "default",
-    "stem:default deep 64×4 320 steps": "default",
+    "stem:default spread per gene": "default+spread_per_gene=true",
+    "stem:default spread by CRPS per gene": "default+spread_criterion=crps;spread_per_gene=true",
+    # every row below is the x0 default (v-2) and its levers, from before the samples were scored
+    "stem:default-v2 (x0)": f"default+{X0}",
+    "stem:default-v2 (x0) correlated noise": f"default+{X0};correlated_noise=true",
+    # the default's own ablations: ring-1 context only; samples not centred on the point
+    "stem:default-v2 ring1": f"default+{X0};context=ring1",
+    "stem:default-v2 uncentred": f"default+{X0};centre_samples=false",
+    # condition dropout 10 % and classifier-free guidance (samples at s = 1; the point at every s)
+    "stem:default-v2 cfg": f"default+{X0};cond_dropout=0.1;guidance=1",
+    # sample efficiency: more optimiser steps (batch, lr, sampler unchanged)
+    "stem:default-v2 1200 steps": f"default+{X0}",
+    "stem:default-v2 2400 steps": f"default+{X0}",
+    # learning-rate schedule, batch and shape at a fixed budget
+    "stem:default-v2 constant lr": f"default+{X0};lr_schedule=constant",
+    "stem:default-v2 batch 64 × 300 steps": f"default+{X0}",
+    "stem:default-v2 wide 128×2 250 steps": f"default+{X0}",
+    "stem:default-v2 deep 64×4 320 steps": f"default+{X0}",
 }
 #: budget overrides of a variant (the rest of the budget is the command line's)
 #: the wide and deep rows get the steps that take the tiny preset's 600-step training time (measured on
 #: the CPU box at batch 32: tiny 83 ms/step, hidden 128 × depth 2 200 ms, hidden 64 × depth 4 156 ms);
 #: batch 64 × 300 sees as many pairs as 32 × 600
-BUDGETS = {"stem:default 1200 steps": {"steps": 1200}, "stem:default 2400 steps": {"steps": 2400},
-           "stem:default v+minsnr 2400 steps": {"steps": 2400},
-           "stem:default batch 64 × 300 steps": {"steps": 300, "batch": 64},
-           "stem:default wide 128×2 250 steps": {"steps": 250, "net": {"hidden": 128, "heads": 4}},
-           "stem:default deep 64×4 320 steps": {"steps": 320, "net": {"depth": 4}}}
-STEP_CURVE = ("stem:default 1200 steps", "stem:default 2400 steps")
-ORDER = ["stem:default", "stem:default v+minsnr", "stem:default cfg", "stem:default 1200 steps",
-         "stem:default 2400 steps", "stem:default constant lr", "stem:default batch 64 × 300 steps",
-         "stem:default wide 128×2 250 steps", "stem:default deep 64×4 320 steps",
-         "stem:default ring1", "stem:default uncentred", "stem:paper", "stem:zscore",
+BUDGETS = {"stem:default-v2 1200 steps": {"steps": 1200}, "stem:default-v2 2400 steps": {"steps": 2400},
+           "stem:default-v2 batch 64 × 300 steps": {"steps": 300, "batch": 64},
+           "stem:default-v2 wide 128×2 250 steps": {"steps": 250, "net": {"hidden": 128, "heads": 4}},
+           "stem:default-v2 deep 64×4 320 steps": {"steps": 320, "net": {"depth": 4}}}
+STEP_CURVE = ("stem:default-v2 1200 steps", "stem:default-v2 2400 steps")
+ORDER = ["stem:default", "stem:default-v2 (x0)", "stem:default correlated noise",
+         "stem:default-v2 (x0) correlated noise", "stem:default-v2 cfg", "stem:default-v2 1200 steps",
+         "stem:default-v2 2400 steps", "stem:default-v2 constant lr", "stem:default-v2 batch 64 × 300 steps",
+         "stem:default-v2 wide 128×2 250 steps", "stem:default-v2 deep 64×4 320 steps",
+         "stem:default-v2 ring1", "stem:default-v2 uncentred", "stem:paper", "stem:zscore",
          "stem:zscore+prior", "stem:zscore+ctx", "stem:zscore+x0+posterior", "stem:zscore+v+minsnr",
          "stem:zscore+cosine"]
 RESIDUAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -181,7 +180,8 @@ def run_method(args, ds, fold: str, name: str) -> dict:
     return {**scored(truth, mean, samples, labels, graph), **info}
 
 
-def expand(results: dict, curves: tuple[str, ...] = ("stem:default", *STEP_CURVE)) -> dict:
+def expand(results: dict, curves: tuple[str, ...] = ("stem:default", "stem:default-v2 (x0)", *STEP_CURVE),
+           ) -> dict:
     """Per fold, the residual-weight curve of the ``curves`` recipes and every guidance curve
     as rows of their own (the other recipes' weight curves stay in the JSON)."""
     out = {}
@@ -201,8 +201,8 @@ POINT_PAIRS = {"PCC-50": 1, "MSE": -1}
 PROB_PAIRS = {"CRPS": -1, "energy": -1, "variogram": -1, "corr_err_sample": -1, "moran_err_sample": -1}
 POINT_COLS = ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD")
 PROB_COLS = PROB_KEYS
-HEADLINE = ("stem:default", "stem:paper", "ridge+ctx2", "ridge+ctx2+boot", "ridge+ctx2+mvn", "ridge+ctx2+gauss",
-            "knn+ctx2", "knn")
+HEADLINE = ("stem:default", "stem:default-v2 (x0)", "stem:paper", "ridge+ctx2", "ridge+ctx2+boot",
+            "ridge+ctx2+mvn", "ridge+ctx2+gauss", "knn+ctx2", "knn+ctx", "knn")
 HEADLINE_COLS = ("PCC-50", "MSE", "CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95",
                  "corr_err_sample", "moran_err_sample", "spread_error_rho")
 
@@ -268,11 +268,11 @@ def summarise(results: dict, methods: list[str]) -> dict:
 def steps_lines(results: dict) -> list[str]:
     """Sample efficiency: the default recipe at 600 (the budget), 1200 and 2400 steps, fold by fold
     (PCC-50 / MSE at the shipped w and at the best w of the curve)."""
-    names = ["stem:default", *STEP_CURVE]
-    folds = [f for f in SECTIONS if f in results and "stem:default" in results[f]]
+    names = ["stem:default-v2 (x0)", *STEP_CURVE]
+    folds = [f for f in SECTIONS if f in results and names[0] in results[f]]
     if not any(n in results.get(f, {}) for f in folds for n in STEP_CURVE):
         return []
-    out = ["## Sample efficiency: optimiser steps at batch 32 (default recipe, log2(1 + count))", "",
+    out = ["## Sample efficiency: optimiser steps at batch 32 (the x0 default v-2, log2(1 + count))", "",
            "PCC-50 / MSE of the shipped point (w = 0.25), and the best PCC-50 over the residual weights "
            "(w at which it is reached). Same folds, same samples and sampler; only the steps change.", "",
            "| fold | 600 steps (the budget) | " + " | ".join(n.split(" ", 1)[1] for n in STEP_CURVE) + " |",
