@@ -26,6 +26,16 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label one line plot, add its legend and save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _minmax(v: np.ndarray) -> np.ndarray:
     span = v.max() - v.min()
     return (v - v.min()) / span if span > 0 else np.zeros_like(v)
@@ -62,12 +72,8 @@ def pit_plot(pits: dict[str, list[float]], path: Path) -> Path:
         edges = np.linspace(0, 1, len(h) + 1)
         ax.step(edges, np.r_[h, h[-1]] * len(h), where="post", label=name)
     ax.axhline(1.0, color="black", lw=1, ls="--", label="calibrated")
-    ax.set_xlabel("PIT (rank of the truth among the samples)")
-    ax.set_ylabel("density")
-    ax.set_title("PIT histogram over spot × gene entries")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, ax, path, "PIT (rank of the truth among the samples)", "density",
+                   "PIT histogram over spot × gene entries")
 
 
 def pcc_curve_plot(correlations: dict[str, np.ndarray], path: Path) -> Path:
@@ -77,12 +83,8 @@ def pcc_curve_plot(correlations: dict[str, np.ndarray], path: Path) -> Path:
         rs = np.sort(r[np.isfinite(r)])[::-1]
         ax.plot(np.arange(1, len(rs) + 1), rs, label=f"{name} ({len(rs)} genes)")
     ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("gene rank by PCC")
-    ax.set_ylabel("Pearson r across spots")
-    ax.set_title("Per-gene correlation with the truth, sorted")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, ax, path, "gene rank by PCC", "Pearson r across spots",
+                   "Per-gene correlation with the truth, sorted")
 
 
 def marker_map_plot(gene: str, xy: np.ndarray, panels: dict[str, np.ndarray], path: Path,
