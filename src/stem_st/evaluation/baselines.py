@@ -28,6 +28,7 @@ from ..encoders.scaling import EmbeddingScaler
 from ..errors import require
 from ..models.ridge import ALPHAS, RidgeProbe
 from ..training.data import log2_expression, section_counts, section_inputs
+from ..training.targets import cross_fitted_prior, noise_cholesky
 
 
 def training_pairs(ds: PreparedDataset, sections: list[str], context: str = "none",
@@ -178,19 +179,11 @@ class ResidualSampledRidge(Baseline):
         emb, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         groups = np.repeat(np.arange(len(parts)), [len(p[1]) for p in parts])
         self.scaler = EmbeddingScaler.fit(emb)
-        x = self.scaler.transform(emb)
-        self.probe = RidgeProbe().fit(x, y)
-        resid = np.empty_like(y)
-        for g in range(len(parts)):
-            rows = groups == g
-            probe = RidgeProbe().fit(x[~rows], y[~rows]) if (~rows).any() else self.probe
-            resid[rows] = y[rows] - probe.predict(x[rows])
+        prior, self.probe = cross_fitted_prior(self.scaler.transform(emb), y, groups, np.ones(len(y), bool))
+        resid = y - prior
         self.residuals = (resid - resid.mean(0)).astype(np.float32)
         if self.noise == "mvn":
-            from sklearn.covariance import LedoitWolf
-
-            cov = LedoitWolf().fit(self.residuals).covariance_
-            self.chol = np.linalg.cholesky(cov + 1e-9 * np.eye(len(cov)))
+            self.chol = noise_cholesky(self.residuals)
         return self
 
     def _predict(self, x):
