@@ -237,7 +237,7 @@ def test_report_renders_table_and_every_image_in_headless_chromium(report):
     assert viewer_layers == ["truth", "prediction", "std", "error"]
     assert header[:3] == ["method", "PCC-10", "PCC-50"]
     assert methods == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",
-                         "truth (reference)"]
+                       *SAMPLED_RIDGE, "truth (reference)"]
     assert len(images) == n_png and external == 0  # self-contained: every figure embedded
     assert all(done and natural > 0 and shown > 0 for done, natural, shown in images), images
 
