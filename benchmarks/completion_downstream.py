@@ -27,10 +27,9 @@ import accuracy_loo as loo  # noqa: E402
 import completion as bench  # noqa: E402
 
 from stem_st.atomic import write_json  # noqa: E402
-from stem_st.completion.model import CompletionSettings  # noqa: E402
+from stem_st.cli.demo import PROFILES  # noqa: E402
 from stem_st.completion.pipeline import apply_completion, fit_completion  # noqa: E402
-from stem_st.data.prepared import open_prepared  # noqa: E402
-from stem_st.demo import PROFILES  # noqa: E402
+from stem_st.data.dataset import open_prepared  # noqa: E402
 
 ALL = [f"{p}{i}" for p, n in zip("ABCDEFGH", (6, 6, 6, 6, 3, 3, 3, 3)) for i in range(1, n + 1)]
 OTHERS = [s for s in ALL if s not in loo.SECTIONS]
@@ -43,7 +42,7 @@ def completed_folder(args, work: Path) -> Path:
     """Fit LGDiST on the 30 sections without an image and complete the imaged six."""
     comp, done = work / "lgdist", work / "completed"
     if not all((done / f"{s}_completed.h5ad").is_file() for s in loo.SECTIONS):
-        s = CompletionSettings(**bench.BUDGET, **bench.VARIANTS["default"])
+        s = bench.settings_of("default")
         if not (comp / "fit.json").is_file():
             fit_completion(args.data, "her2st", [x for x in OTHERS if x not in VAL], VAL, comp, s,
                            cfg_overrides=bench.CONFIG, resume=(comp / "config.json").is_file())

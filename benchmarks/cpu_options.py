@@ -22,7 +22,7 @@ import torch
 from stem_st.atomic import write_json
 from stem_st.diffusion import GaussianDiffusion
 from stem_st.models import StemDiT
-from stem_st.stem_model import network_config
+from stem_st.stem.settings import network_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,22 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from report import write_text
+from stem_speed import flops_per_row
+from synthetic_cohort import write_cohort
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stem_speed import flops_per_row  # noqa: E402
-from synthetic_cohort import write_cohort  # noqa: E402
-
-from stem_st.data.prepared import open_prepared  # noqa: E402
-from stem_st.prediction import runtime as rt  # noqa: E402
+from stem_st.data.dataset import open_prepared  # noqa: E402
 from stem_st.recipe import RECIPES  # noqa: E402
-from stem_st.stem_model import StemModel, TrainSettings  # noqa: E402
+from stem_st.stem import PredictSettings, StemModel, TrainSettings  # noqa: E402
+from stem_st.stem import runtime as rt  # noqa: E402
 
 DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -99,12 +97,19 @@ def grid_xy(n: int) -> np.ndarray:
     return (np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)[:n] * 100.0)
 
 
-def predict_once(model: StemModel, emb, xy, samples, sampler):
+def predict_once(model: StemModel, emb, xy, settings: PredictSettings):
     sync()
     t0 = time.perf_counter()
-    point, std, draws = model.predict(emb, samples, sampler, seed=0, device="cuda", xy=xy)
+    point, std, draws = model.predict(emb, xy, settings)
     sync()
     return time.perf_counter() - t0, point, draws
+
+
+def rows_chosen(runtime) -> int:
+    """Rows per forward the runtime measured for its settings (keys: device, network config,
+    bf16, compile; the latest wins), else the CUDA default it falls back on."""
+    same = [rows for key, rows in rt.measured_rows().items() if tuple(key[2:]) == (runtime.bf16, runtime.compile)]
+    return same[-1] if same else rt.DEFAULT_ROWS["cuda"]
 
 
 def sample(model: StemModel, spots: int, samples: int, sampler: str, fp32_spots: int, peak: float,
@@ -116,16 +121,15 @@ def sample(model: StemModel, spots: int, samples: int, sampler: str, fp32_spots:
     rows = []
 
     def run(label, runtime, n_spots, smp, repeat=1):
-        if model.runtime is not runtime:
-            rt._measured.clear()
-        model.runtime = runtime
+        settings = PredictSettings(num_samples=samples, sampler=smp, device="cuda", bf16=runtime.bf16,
+                                   compile=runtime.compile, batch_rows=runtime.batch_rows)
         e, p = emb[:n_spots], xy[:n_spots]
-        first, point, draws = predict_once(model, e, p, samples, smp)
-        steady = [predict_once(model, e, p, samples, smp)[0] for _ in range(repeat - 1)]
+        first, point, draws = predict_once(model, e, p, settings)
+        steady = [predict_once(model, e, p, settings)[0] for _ in range(repeat - 1)]
         s = min(steady) if steady else first
         calls = n_spots * (samples * int(smp.split(":")[1]) + model.recipe.posterior_draws)
         tflops = calls * flops_per_row(model.net_cfg) / s / 1e12
-        chosen = runtime.batch_rows or next(iter(rt._measured.values()), rt.DEFAULT_ROWS["cuda"])
+        chosen = runtime.batch_rows or rows_chosen(runtime)
         row = {"variant": label, "sampler": smp, "spots": n_spots, "samples": samples,
                "bf16": runtime.bf16, "compile": runtime.compile, "rows_per_forward": chosen,
                "first_call_s": first, "steady_s": s, "spots_per_s": n_spots / s,
@@ -136,7 +140,8 @@ def sample(model: StemModel, spots: int, samples: int, sampler: str, fp32_spots:
         rows.append(row)
         return point, draws
 
-    predict_once(model, emb[:64], xy[:64], 2, sampler)  # CUDA context, cuBLAS handles
+    warm = PredictSettings(num_samples=2, sampler=sampler, device="cuda")
+    predict_once(model, emb[:64], xy[:64], warm)  # CUDA context, cuBLAS handles
     if "precision" in variants:
         ref_point, ref_draws = run("fp32, 2048 rows (before)", rt.Runtime(bf16=False, batch_rows=2048),
                                    fp32_spots, sampler)
@@ -191,7 +196,7 @@ def main() -> None:
                 row, model = train(prep, Path(tmp), 20, 10, False, peak)
             res["sample"] = sample(model, a.spots, a.samples, a.sampler, a.fp32_spots, peak, a.variants)
     name = out / f"gpu_profile_{a.parts.replace(',', '_')}_{a.variants.replace(',', '_')}.json"
-    name.write_text(json.dumps(res, indent=1))
+    write_text(name, json.dumps(res, indent=1))  # temporary file, then renamed into place
     print("wrote", name)
 
 

@@ -24,12 +24,15 @@ from accuracy_loo import ROOT, SECTIONS, machine
 from sklearn.decomposition import PCA
 from sklearn.linear_model import RidgeCV
 
-from stem_st.data.prepared import open_prepared
+from stem_st.data.dataset import open_prepared
+from stem_st.data.units import log2_expression
 from stem_st.encoders.scaling import EmbeddingScaler
 from stem_st.evaluation.baselines import training_pairs
 from stem_st.evaluation.metrics import score
 from stem_st.models.ridge import ALPHAS
-from stem_st.training.data import log2_expression, section_counts, section_inputs
+
+#: name → options of :func:`predict`
+from stem_st.training.data import section_counts, section_inputs
 
 #: name → options of :func:`predict`
 VARIANTS = {

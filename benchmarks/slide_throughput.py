@@ -4,7 +4,8 @@ texture (C2's tissue, mirrored so tiles join without seams), written tile by til
 
 Usage: .venv/bin/python benchmarks/slide_throughput.py RUN [--side 24000] [--pitch 100]
            [--num-samples 1] [--sampler ddim:5] [--out runs/slide_bench]
-Prints spots/s per stage, total, and peak resident memory, with the machine.
+Prints spots/s per stage, total, and peak resident memory, with the machine; writes
+``benchmarks/results/slide_throughput.{json,md}`` (``--from-json`` only rewrites the .md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from report import write_text
 
 from stem_st.data.images import open_image
 from stem_st.data.readers import read_section
@@ -59,6 +61,22 @@ def write_slide(path: Path, side: int, tex: np.ndarray) -> None:
                       resolution=(1e4 / MPP / f, 1e4 / MPP / f), **opts)
 
 
+def markdown(r: dict) -> str:
+    s = r["seconds"]
+    return "\n".join([
+        "# Whole-slide throughput and peak memory (`predict-slide`)", "",
+        f"Machine: {r['machine']}, {r.get('threads', '?')} threads. Run: `{r.get('run', '?')}`. A synthetic "
+        f"{r['slide_px']} px square pyramidal TIFF ({r['slide_full_res_gib']} GiB at full resolution) tiled "
+        f"from HER2ST C2 texture; {r['spots']} virtual spots at {r['pitch_um']} µm pitch; "
+        f"{r['num_samples']} sample(s) per spot, {r['sampler']}.", "",
+        "| stage | seconds | spots/s |", "|---|---|---|",
+        f"| mask and grid | {s['mask_and_grid']} | |",
+        f"| embed | {s['embed']} | {r['embed_spots_per_second']} |",
+        f"| sample | {s['sample']} | {r['sample_spots_per_second']} |",
+        f"| **total** | **{r['total_seconds']}** | **{r['spots_per_second']}** |", "",
+        f"Peak resident memory {r['peak_rss_mib']} MiB ({r['rss_before_mib']} MiB before the run)."]) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -68,7 +86,11 @@ def main() -> None:
     ap.add_argument("--sampler", default="ddim:5")
     ap.add_argument("--out", default="runs/slide_bench")
     ap.add_argument("--results", default=str(Path(__file__).resolve().parent / "results/slide_throughput.json"))
+    ap.add_argument("--from-json", action="store_true", help="only rewrite the .md beside --results")
     a = ap.parse_args()
+    if a.from_json:
+        write_text(Path(a.results).with_suffix(".md"), markdown(json.loads(Path(a.results).read_text())))
+        return
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     slide = out / f"synthetic_{a.side}.tif"
@@ -78,10 +100,12 @@ def main() -> None:
         print(f"wrote {slide} ({slide.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f} s")
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     from stem_st.prediction.slide import SlideConfig, predict_slide
+    from stem_st.stem import PredictSettings
 
     t = time.perf_counter()
     res = predict_slide(SlideConfig(run=a.run, image=str(slide), out=str(out / "pred.h5ad"), pitch_um=a.pitch,
-                                    num_samples=a.num_samples, sampler=a.sampler, overwrite=True,
+                                    predict=PredictSettings(num_samples=a.num_samples, sampler=a.sampler),
+                                    overwrite=True,
                                     cache_dir=str(out / "cache"), progress=False))
     total = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -97,7 +121,9 @@ def main() -> None:
               "sample_spots_per_second": round(res["spots"] / res["seconds"]["sample"], 2),
               "peak_rss_mib": round(peak), "rss_before_mib": round(rss0)}
     (out / "throughput.json").write_text(json.dumps(report, indent=2))
-    Path(a.results).write_text(json.dumps({**report, "run": a.run, "threads": torch.get_num_threads()}, indent=2))
+    full = {**report, "run": a.run, "threads": torch.get_num_threads()}
+    write_text(a.results, json.dumps(full, indent=2))
+    write_text(Path(a.results).with_suffix(".md"), markdown(full))
     print(json.dumps(report, indent=2))
 
 

@@ -7,21 +7,21 @@ Training: optimizer steps/s at batch 256 (halved until it fits). Prediction: spo
 samples per spot for ``ddpm`` (all 1000 steps) and ``ddim:50``; the reverse chain is timed over
 ``--measure-steps`` denoising steps on a batch of spots × 20 rows and scaled to the full chain
 (every step costs the same forward pass). On CUDA, also model FLOP utilisation (MFU) against the
-given peak.
+given peak. Writes ``benchmarks/results/stem_speed.{json,md}`` (``--results`` elsewhere).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import sys
 import time
 
 import torch
+from report import RESULTS, machine, write_results
+from stem_st.stem_model import network_config
 
 from stem_st.diffusion import GaussianDiffusion
 from stem_st.models import StemDiT
-from stem_st.stem_model import network_config
 
 
 def flops_per_row(cfg) -> float:
@@ -86,6 +86,24 @@ def bench_predict(cfg, device, measure, bf16, spots):
         per_step, rows
 
 
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = ["# Stem throughput per preset", "",
+             f"Machine: {meta['machine']}; device {meta['device']}, bf16 {meta['bf16']}. "
+             f"Command: `{meta['command']}`. Training: optimizer steps/s on random inputs "
+             f"({meta['genes']} genes, {meta['cond_dim']}-d condition). Prediction: one denoising step of "
+             f"{meta['spots']} spots × 20 samples timed over {meta['measure_steps']} steps and scaled to the "
+             "chain (ddpm = 1000 steps, ddim:50 = 50).", "",
+             "| preset | depth × width, heads | train batch | train steps/s | profiles/s | MFU | "
+             "predict s per step | ddpm spots/s | ddim:50 spots/s |", "|---" * 9 + "|"]
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") is not None else "–"
+        lines.append(f"| {r['preset']} | {r['depth']} × {r['hidden']}, {r['heads']} | {r['train_batch']} | "
+                     f"{r['train_steps_per_s']:.3f} | {r['train_profiles_per_s']:.0f} | {mfu} | "
+                     f"{r['predict_s_per_step']:.3f} | {r['ddpm_spots_per_s']:.4f} | "
+                     f"{r['ddim50_spots_per_s']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", default="small,paper")
@@ -96,26 +114,28 @@ def main() -> None:
     ap.add_argument("--spots", type=int, default=16)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak for MFU")
+    ap.add_argument("--results", default=str(RESULTS / "stem_speed"), help="writes RESULTS.json and .md")
     a = ap.parse_args()
     dev = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                        (a.device if a.device != "auto" else "cpu"))
-    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else \
-        f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    print(f"machine: {name}; torch {torch.__version__}; bf16={a.bf16}")
+    meta = {"machine": machine(), "device": str(dev), "bf16": a.bf16, "genes": a.genes, "cond_dim": a.cond_dim,
+            "spots": a.spots, "measure_steps": a.measure_steps, "peak_tflops": a.peak_tflops,
+            "command": "python benchmarks/stem_speed.py " + " ".join(sys.argv[1:])}
+    print(f"machine: {meta['machine']}; bf16={a.bf16}")
+    rows = []
     for preset in a.presets.split(","):
         cfg = network_config(preset, a.genes, a.cond_dim)
         batch, sps = bench_train(cfg, dev, a.measure_steps, a.bf16)
-        line = (f"[{preset}: depth {cfg.depth}, width {cfg.hidden}, {cfg.heads} heads, "
-                f"{a.genes} genes] train: {sps:.3f} steps/s at batch {batch} "
-                f"({sps * batch:.0f} profiles/s)")
-        if dev.type == "cuda":
-            mfu = 3 * flops_per_row(cfg) * batch * sps / (a.peak_tflops * 1e12)
-            line += f", MFU {100 * mfu:.1f}% of {a.peak_tflops:g} TFLOP/s"
-        print(line, flush=True)
-        rates, per_step, rows = bench_predict(cfg, dev, a.measure_steps, a.bf16, a.spots)
-        print(f"[{preset}] predict, 20 samples/spot: one denoising step of {rows} rows takes "
-              f"{per_step:.3f} s → ddpm (1000 steps) {rates['ddpm']:.4f} spots/s, "
-              f"ddim:50 {rates['ddim:50']:.3f} spots/s", flush=True)
+        mfu = 3 * flops_per_row(cfg) * batch * sps / (a.peak_tflops * 1e12) if dev.type == "cuda" else None
+        rates, per_step, n_rows = bench_predict(cfg, dev, a.measure_steps, a.bf16, a.spots)
+        rows.append({"preset": preset, "depth": cfg.depth, "hidden": cfg.hidden, "heads": cfg.heads,
+                     "train_batch": batch, "train_steps_per_s": sps, "train_profiles_per_s": sps * batch,
+                     "mfu": mfu, "predict_rows": n_rows, "predict_s_per_step": per_step,
+                     "ddpm_spots_per_s": rates["ddpm"], "ddim50_spots_per_s": rates["ddim:50"]})
+        print(rows[-1], flush=True)
+    text = markdown(meta, rows)
+    write_results(a.results, {"meta": meta, "rows": rows}, text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from stem_st.data.dataset import finish_prepared, write_section
 from stem_st.data.patches import DIHEDRAL_VIEWS
-from stem_st.data.prepared import finish_prepared, write_section
 
 
 def write_cohort(root: str | Path, sections: int, spots: int = 600, views: int = 2, dim: int = 1280,

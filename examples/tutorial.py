@@ -49,7 +49,7 @@ def main(out: Path) -> dict:
     # 4. Predict the held-out section: a NEW AnnData over the panel genes with the measured counts
     #    in X, layers['stem_mean'] and layers['stem_std'] (log2(1 + count)) and the H&E in
     #    uns['spatial'] for scanpy/squidpy. The prepared section itself is left untouched.
-    pred = model.predict_adata(prep.section("C3"), num_samples=10)
+    pred = model.predict_adata(prep.section("C3"), st.PredictSettings(num_samples=10))
     pred.layers["measured"] = np.log2(1 + np.asarray(pred.X, dtype=np.float32))
 
     # 5. Look: measured vs predicted vs uncertainty for the gene the model predicts best.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,16 +17,96 @@ VISIUM = SHARED / "visium-mouse-brain-subset"
 SQUIDPY = SHARED / "squidpy-mouse-brain-crop"
 
 
+# Set before anything imports huggingface_hub (timm does), which reads it once at import: a
+# session- or module-scoped fixture runs before the function-scoped `_offline` below, and with the
+# variable unset the hub would retry the network (5 retries, ~23 s per file) instead of failing.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
 def pytest_sessionstart(session):
     # Real-data tests are the point of this suite: missing data is a failure, not a skip.
     assert HER2ST.is_dir(), f"shared data not found at {SHARED} (set STEM_SHARED)"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def embedding_cache(tmp_path_factory):
+    """One embedding cache for the whole session: a temporary folder, never the user's. Every
+    `stem prepare` / `st.prepare` on the same real section, view and encoder embeds it once.
+    Set for the session (not per test) so that module- and session-scoped fixtures use it too.
+    A test about the cache itself (hits, resume, damage) passes a folder of its own."""
+    path = tmp_path_factory.mktemp("embedding-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STEM_ST_CACHE", str(path))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield path
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path_factory):
+def _offline(monkeypatch, embedding_cache):
     """No test may reach the network or the user's cache."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("STEM_ST_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("STEM_ST_CACHE", str(embedding_cache))
+
+
+def run_stem(*args, cache=None, check=True):
+    """``stem <args>`` in a subprocess (the installed entry point); ``cache``: its embedding cache
+    (default: the session's, through $STEM_ST_CACHE)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    if cache:
+        env["STEM_ST_CACHE"] = str(cache)
+    res = subprocess.run([sys.executable, "-m", "stem_st.cli", *map(str, args)], capture_output=True, text=True,
+                         env=env)
+    if check:
+        assert res.returncode == 0, res.stderr
+    return res
+
+
+def run_stem_here(*args, check=True) -> subprocess.CompletedProcess:
+    """``stem <args>`` in this process, through the console-script entry point (``stem_st.cli.main``),
+    as :func:`run_stem` returns it: no interpreter start-up and imports to pay again (``scoringrules``
+    alone compiles its numba kernels at import for several seconds). Keep :func:`run_stem` for what
+    needs a process of its own (killing it, torchrun, an exact entry-point check)."""
+    import contextlib
+    import io
+
+    from stem_st import cli
+
+    err, out, old = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["stem", *map(str, args)]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+    res = subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
+    if check:
+        assert res.returncode == 0, res.stderr
+    return res
+
+
+@pytest.fixture(scope="session")
+def her2st_prep(tmp_path_factory, embedding_cache):
+    """`stem prepare` on real HER2ST: C2 and C3 for training, A1 (pathologist labels) held out; 2 views,
+    50 genes, EfficientNet-Lite0 embeddings. Returns (folder, the prepare's CompletedProcess).
+    Shared by every module: read it, copy it to change it, never write into it."""
+    out = tmp_path_factory.mktemp("her2st") / "PREP"
+    res = run_stem("prepare", "--data", HER2ST, "--layout", "her2st", "--sections", "C2,C3,A1",
+                   "--holdout", "A1", "--views", "2", "--genes", "hmhvg:50", "--out", out, cache=embedding_cache)
+    return out, res
+
+
+@pytest.fixture(scope="session")
+def her2st_run(her2st_prep, tmp_path_factory):
+    """A tiny Stem run (20 steps) trained on `her2st_prep` (C2, C3): real embeddings, so commands
+    that embed new images (predict-slide) rebuild its encoder. Read-only, like `her2st_prep`."""
+    run = tmp_path_factory.mktemp("her2st_run") / "run"
+    run_stem("train", her2st_prep[0], "--out", run, "--preset", "tiny", "--steps", "20", "--batch-size", "16",
+             "--device", "cpu")
+    return run
 
 
 @pytest.fixture(scope="session")

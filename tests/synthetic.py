@@ -7,7 +7,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from stem_st.data.prepared import write_prepared
+from stem_st.data.dataset import write_prepared
 
 GENES = [f"G{i}" for i in range(8)]
 # two expression modes in log2(1 + count): condition A mixes them 30/70, B is always mode 2

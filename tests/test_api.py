@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HER2ST, ROOT
+from conftest import HER2ST, ROOT, run_stem_here
 
 import stem_st as st
 from stem_st.data.images import open_image
@@ -37,18 +37,20 @@ def test_predict_adata_returns_a_new_anndata_and_leaves_the_input_alone(tutorial
     model = st.StemModel.from_run(out / "run")
     sec = st.open_prepared(out / "prep").section("C3")
     before = (sec.X.copy(), set(sec.layers), set(sec.obsm), set(sec.uns))
-    pred = model.predict_adata(sec, num_samples=4, seed=1)
+    pred = model.predict_adata(sec, st.PredictSettings(num_samples=4, seed=1))
     assert pred is not sec and set(sec.layers) == before[1] and set(sec.obsm) == before[2]
     assert set(sec.uns) == before[3]
     np.testing.assert_array_equal(sec.X, before[0])
     np.testing.assert_array_equal(pred.X, sec.X)  # the measured counts of the panel genes
-    mean, std, _ = model.predict(sec.obsm["embedding"][:, 0], 4, seed=1, xy=sec.obsm["spatial"])
+    mean, std, _ = model.predict(sec.obsm["embedding"][:, 0], sec.obsm["spatial"],
+                                 st.PredictSettings(num_samples=4, seed=1))
     np.testing.assert_allclose(pred.layers["stem_mean"], mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(pred.layers["stem_std"], std, rtol=1e-5, atol=1e-5)
     lib = pred.uns["stem"]["prediction"]["library_id"]
     assert pred.uns["spatial"][lib]["images"]["hires"].ndim == 3
     # inplace writes into the caller's object only when asked, and only over the model's genes
-    assert model.predict_adata(sec, num_samples=2, inplace=True) is None and "stem_mean" in sec.layers
+    assert model.predict_adata(sec, st.PredictSettings(num_samples=2), inplace=True) is None
+    assert "stem_mean" in sec.layers
     raw = st.read.her2st(HER2ST, "C3")  # every gene, not the panel
     raw.obsm["embedding"] = sec.obsm["embedding"]
     with pytest.raises(st.StemError, match="inplace"):
@@ -56,16 +58,16 @@ def test_predict_adata_returns_a_new_anndata_and_leaves_the_input_alone(tutorial
     assert "stem_mean" not in raw.layers
 
 
-def test_embed_a_freshly_read_section_gives_the_prepared_embeddings_and_prediction(tutorial):
+def test_embed_a_freshly_read_section_gives_the_prepared_embeddings_and_prediction(tutorial, tmp_path):
     out, _ = tutorial
     model = st.StemModel.from_run(out / "run")
     sec = st.open_prepared(out / "prep").section("C3")
     raw = st.read.her2st(HER2ST, "C3")
-    emb = st.embed(raw)
+    emb = st.embed(raw, cache_dir=str(tmp_path / "cache"))  # an empty cache: embedded anew, not read back
     assert "embedding" not in raw.obsm  # a copy was embedded
     np.testing.assert_allclose(emb.obsm["embedding"], sec.obsm["embedding"], rtol=1e-4, atol=1e-4)
-    a = model.predict_adata(emb, num_samples=2, seed=3)
-    b = model.predict_adata(sec, num_samples=2, seed=3)
+    a = model.predict_adata(emb, st.PredictSettings(num_samples=2, seed=3))
+    b = model.predict_adata(sec, st.PredictSettings(num_samples=2, seed=3))
     assert list(a.var_names) == model.genes
     np.testing.assert_array_equal(a.X, b.X)
     np.testing.assert_allclose(a.layers["stem_mean"], b.layers["stem_mean"], rtol=1e-4, atol=1e-4)
@@ -88,10 +90,8 @@ def test_stem_predict_output_carries_the_he_for_scanpy(tutorial, tmp_path):
 
     out, _ = tutorial
     target = tmp_path / "C3_pred.h5ad"
-    res = subprocess.run([sys.executable, "-m", "stem_st.cli", "predict", str(out / "run"), "--sections", "C3",
-                          "--num-samples", "3", "--sampler", "ddim:4", "--seed", "2", "--out", str(target),
-                          "--device", "cpu"], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    run_stem_here("predict", out / "run", "--sections", "C3", "--num-samples", "3", "--sampler", "ddim:4",
+                  "--seed", "2", "--out", target, "--device", "cpu")
     pred = ad.read_h5ad(target)
     sec = st.open_prepared(out / "prep").section("C3")
     lib = pred.uns["stem"]["library_id"]
@@ -101,6 +101,7 @@ def test_stem_predict_output_carries_the_he_for_scanpy(tutorial, tmp_path):
         assert sf["tissue_hires_scalef"] == pytest.approx(1000 / max(img.width, img.height))
     info = sec.uns["stem"]
     assert sf["spot_diameter_fullres"] == pytest.approx(info["spot_diameter_um"] / info["mpp"])
-    api = st.StemModel.from_run(out / "run").predict_adata(sec, num_samples=3, sampler="ddim:4", seed=2)
+    api = st.StemModel.from_run(out / "run").predict_adata(
+        sec, st.PredictSettings(num_samples=3, sampler="ddim:4", seed=2))
     np.testing.assert_allclose(pred.X, api.layers["stem_mean"], rtol=1e-5, atol=1e-5)
     sc.pl.spatial(pred, color=pred.var_names[0], library_id=lib, img_key="hires", show=False)

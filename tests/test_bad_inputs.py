@@ -442,6 +442,23 @@ def _big_jpeg(tmp, stage):
             tmp / "out" / "slide.h5ad", "--device", "cpu", "--max-pixels", "1000000"]
 
 
+def _huge_jpeg(tmp, stage):
+    """Over PIL's own decompression-bomb threshold (89.5 Mpx) and the --max-pixels budget."""
+    (tmp / "in").mkdir()
+    path = tmp / "in" / "huge.jpg"
+    Image.new("RGB", (10_000, 9_500), (230, 200, 220)).save(path, quality=30)
+    return ["predict-slide", stage["run"], "--image", path, "--mpp", "0.5", "--out",
+            tmp / "out" / "slide.h5ad", "--device", "cpu", "--max-pixels", "50000000"]
+
+
+def _run_config_truncated(tmp, stage):
+    run = copy_of(stage, "run", tmp / "in")
+    text = (run / "config.json").read_text()
+    (run / "config.json").write_text(text[: len(text) // 2])
+    return ["predict", run, "--out", tmp / "out" / "p.h5ad", "--num-samples", "2", "--sampler", "ddim:2",
+            "--device", "cpu"]
+
+
 CASES = [
     # counts
     Case("counts-empty", _counts_text(""), "C2.tsv.gz"),
@@ -477,6 +494,11 @@ CASES = [
     Case("slide-vmu-ngr-bad-magic", _vmu("bad-magic"), "Bad magic on NGR file", stage=True),
     Case("slide-vmu-data-file-missing", _vmu("missing"), "slide_map.ngr", stage=True),
     Case("slide-jpeg-over-pixel-budget", _big_jpeg, "tiled pyramidal TIFF", stage=True),
+    Case("slide-jpeg-over-pil-bomb-threshold", _huge_jpeg, "tiled pyramidal TIFF", stage=True),
+    Case("slide-mpp-zero", lambda tmp, st: _slide("ok")(tmp, st)[:4] + [
+        "--mpp", "0", "--out", tmp / "out" / "slide.h5ad", "--device", "cpu"], "--mpp must be positive",
+         stage=True),
+    Case("run-config-truncated", _run_config_truncated, "config.json is damaged", stage=True),
     # AnnData / Visium
     Case("h5ad-no-spatial", _h5ad(_del_spatial), "obsm['spatial']"),
     Case("h5ad-spatial-wrong-shape", _h5ad(_spatial_1d), "obsm['spatial']"),
@@ -545,7 +567,7 @@ def test_bad_input_is_refused_cleanly(case: Case, tmp_path, request):
             fh.write(json.dumps({"case": case.id, "command": " ".join(map(str, argv[:2])) if argv[0] == "complete"
                                  else str(argv[0]), "exit": code, "error": errors[0] if errors else err}) + "\n")
     assert code == 2, err
-    assert len(errors) == 1 and "Traceback" not in err, err
+    assert len(errors) == 1 and "Traceback" not in err and "Warning" not in err, err
     assert case.match in errors[0], err
     assert sorted(os.listdir(tmp_path / "out")) == out_before, "output left behind"
     assert {str(p): tree_hash(p) for p in inputs} == before, "an input was modified"

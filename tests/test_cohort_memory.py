@@ -4,15 +4,14 @@ large cohort carried to every pair, and prepared embeddings in memory-mapped .np
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pytest
 import torch
 
-from stem_st.data.prepared import EMBEDDING_KEY, embedding_path, open_prepared
+from benchmarks.synthetic_cohort import write_cohort
+from stem_st.data.dataset import EMBEDDING_KEY, embedding_path, open_prepared
 from stem_st.errors import StemError
 from stem_st.models.ridge import RidgeProbe
 from stem_st.recipe import RECIPES
@@ -20,9 +19,6 @@ from stem_st.training import pairs as pairs_mod
 from stem_st.training.data import build_training_data
 from stem_st.training.store import RowStore
 from stem_st.training.targets import fit_targets
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from synthetic_cohort import write_cohort  # noqa: E402
 
 
 def test_row_store_reads_rows_in_any_order(tmp_path):

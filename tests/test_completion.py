@@ -12,10 +12,11 @@ from conftest import HER2ST
 from test_prepare_cli import run_stem
 
 from stem_st.completion.baselines import adaptive_median, knn_smoothing, neighbour_mean
+from stem_st.completion.fit import training_copies
 from stem_st.completion.genes import knn_weights, morans_i
 from stem_st.completion.inputs import mask_section, prefilled
 from stem_st.completion.masking import dropout_rates, hide_probabilities, masked_scores, sample_hidden
-from stem_st.completion.model import CompletionSettings, LGDiST, training_copies
+from stem_st.completion.model import CompletionSettings, LGDiST
 from stem_st.completion.neighbours import neighbourhoods
 from stem_st.completion.pipeline import complete_masked
 from stem_st.models.lgdist import LGDiSTConfig
@@ -141,8 +142,8 @@ def _tiny_lgdist(rounds=1):
     return LGDiST(cfg, ["a", "b"], ["c", "d", "e", "f"], np.full(6, 0.5), CompletionSettings(rounds=rounds))
 
 
-@pytest.mark.parametrize("method", ["lgdist", "lgdist-stage1", "zeros", "neighbour_mean", "adaptive_median",
-                                    "knn_smoothing"])
+@pytest.mark.parametrize("method", ["lgdist", "lgdist-stage1", "lgdist-stage2", "zeros", "neighbour_mean",
+                                    "adaptive_median", "knn_smoothing"])
 def test_hidden_values_reach_no_completion(method):
     """The leak of the reference evaluation: a hidden value must not change any output entry
     (not the centre's, not a neighbour's), while a visible value does."""
@@ -199,7 +200,8 @@ def test_training_keeps_the_best_validation_checkpoint(tmp_path):
 def test_completion_keeps_neighbour_latents_fixed(point):
     torch.manual_seed(0)
     cfg = LGDiSTConfig(num_genes=6, ae_hidden=16, ae_layers=1, latent=4, dit_hidden=16, dit_depth=1, dit_heads=2)
-    s = CompletionSettings(point=point, objective="eps" if point == "samples" else "x0")
+    s = CompletionSettings(point=point, objective="eps" if point == "samples" else "x0",
+                           point_source="diffusion")
     m = LGDiST(cfg, ["a", "b"], ["c", "d", "e", "f"], np.zeros(6), s)
     seen = []
     inner = m.dits[0].forward
@@ -261,7 +263,7 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
     run_stem("prepare", "--data", HER2ST, "--sections", "A1", "--genes", "hmhvg:40",
              "--completed", tmp_path / "done",
              "--out", tmp_path / "prep", cache=tmp_path / "cache")
-    from stem_st.data.prepared import open_prepared
+    from stem_st.data.dataset import open_prepared
 
     sec = open_prepared(tmp_path / "prep").section("A1")
     x, c = np.asarray(sec.X, dtype=float), sec.layers["completed"]

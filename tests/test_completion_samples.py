@@ -69,6 +69,10 @@ def test_draws_and_their_sd_beside_the_point(comp, applied, tmp_path):
     sec = read_counts(str(HER2ST), "her2st", ["C6"])["C6"]
     expect = model.complete(np.log1p(x), np.asarray(sec.obsm["spatial"], dtype=np.float64), 3, SAMPLER, 0, "cpu")
     assert np.allclose(point[~measured], np.expm1(expect)[~measured], rtol=1e-5, atol=1e-6)
+    # the shipped draws are centred on that point (log1p units), where no draw was clipped at 0
+    assert model.settings.point_source == "stage1" and model.settings.centre_draws
+    free = ~measured & (draws > 0).all(1)
+    assert free.any() and np.allclose(np.log1p(draws).mean(1)[free], expect[free], atol=1e-4)
     # without --keep-samples: the same layers, no draws file
     code, err = _apply(comp, tmp_path, "--num-samples", "3")
     assert code == 0, err

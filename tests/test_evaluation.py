@@ -11,16 +11,16 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from test_prepare_cli import run_stem
+from conftest import run_stem, run_stem_here
 
 from stem_st.data.context import graph_matrices
-from stem_st.data.prepared import open_prepared, write_prepared
+from stem_st.data.dataset import open_prepared, write_prepared
+from stem_st.data.units import log2_expression
 from stem_st.evaluation.baselines import KNNBaseline, MeanBaseline, MLPBaseline, RidgeBaseline, parse_baselines
 from stem_st.evaluation.metrics import pearson_per_gene
 from stem_st.evaluation.probabilistic import probabilistic_scores
 from stem_st.prediction.output import prediction_anndata, write_prediction
 from stem_st.recipe import RECIPES
-from stem_st.training.data import log2_expression
 
 GENES = [f"G{i}" for i in range(12)]
 SAMPLED_RIDGE = ["ridge+ctx2+gauss", "ridge+ctx2+mvn", "ridge+ctx2+boot"]
@@ -114,7 +114,7 @@ def report(prep, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     mean, samples = _write_pred(prep, tmp / "T_pred.h5ad")
     out = tmp / "report"
-    res = run_stem("evaluate", prep, "--holdout", "T", "--pred", tmp / "T_pred.h5ad", "--baselines", "all",
+    res = run_stem_here("evaluate", prep, "--holdout", "T", "--pred", tmp / "T_pred.h5ad", "--baselines", "all",
                    "--train-sections", "A,B", "--genes", "G0,G3", "--out", out)
     return {"out": out, "mean": mean, "samples": samples, "stdout": res.stdout}
 
@@ -163,14 +163,14 @@ def test_evaluate_in_depth_normalised_units(prep, report, tmp_path):
     from stem_st.evaluation.metrics import in_unit
 
     out = tmp_path / "cp10k"
-    run_stem("evaluate", prep, "--holdout", "T", "--pred", report["out"].parent / "T_pred.h5ad",
+    run_stem_here("evaluate", prep, "--holdout", "T", "--pred", report["out"].parent / "T_pred.h5ad",
              "--baselines", "none", "--unit", "cp10k", "--genes", "G0", "--out", out)
     m = json.loads((out / "metrics.json").read_text())
     row = m["methods"][0]
     y, p = in_unit(_truth(prep), "cp10k"), in_unit(report["mean"], "cp10k")
     assert row["MSE"] == pytest.approx(float(((p - y) ** 2).mean()), abs=1e-4)
     assert "CP10k" in m["protocol"]["units"]
-    bad = run_stem("evaluate", prep, "--holdout", "T", "--baselines", "mean", "--unit", "tpm",
+    bad = run_stem_here("evaluate", prep, "--holdout", "T", "--baselines", "mean", "--unit", "tpm",
                    "--out", tmp_path / "bad", check=False)
     assert bad.returncode == 2 and "unknown --unit 'tpm'" in bad.stdout + bad.stderr
     assert not (tmp_path / "bad").exists()
@@ -178,7 +178,8 @@ def test_evaluate_in_depth_normalised_units(prep, report, tmp_path):
 
 def test_evaluate_refuses_bad_input_without_touching_outputs(prep, report, tmp_path):
     before = (report["out"] / "metrics.json").read_bytes()
-    res = run_stem("evaluate", prep, "--holdout", "T", "--baselines", "mean", "--out", report["out"], check=False)
+    res = run_stem_here("evaluate", prep, "--holdout", "T", "--baselines", "mean", "--out", report["out"],
+                        check=False)
     assert res.returncode == 2 and "already exists" in res.stderr and "Traceback" not in res.stderr
     assert (report["out"] / "metrics.json").read_bytes() == before
     # a prediction for other spots, an unknown gene for the maps, a missing file
@@ -186,11 +187,12 @@ def test_evaluate_refuses_bad_input_without_touching_outputs(prep, report, tmp_p
     bad = prediction_anndata(ds.section("A"), GENES, np.zeros((300, len(GENES))), np.zeros((300, len(GENES))),
                              {"section": "A"})
     write_prediction(bad, tmp_path / "A_pred.h5ad")
-    for args, msg in [(["--pred", tmp_path / "A_pred.h5ad"], "for section A"),
-                      (["--genes", "NOPE"], "not in the panel"),
-                      (["--pred", tmp_path / "missing.h5ad"], "not found"),
+    # (one cheap baseline where the case is not about baselines: --genes is checked after scoring)
+    for args, msg in [(["--pred", tmp_path / "A_pred.h5ad", "--baselines", "mean"], "for section A"),
+                      (["--genes", "NOPE", "--baselines", "mean"], "not in the panel"),
+                      (["--pred", tmp_path / "missing.h5ad", "--baselines", "mean"], "not found"),
                       (["--baselines", "svm"], "unknown baseline")]:
-        res = run_stem("evaluate", prep, "--holdout", "T", "--out", tmp_path / "r", *args, check=False)
+        res = run_stem_here("evaluate", prep, "--holdout", "T", "--out", tmp_path / "r", *args, check=False)
         assert res.returncode == 2 and msg in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not (tmp_path / "r").exists()
 
@@ -242,6 +244,7 @@ def test_report_renders_table_and_every_image_in_headless_chromium(report):
     assert all(done and natural > 0 and shown > 0 for done, natural, shown in images), images
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path):
     """A miniature `stem demo`: A1 (labelled) held out, trained on C6, few steps and samples."""
     from conftest import HER2ST
@@ -265,12 +268,12 @@ def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path):
     # a folder the demo did not make is refused
     mine = tmp_path / "mine"
     mine.mkdir()
-    bad = run_stem("demo", "--data", HER2ST, "--out", mine, check=False)
+    bad = run_stem_here("demo", "--data", HER2ST, "--out", mine, check=False)
     assert bad.returncode == 2 and "not made by 'stem demo'" in bad.stderr
 
 
 def test_leave_one_out_summary_averages_each_method_over_folds():
-    from stem_st.demo import loo_summary
+    from stem_st.cli.demo import loo_summary
 
     folds = {"C2": {"rows": [{"method": "stem", "PCC-all": 0.2, "MSE": 1.0, "ARI": float("nan")},
                              {"method": "knn", "PCC-all": 0.4, "MSE": 2.0}]},

@@ -18,7 +18,7 @@ import torch
 from conftest import HER2ST
 from synthetic import write_synthetic
 
-from stem_st.data.prepared import open_prepared
+from stem_st.data.dataset import open_prepared
 from stem_st.errors import StemError
 from stem_st.training.checkpoint import list_checkpoints, load_latest, save_checkpoint
 
@@ -26,8 +26,13 @@ STEM = [sys.executable, "-m", "stem_st.cli"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
 
 
+def _env() -> dict:
+    """ENV as of now (with the session's embedding cache, which conftest sets after import)."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+
+
 def run(*args, env=None):
-    res = subprocess.run([*STEM, *map(str, args)], capture_output=True, text=True, env=env or ENV)
+    res = subprocess.run([*STEM, *map(str, args)], capture_output=True, text=True, env=env or _env())
     assert res.returncode == 0, res.stderr
     return res
 
@@ -35,7 +40,7 @@ def run(*args, env=None):
 def kill_when(args: list, ready, timeout: float = 300, env=None) -> None:
     """Start ``stem <args>`` and SIGKILL it as soon as ``ready()`` holds (it must not finish first)."""
     proc = subprocess.Popen([*STEM, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=env or ENV)
+                            env=env or _env())
     t0 = time.monotonic()
     while not ready():
         assert proc.poll() is None, f"finished before it could be killed: {proc.stderr.read().decode()[-500:]}"
@@ -51,6 +56,7 @@ def losses(run_dir: Path) -> list[tuple[int, float]]:
         return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(fh)]
 
 
+@pytest.mark.slow
 def test_train_killed_mid_run_resumes_to_the_same_weights(tmp_path):
     prep = write_synthetic(tmp_path / "prep", n=200)
     train = ["train", prep, "--preset", "tiny", "--steps", "300", "--batch-size", "16", "--aug-ratio", "1",
@@ -73,11 +79,13 @@ def test_train_killed_mid_run_resumes_to_the_same_weights(tmp_path):
         torch.testing.assert_close(v, b["ema"]["model"][k], rtol=1e-5, atol=1e-6)
 
 
-def test_prepare_killed_mid_run_finishes_from_the_cache(tmp_path):
+@pytest.mark.slow
+def test_prepare_killed_mid_run_finishes_from_the_cache(tmp_path, embedding_cache):
     args = ["prepare", "--data", HER2ST, "--sections", "C2,C3", "--genes", "hmhvg:20", "--views", "1",
             "--device", "cpu"]
-    env = {**ENV, "STEM_ST_CACHE": str(tmp_path / "cache")}
-    run(*args, "--out", tmp_path / "clean", "--no-cache")
+    env = {**_env(), "STEM_ST_CACHE": str(tmp_path / "cache")}  # empty: the killed run starts from nothing
+    # the uninterrupted reference: embedded once per session (the shared cache), not again here
+    run(*args, "--out", tmp_path / "clean", env={**_env(), "STEM_ST_CACHE": str(embedding_cache)})
     out = tmp_path / "prep"
     cached = lambda: any((tmp_path / "cache").rglob("*.json"))  # noqa: E731 - C2 embedded and cached
     kill_when([*args, "--out", out], cached, env=env)
@@ -149,6 +157,7 @@ def test_training_resumes_past_a_corrupt_last_checkpoint(tmp_path):
     assert [s for s, _ in losses(tmp_path / "run")][-1] == 40
 
 
+@pytest.mark.slow
 def test_complete_fit_killed_in_stage_two_resumes_to_the_same_model(tmp_path):
     fit = ["complete", "fit", "--data", HER2ST, "--train", "A2", "--val", "B1", "--panel", "8", "--total", "24",
            "--ae-steps", "40", "--dit-steps", "200", "--checkpoint-every", "20", "--batch-size", "16",

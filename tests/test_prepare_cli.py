@@ -5,41 +5,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HER2ST
+from conftest import HER2ST, run_stem, run_stem_here  # noqa: F401 - run_stem: others import it from here
 
 from stem_st.data.context import ring_neighbours
-from stem_st.data.prepared import open_prepared
+from stem_st.data.dataset import open_prepared
 from stem_st.data.readers import read_section
-
-STEM = [sys.executable, "-m", "stem_st.cli"]
-
-
-def run_stem(*args, cache=None, check=True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    if cache:
-        env["STEM_ST_CACHE"] = str(cache)
-    res = subprocess.run([*STEM, *map(str, args)], capture_output=True, text=True, env=env)
-    if check:
-        assert res.returncode == 0, res.stderr
-    return res
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("prep")
-    out = tmp / "PREP"
-    res = run_stem("prepare", "--data", HER2ST, "--layout", "her2st", "--sections", "C2,C3,A1",
-                   "--holdout", "A1", "--views", "2", "--genes", "hmhvg:50", "--out", out,
-                   cache=tmp / "cache")
-    return out, tmp / "cache", res
+def prepared(her2st_prep, embedding_cache):
+    """The session's C2, C3, A1 dataset (conftest), prepared through the session embedding cache."""
+    out, res = her2st_prep
+    return out, embedding_cache, res
 
 
 def test_prepare_writes_the_dataset(prepared):
@@ -72,15 +55,16 @@ def test_prepare_writes_the_dataset(prepared):
     assert "C3" in res.stdout and "1280" in res.stdout
 
 
-def test_rerun_reads_the_cache_and_refuses_to_clobber(prepared):
-    out, cache, _ = prepared
-    res = run_stem("prepare", "--data", HER2ST, "--sections", "C2,C3,A1", "--holdout", "A1",
-                   "--views", "2", "--genes", "hmhvg:50", "--out", out, cache=cache, check=False)
+def test_rerun_reads_the_cache_and_refuses_to_clobber(prepared, tmp_path):
+    shared, cache, _ = prepared
+    out = tmp_path / "PREP"
+    shutil.copytree(shared, out)  # the session's dataset stays as it is
+    res = run_stem_here("prepare", "--data", HER2ST, "--sections", "C2,C3,A1", "--holdout", "A1",
+                        "--views", "2", "--genes", "hmhvg:50", "--out", out, "--cache", cache, check=False)
     assert res.returncode == 2 and "already exists" in res.stderr
     before = open_prepared(out).embeddings("C2")
-    res = run_stem("prepare", "--data", HER2ST, "--sections", "C2,C3,A1", "--holdout", "A1",
-                   "--views", "2", "--genes", "hmhvg:50", "--out", out, "--overwrite",
-                   cache=cache)
+    res = run_stem_here("prepare", "--data", HER2ST, "--sections", "C2,C3,A1", "--holdout", "A1",
+                        "--views", "2", "--genes", "hmhvg:50", "--out", out, "--overwrite", "--cache", cache)
     summary = json.loads((out / "manifest.json").read_text())["summary"]
     assert all(r["views_computed"] == 0 for r in summary)
     np.testing.assert_array_equal(open_prepared(out).embeddings("C2"), before)
@@ -99,6 +83,8 @@ def _mini_her2st(root: Path, section="C2") -> Path:
 
 
 def _assert_refused(res, out: Path, match: str):
+    """(Run in this process: `test_bad_inputs.test_entry_point_in_a_subprocess` checks that a separate
+    `stem` process refuses the same way.)"""
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert lines and lines[-1].startswith("error:"), res.stderr
@@ -109,7 +95,7 @@ def _assert_refused(res, out: Path, match: str):
 
 
 def _prepare(data, out, *extra):
-    return run_stem("prepare", "--data", data, "--sections", "C2", "--genes", "hmhvg:20",
+    return run_stem_here("prepare", "--data", data, "--sections", "C2", "--genes", "hmhvg:20",
                     "--out", out, "--no-cache", *extra, check=False)
 
 
@@ -138,8 +124,8 @@ def test_panel_with_absent_genes(tmp_path):
     data = _mini_her2st(tmp_path)
     genes = tmp_path / "genes.txt"
     genes.write_text("ERBB2\nNOT_A_GENE\n")
-    res = run_stem("prepare", "--data", data, "--sections", "C2", "--genes", f"file:{genes}",
-                   "--out", tmp_path / "out", "--no-cache", check=False)
+    res = run_stem_here("prepare", "--data", data, "--sections", "C2", "--genes", f"file:{genes}",
+                        "--out", tmp_path / "out", "--no-cache", check=False)
     _assert_refused(res, tmp_path / "out", "absent")
 
 
@@ -166,8 +152,8 @@ def test_precomputed_encoder_needs_no_image(tmp_path):
     np.save(tmp_path / "C2.npy", np.random.default_rng(0).normal(size=(c2.n_obs, 16)))
     shutil.rmtree(data / "data/ST-imgs")
     out = tmp_path / "out"
-    run_stem("prepare", "--data", data, "--sections", "C2", "--genes", "hmhvg:20", "--out", out,
-             "--encoder", f"precomputed:{tmp_path}/{{section}}.npy")
+    run_stem_here("prepare", "--data", data, "--sections", "C2", "--genes", "hmhvg:20", "--out", out,
+                  "--encoder", f"precomputed:{tmp_path}/{{section}}.npy")
     sec = open_prepared(out).section("C2")
     np.testing.assert_allclose(sec.obsm["embedding"][:, 0], np.load(tmp_path / "C2.npy"), rtol=1e-6)
     assert "embedding" not in ad.read_h5ad(out / "sections/C2.h5ad").obsm  # it lives in C2.embedding.npy

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import norm
 
 from stem_st.data.context import graph_matrices
-from stem_st.data.prepared import open_prepared, write_prepared
+from stem_st.data.dataset import open_prepared, write_prepared
 from stem_st.errors import StemError
 from stem_st.evaluation import probabilistic as P
 from stem_st.evaluation.baselines import BASELINES, make_baseline
@@ -43,6 +43,39 @@ def test_two_member_ensemble_uses_the_fair_estimator():
     a, b, t = np.array([0.0, 1.0]), np.array([2.0, -1.0]), np.array([1.0, 3.0])
     es = (np.linalg.norm(a - t) + np.linalg.norm(b - t)) / 2 - np.linalg.norm(a - b) / 2
     assert P.energy(t[None], np.stack([a, b])[None]) == pytest.approx(es)
+
+
+def test_masked_energy_and_hidden_entry_scores_by_hand():
+    # spot 0: genes 0 and 1 masked, truth (0, 0), draws (3, 4) and (6, 8); gene 2 unmasked and wild
+    # spot 1: nothing masked (skipped); spot 2: gene 2 masked, truth 1, draws 1 and 3
+    y = np.array([[0.0, 0.0, 100.0], [5.0, 5.0, 5.0], [9.0, 9.0, 1.0]])
+    s = np.array([[[3.0, 4.0, -50.0], [6.0, 8.0, 70.0]],
+                  [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]],
+                  [[0.0, 0.0, 1.0], [0.0, 0.0, 3.0]]])
+    m = np.array([[True, True, False], [False, False, False], [False, False, True]])
+    es0 = (5.0 + 10.0) / 2 - 5.0 / 2  # fair: mean distance to truth − mean pair distance / 2
+    es2 = (0.0 + 2.0) / 2 - 2.0 / 2
+    assert P.masked_energy(y, s, m) == pytest.approx((es0 + es2) / 2)
+    # unmasked genes count in neither truth nor samples: changing them changes nothing
+    s2, y2 = s.copy(), y.copy()
+    s2[0, :, 2], y2[1] = 1e3, -7.0
+    assert P.masked_energy(y2, s2, m) == P.masked_energy(y, s, m)
+    out = P.hidden_entry_scores(y, s, m)
+    # the three masked entries: (truth, draws) = (0; 3, 6), (0; 4, 8), (1; 1, 3)
+    crps = [(3 + 6) / 2 - 3 / 2, (4 + 8) / 2 - 4 / 2, (0 + 2) / 2 - 2 / 2]
+    assert out["CRPS"] == pytest.approx(np.mean(crps))
+    # central 50 % of two draws a < b: [a + (b − a)/4, b − (b − a)/4]; only the third entry's
+    # [1.5, 2.5] misses its truth 1 too, but its 95 % interval [1.05, 2.95] also misses it
+    assert out["coverage50"] == 0.0 and out["coverage95"] == 0.0
+    assert out["energy"] == pytest.approx((es0 + es2) / 2)
+    s3 = s.copy()
+    s3[2, 0, 2] = 0.5  # draws 0.5 and 3 for truth 1: inside the 80 % interval [0.75, 2.75]
+    assert P.hidden_entry_scores(y, s3, m, with_energy=False)["coverage80"] == pytest.approx(1 / 3)
+    assert "energy" not in P.hidden_entry_scores(y, s3, m, with_energy=False)
+    with pytest.raises(StemError, match="no masked entry"):
+        P.hidden_entry_scores(y, s, np.zeros_like(m))
+    with pytest.raises(StemError, match="does not match"):
+        P.masked_energy(y, s, m[:, :2])
 
 
 def test_large_gaussian_ensemble_matches_the_closed_form_crps():

@@ -9,9 +9,9 @@ import torch
 from synthetic import COND_A, write_synthetic
 
 from stem_st.data.context import add_context, graph_matrices, ring_neighbours, store_graphs
+from stem_st.data.dataset import open_prepared
 from stem_st.data.images import open_image
 from stem_st.data.patches import iter_patch_batches, patch_geometry
-from stem_st.data.prepared import open_prepared
 from stem_st.diffusion import GaussianDiffusion
 from stem_st.encoders.scaling import EmbeddingScaler
 from stem_st.errors import StemError
@@ -19,7 +19,7 @@ from stem_st.evaluation.baselines import BASELINES
 from stem_st.evaluation.metrics import in_unit
 from stem_st.models.ridge import RidgeProbe
 from stem_st.recipe import RECIPES, Recipe, get_recipe
-from stem_st.stem_model import StemModel, TrainSettings
+from stem_st.stem import PredictSettings, StemModel, TrainSettings
 from stem_st.training.targets import fit_targets
 
 
@@ -188,11 +188,11 @@ def test_residual_model_with_a_zero_network_returns_the_prior(default_run, monke
         model.net.head.bias.zero_()
     prior = np.maximum(model.target.prior(model.condition(emb, xy)), 0)
     np.testing.assert_allclose(model.posterior_mean(emb, xy), prior, atol=1e-5)
-    point, std, samples = model.predict(emb, 3, "ddim:5", xy=xy)
+    point, std, samples = model.predict(emb, xy, PredictSettings(num_samples=3, sampler="ddim:5"))
     np.testing.assert_allclose(point, prior, atol=1e-5)
     np.testing.assert_allclose(samples, np.repeat(prior[:, None], 3, 1), atol=1e-4)
     with pytest.raises(StemError, match="spot centres"):
-        model.predict(emb, 1, "ddim:2")
+        model.predict(emb, settings=PredictSettings(num_samples=1, sampler="ddim:2"))
 
 
 def test_recipe_round_trips_through_the_checkpoint(default_run, tmp_path):
@@ -213,14 +213,14 @@ def test_old_runs_without_a_recipe_load_as_the_paper_recipe(default_run, tmp_pat
     settings = TrainSettings(prep=str(ds.root), holdout=ds.holdout, preset="tiny", steps=5,
                              batch_size=16, aug_ratio=1, checkpoint_every=1000, recipe=RECIPES["paper"])
     model, _ = StemModel.fit(ds, tmp_path / "run", settings, progress=False)
-    state = {k: v for k, v in model._extra_state().items() if k not in ("recipe", "target")}
+    state = {k: v for k, v in model.extra_state().items() if k not in ("recipe", "target")}
     state.pop("cond_clip")
     state["x_max"] = 7.5
     torch.save({**state, "weights": model.net.state_dict()}, tmp_path / "model.pt")
     old = StemModel.load(tmp_path)
     assert old.recipe == RECIPES["paper"] and old.diffusion.objective == "eps"
     assert float(old.target.hi.max()) == 7.5 and float(old.target.lo.min()) == 0.0
-    samples = old.sample(np.repeat(COND_A[None], 4, 0), 2, "ddim:3")
+    samples = old.sample(np.repeat(COND_A[None], 4, 0), settings=PredictSettings(num_samples=2, sampler="ddim:3"))
     assert samples.min() >= 0 and samples.max() <= 7.5 + 1e-5
 
 
@@ -253,17 +253,17 @@ def test_samples_centred_on_the_point_estimate(default_run):
 
     ds, model, _ = default_run
     emb, xy = ds.embeddings("TA")[:, 0], np.asarray(ds.section("TA").obsm["spatial"])
-    model = StemModel._from_state(model._extra_state(), model.net.state_dict())
+    model = StemModel._from_state(model.extra_state(), model.net.state_dict())
     model.recipe = replace(model.recipe, centre_samples=True)
     model.target.spread = np.asarray(1.5, dtype=np.float32)
     torch.manual_seed(0)  # an earlier test may have zeroed the shared fixture's head
     with torch.no_grad():
         model.net.head.weight.normal_(0, 0.5)
         model.net.head.bias.normal_(0, 0.5)
-    free_model = StemModel._from_state(model._extra_state(), model.net.state_dict())
+    free_model = StemModel._from_state(model.extra_state(), model.net.state_dict())
     free_model.recipe = replace(model.recipe, centre_samples=False)
-    point, _, samples = model.predict(emb, 6, "ddim:4", xy=xy, seed=3)
-    _, _, free = free_model.predict(emb, 6, "ddim:4", xy=xy, seed=3)
+    point, _, samples = model.predict(emb, xy, PredictSettings(num_samples=6, sampler="ddim:4", seed=3))
+    _, _, free = free_model.predict(emb, xy, PredictSettings(num_samples=6, sampler="ddim:4", seed=3))
     cond = model.condition(emb, xy)
     z = model.target.encode(samples, model.target.prior(cond)[:, None])
     zf = free_model.target.encode(free, model.target.prior(cond)[:, None])
@@ -291,7 +291,7 @@ def test_depth_normalised_unit():
 def test_train_cli_stores_the_chosen_recipe_and_refuses_bad_options(default_run, tmp_path):
     import json
 
-    from test_prepare_cli import run_stem
+    from conftest import run_stem_here as run_stem
 
     ds, _, _ = default_run
     run_stem("train", ds.root, "--out", tmp_path / "paper", "--recipe", "paper", "--preset", "tiny",
@@ -374,7 +374,7 @@ def test_guidance_reaches_the_sampler(default_run):
     from dataclasses import replace
 
     ds, model, _ = default_run
-    model = StemModel._from_state(model._extra_state(), model.net.state_dict())
+    model = StemModel._from_state(model.extra_state(), model.net.state_dict())
     torch.manual_seed(1)
     with torch.no_grad():
         for p in model.net.parameters():
@@ -384,7 +384,7 @@ def test_guidance_reaches_the_sampler(default_run):
 
     def z(c, s):
         model.recipe = replace(base, guidance=s)
-        return model._run(c, 1, None, 7, "cpu")[:, 0]
+        return model.draw_z(c, PredictSettings(seed=7), point=True)[:, 0]
 
     z_c, z_u, z_g = z(cond, 0.0), z(np.zeros_like(cond), 0.0), z(cond, 1.5)
     lo, hi = (v.numpy() for v in model.target.clip_range())

@@ -14,9 +14,9 @@ from stem_st.diffusion.noise import BLOCK_ROWS, RowNoise
 from stem_st.encoders.scaling import EmbeddingScaler
 from stem_st.errors import StemError
 from stem_st.models import StemDiTConfig
-from stem_st.prediction import runtime as rt
 from stem_st.recipe import RECIPES
-from stem_st.stem_model import StemModel
+from stem_st.stem import PredictSettings, StemModel
+from stem_st.stem import runtime as rt
 
 
 def test_row_noise_does_not_depend_on_the_split():
@@ -49,18 +49,16 @@ def test_predictions_do_not_depend_on_rows_per_forward(recipe, sampler, monkeypa
     m, emb = _model(recipe)
     outs = []
     for rows in (64, 192, 1000):
-        m.runtime = rt.Runtime(batch_rows=rows)
-        outs.append(m.predict(emb, num_samples=5, sampler=sampler))
+        outs.append(m.predict(emb, settings=PredictSettings(num_samples=5, sampler=sampler, batch_rows=rows)))
     # a compiled network pads the short last batch to the full size (compile replaced by identity)
     monkeypatch.setattr(torch, "compile", lambda net, **kw: net)
-    m.runtime = rt.Runtime(batch_rows=64, compile=True)
-    outs.append(m.predict(emb, num_samples=5, sampler=sampler))
+    outs.append(m.predict(emb, settings=PredictSettings(num_samples=5, sampler=sampler, batch_rows=64,
+                                                         compile=True)))
     assert outs[0][2].std() > 0
     for point, _, draws in outs[1:]:
         np.testing.assert_allclose(point, outs[0][0], atol=1e-5)
         np.testing.assert_allclose(draws, outs[0][2], atol=1e-5)
-    m.runtime = rt.Runtime(batch_rows=64)
-    other = m.predict(emb, num_samples=5, sampler=sampler, seed=1)[2]
+    other = m.predict(emb, settings=PredictSettings(num_samples=5, sampler=sampler, batch_rows=64, seed=1))[2]
     assert np.abs(other - outs[0][2]).max() > 1e-3  # the seed still matters
 
 
@@ -98,6 +96,7 @@ def test_runtime_measures_large_jobs_once_and_small_ones_not(monkeypatch):
     assert r.rows(net, call, torch.device("cpu"), big, 1) == 128
     n_calls = len(state["calls"])
     assert r.rows(net, call, torch.device("cpu"), big, 1) == 128 and len(state["calls"]) == n_calls
+    assert list(rt.measured_rows().values()) == [128]
     assert rt.Runtime(batch_rows=100).rows(net, call, torch.device("cpu"), big, 1) == 64  # a multiple of 64
 
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from synthetic import write_synthetic
 
-from stem_st.data.prepared import open_prepared
+from stem_st.data.dataset import open_prepared
 from stem_st.diffusion import GaussianDiffusion
 from stem_st.diffusion.noise import RowNoise
 from stem_st.errors import StemError
 from stem_st.recipe import RECIPES, get_recipe
-from stem_st.stem_model import StemModel, TrainSettings
+from stem_st.stem import PredictSettings, StemModel, TrainSettings
 from stem_st.training.targets import fit_targets, spread_factor
 
 
@@ -114,8 +114,8 @@ def test_training_and_sampling_draw_the_coloured_noise(correlated_run):
     cond = model.condition(emb, xy)
     with pytest.MonkeyPatch.context() as mp:  # the sampler returns its starting noise x_T
         mp.setattr(model.diffusion, "sample", lambda fn, shape, sampler, noise, dev, **_: noise.randn(shape))
-        got = _corr(model._run(cond, 32, "ddim:2", 0, "cpu"))
+        got = _corr(model.draw_z(cond, PredictSettings(num_samples=32, sampler="ddim:2")))
         assert np.abs(got[iu] - want[iu]).max() < 0.15
         mp.setattr(model.target, "noise_chol", None)
-        plain = _corr(model._run(cond, 32, "ddim:2", 0, "cpu"))
+        plain = _corr(model.draw_z(cond, PredictSettings(num_samples=32, sampler="ddim:2")))
     assert np.abs(plain[iu]).max() < 0.15

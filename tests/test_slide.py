@@ -9,10 +9,9 @@ import anndata as ad
 import numpy as np
 import pytest
 import tifffile
-from conftest import HER2ST, write_vmu
+from conftest import HER2ST, run_stem_here, write_vmu
 from PIL import Image
 from scipy.spatial import cKDTree
-from test_prepare_cli import run_stem
 
 from stem_st.data.images import open_image
 from stem_st.data.tissue import spot_grid, tissue_fraction, tissue_mask
@@ -87,14 +86,10 @@ def test_pyramidal_tiff_is_read_lazily_at_the_right_mpp(slide):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A tiny Stem run on real effnet embeddings of A1 (so the slide path can rebuild the encoder)."""
-    tmp = tmp_path_factory.mktemp("slide_run")
-    run_stem("prepare", "--data", HER2ST, "--layout", "her2st", "--sections", "A1", "--genes", "hmhvg:20",
-             "--out", tmp / "prep", cache=tmp / "cache")
-    run_stem("train", tmp / "prep", "--out", tmp / "run", "--preset", "tiny", "--steps", "20",
-             "--batch-size", "16", "--device", "cpu")
-    return tmp / "run"
+def run(her2st_run):
+    """A tiny Stem run on real effnet embeddings (so the slide path can rebuild the encoder): the
+    session's, trained on HER2ST C2 and C3 (conftest)."""
+    return her2st_run
 
 
 #: the options of every quick `predict-slide` below (the VMU test compares its output with `tif_pred`'s)
@@ -107,7 +102,7 @@ def tif_pred(run, slide, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tif_pred")
     out = tmp / "pred.h5ad"
     args = ["predict-slide", run, "--image", slide[0], "--out", out, *QUICK, "--cache", tmp / "cache"]
-    return args, out, run_stem(*args).stdout
+    return args, out, run_stem_here(*args).stdout
 
 
 def test_predict_slide_writes_a_scanpy_ready_file_and_resumes_from_the_cache(tif_pred):
@@ -142,7 +137,7 @@ def test_predict_slide_writes_a_scanpy_ready_file_and_resumes_from_the_cache(tif
     entries = sorted(p.name for p in cache.rglob("*.npy"))
     assert entries  # embeddings cached per chunk
     # a second run (e.g. after an interruption) reuses them and gives the same answer
-    run_stem(*args, "--overwrite")
+    run_stem_here(*args, "--overwrite")
     assert sorted(p.name for p in cache.rglob("*.npy")) == entries
     np.testing.assert_allclose(ad.read_h5ad(out).X, a.X, rtol=1e-5, atol=1e-5)
     assert json.loads(json.dumps(ad.read_h5ad(out).uns["stem"]["seconds"], default=float))["embed"] < \
@@ -151,11 +146,11 @@ def test_predict_slide_writes_a_scanpy_ready_file_and_resumes_from_the_cache(tif
 
 def test_predict_slide_refuses_an_image_without_mpp(run, tmp_path):
     jpg = next((HER2ST / "data/ST-imgs/C/C2").glob("*.jpg"))
-    res = run_stem("predict-slide", run, "--image", jpg, "--out", tmp_path / "p.h5ad", check=False)
+    res = run_stem_here("predict-slide", run, "--image", jpg, "--out", tmp_path / "p.h5ad", check=False)
     assert res.returncode == 2 and "pass --mpp" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "p.h5ad").exists()
-    res = run_stem("predict-slide", run, "--image", tmp_path / "none.tif", "--out", tmp_path / "p.h5ad",
-                   check=False)
+    res = run_stem_here("predict-slide", run, "--image", tmp_path / "none.tif", "--out", tmp_path / "p.h5ad",
+                        check=False)
     assert res.returncode == 2 and "not found" in res.stderr
 
 
@@ -174,21 +169,23 @@ def test_thumbnail_of_a_flat_tiff_is_built_block_by_block(slide, tmp_path):
     assert np.abs(blocks.astype(int) - whole.astype(int)).mean() < 4  # same picture, up to block seams
 
 
-def test_predict_slide_killed_mid_run_resumes_from_its_chunks(run, slide, tmp_path):
+@pytest.mark.slow
+def test_predict_slide_killed_mid_run_resumes_from_its_chunks(run, slide, tmp_path, monkeypatch):
     """SIGKILL once the first chunk of embeddings is cached: no output under the final name;
     the rerun keeps that chunk, embeds the rest and writes what an uninterrupted run writes."""
     from test_kill_resume import ENV, kill_when
-    from test_kill_resume import run as run_env
 
     env = {**ENV, "STEM_ST_SLIDE_CHUNK": "16"}
     args = ["predict-slide", run, "--image", slide[0], "--num-samples", "2", "--sampler", "ddim:2",
             "--device", "cpu"]
-    run_env(*args, "--out", tmp_path / "straight.h5ad", "--cache", tmp_path / "c1", env=env)
+    # the uninterrupted run and the rerun in this process, with the chunk size the variable sets in the killed one
+    monkeypatch.setattr("stem_st.prediction.slide.CHUNK", 16)
+    run_stem_here(*args, "--out", tmp_path / "straight.h5ad", "--cache", tmp_path / "c1")
     cache, out = tmp_path / "c2", tmp_path / "pred.h5ad"
     kill_when([*args, "--out", out, "--cache", cache], lambda: any(cache.rglob("*.npy")), env=env)
     first = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
     assert first and not out.exists()
-    res = run_env(*args, "--out", out, "--cache", cache, env=env)
+    res = run_stem_here(*args, "--out", out, "--cache", cache)
     chunks = sorted(cache.rglob("*.npy"))
     assert len(chunks) > len(first) and all(p.stat().st_mtime_ns == t for p, t in first.items())  # kept as is
     assert len(chunks) == len(list((tmp_path / "c1").rglob("*.npy")))
@@ -242,8 +239,8 @@ def test_openslide_missing_is_one_clear_error(vmu, monkeypatch):
 
 
 def test_predict_slide_on_a_vmu_equals_the_same_pixels_as_tiff(run, vmu, tif_pred, tmp_path):
-    run_stem("predict-slide", run, "--image", vmu[0], "--out", tmp_path / "vmu.h5ad", *QUICK,
-             "--cache", tmp_path / "cache")
+    run_stem_here("predict-slide", run, "--image", vmu[0], "--out", tmp_path / "vmu.h5ad", *QUICK,
+                  "--cache", tmp_path / "cache")
     a, b = ad.read_h5ad(tif_pred[1]), ad.read_h5ad(tmp_path / "vmu.h5ad")
     assert b.uns["stem"]["mpp"] == pytest.approx(C2_MPP, rel=1e-5) and b.n_obs > 40
     # the same grid (up to the nm rounding of the VMU's PhysicalWidth) and the same patches and predictions
@@ -258,6 +255,7 @@ def test_predict_slide_on_a_vmu_equals_the_same_pixels_as_tiff(run, vmu, tif_pre
     assert file_fingerprint(vmu[0]) != before
 
 
+@pytest.mark.slow
 def test_predict_slides_splits_a_list_over_two_gloo_processes_and_resumes(run, slide, vmu, tmp_path):
     """`torchrun --nproc_per_node 2 stem predict-slide --slides LIST`: each process takes one slide;
     rank 0 writes the index; a rerun skips both; a bad line is one clear error."""
@@ -280,15 +278,15 @@ def test_predict_slides_splits_a_list_over_two_gloo_processes_and_resumes(run, s
     a, b = ad.read_h5ad(out / "c2_crop.h5ad"), ad.read_h5ad(out / "slide.h5ad")
     np.testing.assert_allclose(b.X, a.X, rtol=1e-5, atol=1e-5)  # the same pixels, read by two libraries
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.h5ad")}
-    res = run_stem(*args)  # one process, nothing left to do
+    res = run_stem_here(*args)  # one process, nothing left to do
     assert "0 of 2 slides (2 already done)" in res.stderr
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.h5ad")} == stamps
     (tmp_path / "bad.txt").write_text(f"{slide[0]}\tfast\n")
-    res = run_stem(*[a if a != tmp_path / "slides.txt" else tmp_path / "bad.txt" for a in args], check=False)
+    res = run_stem_here(*[a if a != tmp_path / "slides.txt" else tmp_path / "bad.txt" for a in args], check=False)
     assert res.returncode == 2 and "bad.txt line 1: mpp 'fast' is not a number" in res.stderr
     assert "Traceback" not in res.stderr
     (tmp_path / "bad.txt").write_text(f"{slide[0]}\n{vmu[0].with_name('c2_crop.vmu')}\n")
     vmu[0].with_name("c2_crop.vmu").write_bytes(vmu[0].read_bytes())
-    res = run_stem(*[a if a != tmp_path / "slides.txt" else tmp_path / "bad.txt" for a in args], check=False)
+    res = run_stem_here(*[a if a != tmp_path / "slides.txt" else tmp_path / "bad.txt" for a in args], check=False)
     assert res.returncode == 2 and "same file stem: c2_crop" in res.stderr
     vmu[0].with_name("c2_crop.vmu").unlink()

@@ -12,14 +12,15 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+from conftest import run_stem_here
 from synthetic import COND_A, COND_B, MODE1, MODE2, write_synthetic
 
-from stem_st.data.prepared import open_prepared
+from stem_st.data.dataset import open_prepared
 from stem_st.diffusion import GaussianDiffusion
 from stem_st.diffusion.schedules import make_schedule, respace
 from stem_st.errors import StemError
 from stem_st.recipe import RECIPES
-from stem_st.stem_model import StemModel, TrainSettings
+from stem_st.stem import PredictSettings, StemModel, TrainSettings
 
 TINY = {"hidden": 64, "depth": 2, "heads": 2}
 
@@ -53,8 +54,8 @@ def test_loss_falls(trained):
 
 def test_one_to_many(trained):
     _, model, _, _ = trained
-    a = model.sample(_cond(COND_A), num_samples=1, sampler="ddim:50", seed=1)[:, 0]
-    b = model.sample(_cond(COND_B), num_samples=1, sampler="ddim:50", seed=2)[:, 0]
+    a = model.sample(_cond(COND_A), settings=PredictSettings(num_samples=1, sampler="ddim:50", seed=1))[:, 0]
+    b = model.sample(_cond(COND_B), settings=PredictSettings(num_samples=1, sampler="ddim:50", seed=2))[:, 0]
     # samples sit on the modes, in the training proportions
     near = np.minimum(np.abs(a - MODE1).max(-1), np.abs(a - MODE2).max(-1))
     assert np.mean(near < 1.5) > 0.9
@@ -64,8 +65,10 @@ def test_one_to_many(trained):
 
 def test_ddpm_and_ddim_agree(trained):
     _, model, _, _ = trained
-    ddpm = model.sample(_cond(COND_A, 300), num_samples=1, sampler="ddpm", seed=3)[:, 0]
-    ddim = model.sample(_cond(COND_A, 300), num_samples=1, sampler="ddim:50", seed=4)[:, 0]
+    ddpm = model.sample(_cond(COND_A, 300),
+                        settings=PredictSettings(num_samples=1, sampler="ddpm", seed=3))[:, 0]
+    ddim = model.sample(_cond(COND_A, 300),
+                        settings=PredictSettings(num_samples=1, sampler="ddim:50", seed=4))[:, 0]
     assert np.abs(ddpm.mean(0) - ddim.mean(0)).max() < 0.6  # modes are 5 apart
     assert abs(_is_mode1(ddpm).mean() - _is_mode1(ddim).mean()) < 0.12
 
@@ -133,8 +136,8 @@ def test_checkpoint_round_trip(trained, tmp_path):
     assert back.genes == model.genes and back.net_cfg == model.net_cfg
     np.testing.assert_array_equal(back.scaler.mean, model.scaler.mean)
     assert back.recipe == model.recipe
-    x1 = model.sample(_cond(COND_A, 10), num_samples=2, sampler="ddim:5", seed=7)
-    x2 = back.sample(_cond(COND_A, 10), num_samples=2, sampler="ddim:5", seed=7)
+    x1 = model.sample(_cond(COND_A, 10), settings=PredictSettings(num_samples=2, sampler="ddim:5", seed=7))
+    x2 = back.sample(_cond(COND_A, 10), settings=PredictSettings(num_samples=2, sampler="ddim:5", seed=7))
     np.testing.assert_array_equal(x1, x2)
     run = StemModel.from_run(tmp / "run")
     assert run.meta["step"] == 1500 and run.meta["weights"] == "ema"
@@ -145,11 +148,9 @@ def test_checkpoint_round_trip(trained, tmp_path):
 def test_predict_cli_writes_the_documented_file(trained, tmp_path):
     ds, _, _, tmp = trained
     out = tmp_path / "TA_pred.h5ad"
-    cmd = [sys.executable, "-m", "stem_st.cli", "predict", str(tmp / "run"), "--sections", "TA",
-           "--num-samples", "5", "--sampler", "ddim:20", "--keep-samples", "--summary", "median",
-           "--out", str(out), "--device", "cpu"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
-    assert res.returncode == 0, res.stderr
+    cmd = ["predict", tmp / "run", "--sections", "TA", "--num-samples", "5", "--sampler", "ddim:20",
+           "--keep-samples", "--summary", "median", "--out", out, "--device", "cpu"]
+    run_stem_here(*cmd)
     pred = ad.read_h5ad(out)
     truth = ds.section("TA")
     assert list(pred.obs_names) == list(truth.obs_names) and list(pred.var_names) == ds.genes
@@ -163,10 +164,11 @@ def test_predict_cli_writes_the_documented_file(trained, tmp_path):
     np.testing.assert_allclose(pred.X, np.median(samples, axis=1), rtol=1e-5)
     np.testing.assert_allclose(pred.layers["std"], samples.std(axis=1), rtol=1e-4, atol=1e-5)
     # a second run refuses to overwrite
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = run_stem_here(*cmd, check=False)
     assert res.returncode == 2 and "already exists" in res.stderr
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     """torchrun with 2 Gloo processes splits each global batch and averages gradients: the
     loss trace and weights equal a single-process run."""
@@ -200,3 +202,35 @@ def test_pickled_model_needs_explicit_opt_in(trained, tmp_path):
         StemModel.load(tmp_path / "p")
     back = StemModel.load(tmp_path / "p", allow_pickle=True)
     assert back.genes == model.genes
+
+
+def test_a_prepared_dataset_of_another_panel_or_encoder_is_refused(trained):
+    from dataclasses import dataclass
+
+    ds, model, _, _ = trained
+    model.require_compatible(ds)  # the dataset it was trained on
+
+    @dataclass
+    class Other:  # what require_compatible reads of a prepared dataset
+        genes: list
+        manifest: dict
+        root: str = "other"
+
+    with pytest.raises(StemError, match="gene panel"):
+        model.require_compatible(Other(ds.genes[::-1], ds.manifest))
+    other_encoder = [{**p, "weights": "another-checkpoint"} for p in ds.manifest["encoders"]]
+    with pytest.raises(StemError, match="encoder"):
+        model.require_compatible(Other(ds.genes, {**ds.manifest, "encoders": other_encoder}))
+
+
+def test_predict_settings_are_checked_and_recorded():
+    with pytest.raises(StemError, match="--num-samples"):
+        PredictSettings(num_samples=0)
+    with pytest.raises(StemError, match="summary"):
+        PredictSettings(summary="average")
+    s = PredictSettings(num_samples=3, sampler="ddim:4", seed=5, device="cpu", batch_rows=128)
+    assert s.provenance() == {"num_samples": 3, "sampler": "ddim:4", "summary": None, "seed": 5,
+                              "compile": False}
+    assert s.runtime().batch_rows == 128 and s.runtime().bf16
+    with pytest.raises(AttributeError):  # frozen: nothing is changed on the way down
+        s.seed = 1

@@ -17,9 +17,10 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {"read": ("stem_st.read", None), "prepare": ("stem_st.api", "prepare"), "embed": ("stem_st.api", "embed"),
-         "open_prepared": ("stem_st.data.prepared", "open_prepared"),
-         "StemModel": ("stem_st.stem_model", "StemModel"),
-         "TrainSettings": ("stem_st.stem_model", "TrainSettings"),
+         "open_prepared": ("stem_st.data.dataset", "open_prepared"),
+         "StemModel": ("stem_st.stem", "StemModel"),
+         "TrainSettings": ("stem_st.stem", "TrainSettings"),
+         "PredictSettings": ("stem_st.stem", "PredictSettings"),
          "get_recipe": ("stem_st.recipe", "get_recipe"), "Recipe": ("stem_st.recipe", "Recipe"),
          "StemError": ("stem_st.errors", "StemError")}
 __all__ = ["__version__", *_LAZY]

@@ -7,7 +7,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from .data.prepared import PreparedDataset, open_prepared
+from .data.dataset import PreparedDataset, open_prepared
 from .errors import require
 
 
@@ -34,8 +34,8 @@ def embed(adata: ad.AnnData, encoder: str = "effnet-lite0-imagenet", weights: st
     """A copy of a section (from ``stem_st.read``) with its spots' patch embeddings in
     ``obsm['embedding']`` (spots, views, dim): what a trained model needs to predict a new section."""
     from .encoders.cache import EmbeddingCache, default_cache_dir
+    from .encoders.embed import embed_section
     from .encoders.registry import build_encoder
-    from .prepare import embed_section
 
     require(adata.uns.get("stem", {}).get("image_path"), "the section has no image (uns['stem']['image_path'])")
     enc = build_encoder(encoder, weights, device)

@@ -81,6 +81,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """A JSON file the project wrote (a run's ``config.json``, a manifest); a truncated or
+    hand-edited one is named as damaged instead of surfacing a parser error."""
+    path = Path(path)
+    if not path.is_file():
+        raise StemError(f"{path} is missing: not a {what}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StemError(f"{path} is damaged (not valid JSON: {exc}); restore it from a backup or "
+                        f"recreate the {what}") from None
+
+
 def write_h5ad(adata, path: str | os.PathLike) -> None:
     """``adata.write_h5ad(path)``, also under pandas ≥ 3, whose default string columns and
     indexes anndata writes only when asked to (as its nullable-string encoding)."""

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from .data.context import CONTEXTS
+from .defaults import OBJECTIVES
 from .errors import StemError, require
 
 TARGETS = ("log2", "zscore")
 PRIORS = ("none", "ridge")
 
-OBJECTIVES = ("eps", "x0", "v")
 POINTS = ("sample_mean", "posterior_mean")
 LR_SCHEDULES = ("constant", "cosine")
 SPREAD_CRITERIA = ("coverage", "crps")

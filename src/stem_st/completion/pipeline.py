@@ -3,7 +3,6 @@ evaluation against the baselines, and writing completed AnnData files."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -12,16 +11,17 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..atomic import write_json
+from ..atomic import read_json, write_json
 from ..data.readers import ReaderOptions, list_sections, read_section
 from ..errors import require
 from ..models.lgdist import LGDiSTConfig
 from ..prediction.output import samples_path, write_prediction
 from .baselines import BASELINES
-from .draws import STD_DDOF, completion_draws, draws_std
+from .draws import STD_DDOF, calibrate_spread, completion_draws, draws_std
+from .fit import training_copies, validation_set
 from .genes import select_genes
 from .masking import PROTOCOLS, hide, masked_scores, sample_hidden
-from .model import UNITS, CompletionSettings, LGDiST, training_copies, validation_set
+from .model import UNITS, CompletionSettings, LGDiST
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def fit_completion(data: str, layout: str, train: list[str], val: list[str], out
     t0 = time.perf_counter()
     secs = read_counts(data, layout, train)
     if resume:
-        conf = json.loads((out / "config.json").read_text())
+        conf = read_json(out / "config.json", "completion model")
         require(conf["train"] == train and conf["val"] == val, "--resume with different --train/--val")
         settings = CompletionSettings.from_dict(conf["settings"])  # a resumed fit keeps its settings
         panel, context = conf["panel"], conf["context"]
@@ -106,7 +106,11 @@ def fit_completion(data: str, layout: str, train: list[str], val: list[str], out
              len(context), cfg)
     times = model.fit(train_set, val_set, out, device, resume)
     result = {"train_seconds": times, "genes": {"panel": len(panel), "context": len(context)}}
-    if val:
+    if val:  # the draws' spread, fitted on the validation sections' hidden entries
+        result["spread"] = calibrate_spread(model, val_set, settings.seed, device)
+        conf = read_json(out / "config.json", "completion model")
+        conf["settings"]["spread"] = model.settings.spread
+        write_json(out / "config.json", conf)
         result["validation"] = evaluate_completion(out, data, layout, val, model=model, device=device,
                                                    masking=settings.masking)["pooled"]
     result["seconds"] = round(time.perf_counter() - t0, 1)
@@ -122,9 +126,12 @@ def torch_seed(seed: int) -> None:
 
 def complete_masked(method: str, values: np.ndarray, xy: np.ndarray, hidden: np.ndarray,
                     model: LGDiST | None = None, **sampling) -> np.ndarray:
-    """Completion by ``method`` (``lgdist``, ``lgdist-stage1`` or a baseline) of one section
+    """Completion by ``method`` (``lgdist`` (the model's point), ``lgdist-stage1``,
+    ``lgdist-stage2`` (stage 2's estimate) or a baseline) of one section
     whose ``hidden`` entries are removed first: their values reach no input."""
     masked = hide(values, hidden)
+    if method == "lgdist-stage2":
+        return model.diffusion_completion(masked, xy, **sampling)
     if method.startswith("lgdist"):
         return model.complete(masked, xy, diffusion=method == "lgdist", **sampling)
     return BASELINES[method](masked, xy)
@@ -138,7 +145,7 @@ def evaluate_completion(comp: str | Path, data: str | None, layout: str | None, 
     input, complete, score only the hidden entries (pooled over ``sections``), for LGDiST (and
     its stage-1 decoder alone with ``stage1``) and the baselines."""
     require(masking in PROTOCOLS, f"--masking must be one of {', '.join(PROTOCOLS)}")
-    conf = json.loads((Path(comp) / "config.json").read_text())
+    conf = read_json(Path(comp) / "config.json", "completion model")
     model = model or LGDiST.load(comp)
     secs = read_counts(data or conf["data"], layout or conf["layout"], sections)
     rng = np.random.default_rng(seed)
@@ -162,7 +169,24 @@ def evaluate_completion(comp: str | Path, data: str | None, layout: str | None, 
     return {"sections": sections, "units": UNITS, "masking": masking,
             "protocol": PROTOCOL_TEXT[masking] + f" (seed {seed}); hidden entries are removed from the input "
             f"(zero, then pre-filled like any dropout); scores over hidden entries only, pooled over sections; "
-            f"LGDiST: {num_samples} samples, {sampler}", "pooled": rows}
+            f"LGDiST: {point_text(model.settings, num_samples, sampler)}", "pooled": rows}
+
+
+def draws_text(s: CompletionSettings) -> str:
+    """How the draws are placed, in words (empty for raw draws)."""
+    if not s.centre_draws and s.spread == 1.0:
+        return ""
+    where = "centred on the point, " if s.centre_draws else ""
+    return f", {where}deviations × {s.spread:.3g}"
+
+
+def point_text(s: CompletionSettings, num_samples: int, sampler: str) -> str:
+    """What the model's point estimate runs, in words."""
+    if s.point_source == "stage1":
+        return "stage-1 decoding of the encoder's centre latent (no diffusion, no sampler)"
+    if s.point == "posterior_mean":
+        return f"stage-2 posterior mean (x0 network at t = T on {num_samples} draws of x_T; no sampler)"
+    return f"mean of {num_samples} decoded stage-2 samples, {sampler}"
 
 
 PROTOCOL_TEXT = {
@@ -178,14 +202,15 @@ def apply_completion(comp: str | Path, sections: list[str], out_dir: str | Path,
                      device: str = "cpu", overwrite: bool = False, keep_samples: bool = False) -> list[dict]:
     """Write ``<section>_completed.h5ad`` per section: X = measured counts of the model's genes,
     ``layers['completed']`` = counts with zeros replaced by the completion (expm1 of log1p, the
-    model's point estimate from ``num_samples`` draws of its centre latent), and with
-    ``num_samples`` ≥ 2 ``layers['completed_std']`` = the sd (ddof 1), in counts, of
-    ``num_samples`` independent completions (sampler runs; 0 at measured entries); with
+    model's point estimate, :func:`point_text`), and with ``num_samples`` ≥ 2
+    ``layers['completed_std']`` = the sd (ddof 1), in counts, of ``num_samples`` independent
+    completions (stage-2 sampler runs, centred on the point and scaled by the spread fitted on
+    the validation sections when ``settings.centre_draws``; 0 at measured entries); with
     ``keep_samples`` those completions, counts ``(spots, K, genes)``, as
     ``<section>_completed.samples.npy`` beside it (multiple imputation)."""
     require(num_samples >= 1, "--num-samples must be at least 1")
     require(not keep_samples or num_samples >= 2, "--keep-samples needs --num-samples of at least 2")
-    conf = json.loads((Path(comp) / "config.json").read_text())
+    conf = read_json(Path(comp) / "config.json", "completion model")
     model = LGDiST.load(comp)
     out_dir = Path(out_dir)
     targets = {s: out_dir / f"{s}_completed.h5ad" for s in sections}
@@ -209,14 +234,16 @@ def apply_completion(comp: str | Path, sections: list[str], out_dir: str | Path,
         res.uns["lgdist"] = {"units": "X: measured counts; layers['completed']: counts, measured entries kept, "
                                       "zeros replaced by expm1 of the completed log1p value",
                              "model": str(Path(comp).resolve()), "num_samples": num_samples, "sampler": sampler,
-                             "seed": seed, "section": sid}
+                             "seed": seed, "section": sid,
+                             "point": point_text(model.settings, num_samples, sampler)}
         draws = None
         if num_samples > 1:  # multiple imputation: K independent completions and their spread
-            draws = completion_draws(model, counts, xy, num_samples, sampler, seed, device)
+            draws = completion_draws(model, counts, xy, num_samples, sampler, seed, device, point=pred)
             res.layers["completed_std"] = draws_std(draws, counts)
             res.uns["lgdist"]["completed_std"] = (
                 f"counts: per-entry sd (ddof {STD_DDOF}) of {num_samples} independent completions (one "
-                f"{sampler} run each, expm1 of log1p), as the kept samples; 0 at measured entries")
+                f"{sampler} run each{draws_text(model.settings)}, expm1 of log1p), as the kept samples; "
+                "0 at measured entries")
         for col in res.obs.columns:
             if res.obs[col].dtype == object:
                 res.obs[col] = res.obs[col].astype(str)

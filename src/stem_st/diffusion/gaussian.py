@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..defaults import OBJECTIVES, SAMPLER_FORMS
 from ..errors import StemError
 from .noise import RowNoise, randn
 from .schedules import Schedule, make_schedule, respace
@@ -25,13 +26,6 @@ from .schedules import Schedule, make_schedule, respace
 ModelFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 #: where sampling noise comes from: a generator, batch-independent row noise, or the global RNG
 Noise = torch.Generator | RowNoise | None
-
-
-SAMPLER_FORMS = "ddpm, ddpm:S, ddim:S, ddim:S:eta or dpm++:S"
-#: 100× fewer network calls than DDPM-1000 at its accuracy (benchmarks/results/sampler_curve.md)
-DEFAULT_SAMPLER = "dpm++:10"
-#: samples per spot that `stem predict` draws by default (the spread is calibrated with both)
-DEFAULT_NUM_SAMPLES = 20
 
 
 def parse_sampler(spec: str, trained_steps: int) -> tuple[str, int, float]:
@@ -75,8 +69,6 @@ def _normal_kl(mean1, logvar1, mean2, logvar2):
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
                   + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
-
-OBJECTIVES = ("eps", "x0", "v")
 
 
 class GaussianDiffusion:

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from ..data.context import add_context
-from ..data.prepared import PreparedDataset
+from ..data.dataset import PreparedDataset
+from ..data.units import log2_expression
 from ..encoders.scaling import EmbeddingScaler
 from ..errors import require
 from ..models.ridge import ALPHAS, RidgeProbe
-from ..training.data import log2_expression, section_counts, section_inputs
+from ..training.data import section_counts, section_inputs
 from ..training.targets import cross_fitted_prior, noise_cholesky
 
 

@@ -13,26 +13,25 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from ..atomic import atomic_path
+from .. import plotting as plots
+from ..atomic import atomic_path, read_json
 from ..data.context import RADII, graph_matrices
+from ..data.dataset import PreparedDataset, open_prepared
 from ..data.images import open_image
-from ..data.prepared import PreparedDataset, open_prepared
-from ..diffusion.gaussian import DEFAULT_NUM_SAMPLES
+from ..data.units import UNITS, log2_expression
+from ..defaults import DEFAULT_NUM_SAMPLES
 from ..errors import StemError, require
 from ..prediction.output import SAMPLES_SUFFIX
-from ..prediction.summarise import SUMMARIES, summarise
-from ..training.data import log2_expression
+from ..stem.summarise import SUMMARIES, summarise
 from ..viewer import build_view
-from . import plots
 from .baselines import BASELINES, make_baseline
 from .clustering import label_agreement
-from .metrics import UNIT_NAMES, in_unit, pearson_per_gene, score
+from .metrics import UNIT_NAMES, gene_variation, in_unit, pearson_per_gene, score
 from .probabilistic import PROTOCOL as PROB_PROTOCOL
 from .probabilistic import probabilistic_scores
 from .report import write_report
 
 log = logging.getLogger(__name__)
-UNITS = "log2(1 + count)"
 HER2ST_MARKERS = ("GNAS", "FASN", "CCL19", "TRAC", "IGHA1", "GPX3", "RAB11FIP1", "COL4A1")
 
 
@@ -88,7 +87,7 @@ def _train_sections(ds: PreparedDataset, section: str, preds: list[MethodResult]
         ck = p.info.get("checkpoint")
         cfg = Path(ck).parent.parent / "config.json" if ck else None
         if cfg and cfg.is_file():
-            secs = json.loads(cfg.read_text()).get("train_sections")
+            secs = read_json(cfg, "training run").get("train_sections")
             if secs and all(s in ds.sections for s in secs):
                 return [s for s in secs if s != section]
     return [s for s in ds.sections if s != section and s not in ds.holdout]
@@ -260,7 +259,8 @@ def _figures(folder: Path, ds, truth_ad, truth, methods, correlations, marker,
              plots.pcc_curve_plot(correlations, folder / "pcc_sorted.png"))]
     for m in methods:
         figs.append((f"Gene variation, {m.name} (paper App. A)",
-                     plots.gene_variation_plot(truth, m.mean, m.name, folder / f"gene_variation_{m.name}.png")))
+                     plots.gene_variation_plot(gene_variation(truth, m.mean), m.name,
+                                               folder / f"gene_variation_{m.name}.png")))
     image, scale = _section_image(ds, truth_ad)
     meta = truth_ad.uns.get("stem", {})
     radius = float(meta.get("spot_diameter_um", 100.0)) / 2 / float(meta.get("mpp", 1.0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.units import UNITS
 from ..errors import require
 
 DEFAULT_KS = (10, 50)
@@ -91,7 +92,7 @@ def score(truth: np.ndarray, pred: np.ndarray, samples: np.ndarray | None = None
 
 
 #: evaluation units: the paper's, and a depth-normalised one for cross-patient comparisons
-UNIT_NAMES = {"log2": "log2(1 + count)",
+UNIT_NAMES = {"log2": UNITS,
               "cp10k": "log2(1 + CP10k), counts scaled to 10 000 per spot over the panel"}
 
 

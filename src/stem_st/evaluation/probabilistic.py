@@ -12,6 +12,8 @@ code. Conventions, stated in every output:
   mean over spots. Variogram score: order p = 0.5, unit weights over all gene pairs, per spot,
   mean over spots (the gene–gene dependence a marginal score cannot see); its plain estimator
   depends on the ensemble size, so every method is scored with the same number of samples.
+- Masked evaluation (completion): CRPS and coverage over the hidden entries only, each entry on
+  its own; the energy score per spot over that spot's hidden entries (``masked_energy``).
 - Coverage: fraction of true values inside the central 50/80/95 % interval of the samples
   (empirical quantiles, linear interpolation). PIT: randomised, ties (e.g. zeros) spread
   uniformly, in ``PIT_BINS`` bins; a calibrated forecast is flat at 1/bins.
@@ -27,7 +29,6 @@ code. Conventions, stated in every output:
 from __future__ import annotations
 
 import numpy as np
-import scoringrules as sr
 from scipy.stats import spearmanr
 
 from ..errors import require
@@ -72,6 +73,14 @@ def _check(truth: np.ndarray, samples: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return y, s
 
 
+def _sr():
+    """scoringrules, imported on first use: it compiles numba kernels at import (seconds), which
+    a command that only refuses its input should not pay."""
+    import scoringrules
+
+    return scoringrules
+
+
 def _per_spot(fn, y: np.ndarray, s: np.ndarray, chunk: int) -> np.ndarray:
     """``fn(truth, samples)`` over chunks of spots (the estimators hold (chunk, M, M, G) arrays)."""
     return np.concatenate([np.asarray(fn(y[i:i + chunk], s[i:i + chunk])) for i in range(0, len(y), chunk)])
@@ -80,14 +89,14 @@ def _per_spot(fn, y: np.ndarray, s: np.ndarray, chunk: int) -> np.ndarray:
 def crps(truth: np.ndarray, samples: np.ndarray, chunk: int = 32) -> float:
     """Mean fair-ensemble CRPS over spot × gene entries."""
     y, s = _check(truth, samples)
-    return float(np.mean(_per_spot(lambda a, b: sr.crps_ensemble(a, b, m_axis=1, estimator=CRPS_ESTIMATOR),
+    return float(np.mean(_per_spot(lambda a, b: _sr().crps_ensemble(a, b, m_axis=1, estimator=CRPS_ESTIMATOR),
                                    y, s, chunk)))
 
 
 def energy(truth: np.ndarray, samples: np.ndarray, chunk: int = 32) -> float:
     """Mean fair energy score over spots (the panel as one vector per spot)."""
     y, s = _check(truth, samples)
-    return float(np.mean(_per_spot(lambda a, b: sr.es_ensemble(a, b, m_axis=1, v_axis=2, estimator="fair"),
+    return float(np.mean(_per_spot(lambda a, b: _sr().es_ensemble(a, b, m_axis=1, v_axis=2, estimator="fair"),
                                    y, s, chunk)))
 
 
@@ -95,13 +104,40 @@ def variogram(truth: np.ndarray, samples: np.ndarray, p: float = VARIOGRAM_P, ch
     """Mean variogram score of order ``p`` over spots (plain estimator: compare methods at the
     same number of samples)."""
     y, s = _check(truth, samples)
-    return float(np.mean(_per_spot(lambda a, b: sr.vs_ensemble(a, b, m_axis=1, v_axis=2, p=p), y, s, chunk)))
+    return float(np.mean(_per_spot(lambda a, b: _sr().vs_ensemble(a, b, m_axis=1, v_axis=2, p=p), y, s, chunk)))
 
 
 def coverage(truth: np.ndarray, samples: np.ndarray, levels: tuple[float, ...] = LEVELS) -> dict[str, float]:
     """``{"coverageNN": fraction of truth inside the central NN % interval}`` for each level."""
     y, s = _check(truth, samples)
     return {f"coverage{round(100 * lv)}": interval_coverage(y, s, lv) for lv in levels}
+
+
+def masked_energy(truth: np.ndarray, samples: np.ndarray, mask: np.ndarray, chunk: int = 32) -> float:
+    """Mean fair energy score over spots, each spot's vector restricted to its ``mask``-ed genes
+    (the others count in neither truth nor samples); spots with no masked gene are skipped."""
+    y, s = _check(truth, samples)
+    m = np.asarray(mask, dtype=bool)
+    require(m.shape == y.shape, f"mask {m.shape} does not match truth {y.shape}")
+    rows = m.any(1)
+    require(bool(rows.any()), "no masked entry to score")
+    return energy(np.where(m, y, 0.0)[rows], np.where(m[:, None], s, 0.0)[rows], chunk)
+
+
+def hidden_entry_scores(truth: np.ndarray, samples: np.ndarray, mask: np.ndarray,
+                        levels: tuple[float, ...] = LEVELS, with_energy: bool = True) -> dict[str, float]:
+    """Scores of samples ``(spots, samples, genes)`` on the ``mask``-ed entries only (e.g. the
+    hidden entries of a masked evaluation): CRPS and central-interval coverage over those
+    entries, and (``with_energy``) :func:`masked_energy` over each spot's masked entries."""
+    y, s = _check(truth, samples)
+    m = np.asarray(mask, dtype=bool)
+    require(m.shape == y.shape, f"mask {m.shape} does not match truth {y.shape}")
+    require(bool(m.any()), "no masked entry to score")
+    yt, st = y[m][:, None], np.moveaxis(s, 1, 2)[m][:, :, None]  # each entry as a one-gene spot
+    out = {"CRPS": crps(yt, st, chunk=4096), **coverage(yt, st, levels)}
+    if with_energy:
+        out["energy"] = masked_energy(y, s, m)
+    return out
 
 
 def pit_histogram(truth: np.ndarray, samples: np.ndarray, bins: int = PIT_BINS, seed: int = 0) -> np.ndarray:

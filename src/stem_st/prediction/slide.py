@@ -7,7 +7,6 @@ interrupted run resumes → Stem samples → an AnnData that scanpy/squidpy plot
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -19,21 +18,21 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..atomic import atomic_path, write_h5ad
+from ..atomic import atomic_path, read_json, write_h5ad
 from ..data.context import store_graphs
 from ..data.images import PILImage, file_fingerprint, open_image
 from ..data.patches import patch_geometry
 from ..data.section import PLATFORM_GEOMETRY
+from ..data.spatial import scanpy_spatial
 from ..data.tissue import spot_grid, tissue_fraction, tissue_mask
-from ..diffusion.gaussian import DEFAULT_SAMPLER
+from ..data.units import UNITS
 from ..encoders.cache import EmbeddingCache
+from ..encoders.embed import embed_section
 from ..encoders.precomputed import is_precomputed
 from ..encoders.registry import build_encoder
 from ..errors import StemError, require
-from ..evaluation.plots import marker_map_plot
-from ..prepare import embed_section
-from ..stem_model import StemModel
-from .output import scanpy_spatial
+from ..plotting import marker_map_plot
+from ..stem import PredictSettings, StemModel
 
 log = logging.getLogger(__name__)
 #: virtual spots per cached embedding chunk (the unit an interrupted run resumes from)
@@ -52,10 +51,7 @@ class SlideConfig:
     pitch_um: float | None = None
     layout: str | None = None
     genes: list[str] = field(default_factory=list)
-    num_samples: int = 20
-    sampler: str = DEFAULT_SAMPLER
-    seed: int = 0
-    device: str = "cpu"
+    predict: PredictSettings = field(default_factory=PredictSettings)
     batch_size: int = 64
     min_tissue: float = 0.5
     weights: list[str] = field(default_factory=list)
@@ -64,7 +60,6 @@ class SlideConfig:
     overwrite: bool = False
     progress: bool = True
     max_pixels: float = 250e6  # a JPEG/PNG is decoded whole: 3 bytes per pixel
-    compile: bool = False  # torch.compile the network for sampling
 
 
 def _geometry(model: StemModel) -> dict:
@@ -72,7 +67,7 @@ def _geometry(model: StemModel) -> dict:
     if not geo.get("center_distance_um"):  # runs from before geometry was recorded
         prep = Path(model.meta.get("train", {}).get("prep", ""))
         if (prep / "manifest.json").is_file():
-            secs = json.loads((prep / "manifest.json").read_text())["sections"]
+            secs = read_json(prep / "manifest.json", "prepared dataset")["sections"]
             geo = {k: secs[0].get(k) for k in ("platform", "spot_diameter_um", "center_distance_um")}
     platform = geo.get("platform") or "visium"
     diam, dist = PLATFORM_GEOMETRY.get(platform, PLATFORM_GEOMETRY["visium"])
@@ -122,8 +117,8 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
     require(out.suffix == ".h5ad", f"--out must end in .h5ad, got {out.name}")
     require(cfg.overwrite or not out.exists(), f"{out} already exists; pass --overwrite to replace it")
     require(0 <= cfg.min_tissue <= 1, "--min-tissue must be between 0 and 1")
+    require(cfg.mpp is None or cfg.mpp > 0, f"--mpp must be positive, got {cfg.mpp}")
     model = model or StemModel.from_run(cfg.run, cfg.checkpoint)
-    model.runtime.compile = cfg.compile
     unknown = [g for g in cfg.genes if g not in model.genes]
     require(not unknown, f"--genes not predicted by the run: {', '.join(unknown[:5])}")
     geo = _geometry(model)
@@ -133,9 +128,9 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
     times = {}
     with open_image(cfg.image) as slide:
         check_pixel_budget(slide, cfg.max_pixels)
-        mpp = cfg.mpp or slide.mpp
+        mpp = cfg.mpp if cfg.mpp is not None else slide.mpp
         require(mpp is not None and mpp > 0, f"{Path(cfg.image).name} has no µm-per-pixel metadata; pass --mpp")
-        encoders = _encoders(model, cfg.weights, cfg.device)
+        encoders = _encoders(model, cfg.weights, cfg.predict.device)
         t = time.perf_counter()
         thumb, scale = slide.thumbnail(HIRES_SIDE)
         mask = tissue_mask(thumb)
@@ -155,9 +150,8 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
         times["embed"] = time.perf_counter() - t
     t = time.perf_counter()
     with _progress(cfg.progress) as prog:
-        task = prog.add_task("sample", total=len(xy) * cfg.num_samples)
-        mean, std, _ = model.predict(emb, cfg.num_samples, cfg.sampler, None, cfg.seed, cfg.device,
-                                     progress=lambda n: prog.advance(task, n), xy=xy)
+        task = prog.add_task("sample", total=len(xy) * cfg.predict.num_samples)
+        mean, std, _ = model.predict(emb, xy, cfg.predict, progress=lambda n: prog.advance(task, n))
     times["sample"] = time.perf_counter() - t
     lib = Path(cfg.image).stem
     spot_px = geo["spot_diameter_um"] / mpp
@@ -168,10 +162,10 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
     res.obsm["spatial"] = xy.astype(np.float64)
     store_graphs(res)  # the neighbourhoods the spatial context was built from
     res.uns["spatial"] = scanpy_spatial(lib, thumb, scale, spot_px, cfg.image)
-    res.uns["stem"] = {"units": "log2(1 + count)", "image": str(Path(cfg.image).resolve()), "mpp": float(mpp),
+    res.uns["stem"] = {"units": UNITS, "image": str(Path(cfg.image).resolve()), "mpp": float(mpp),
                        "pitch_um": float(pitch_um), "layout": layout, "min_tissue": cfg.min_tissue,
-                       "patch_px": geom.side_px, "patch_um": geom.field_um, "num_samples": cfg.num_samples,
-                       "sampler": cfg.sampler, "recipe": model.recipe.to_dict(), "seed": cfg.seed,
+                       "patch_px": geom.side_px, "patch_um": geom.field_um, **cfg.predict.provenance(),
+                       "recipe": model.recipe.to_dict(),
                        "checkpoint": model.meta.get("checkpoint"),
                        "step": model.meta.get("step"), "weights": "ema",
                        "encoders": [e["encoder"] for e in model.encoders], "library_id": lib,

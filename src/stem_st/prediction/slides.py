@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..errors import StemError, require
-from ..stem_model import StemModel
+from ..stem import StemModel
 from ..training.distributed import init_distributed
 from .slide import SlideConfig, predict_slide
 
@@ -58,7 +58,7 @@ def predict_slides(base: SlideConfig, slide_list: str | Path) -> dict:
     entries = read_slide_list(slide_list)
     out_dir = Path(base.out)
     require(not out_dir.is_file(), f"with --slides, --out is a folder; {out_dir} is a file")
-    info = init_distributed(base.device)
+    info = init_distributed(base.predict.device)
     if info.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     _barrier(info)

@@ -91,11 +91,3 @@ def load_latest(run_dir: str | Path) -> tuple[dict, Path]:
         except StemError as exc:
             log.warning("%s; skipping to the previous checkpoint", exc)
     raise StemError(f"no checkpoint of {run_dir} loads ({len(found)} corrupt); retrain")
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path:
-    """The newest checkpoint of a run, or a clear error."""
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise StemError(f"{run_dir} has no checkpoints (not a training run, or it never saved)")
-    return found[-1]

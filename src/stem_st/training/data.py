@@ -11,16 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from ..data.context import add_context, context_blocks
-from ..data.prepared import EMBEDDING_KEY, PreparedDataset
+from ..data.dataset import EMBEDDING_KEY, PreparedDataset
+from ..data.units import log2_expression
 from ..errors import require
 from .store import RowStore
 
 log = logging.getLogger(__name__)
-
-
-def log2_expression(counts: np.ndarray) -> np.ndarray:
-    """Counts → log2(1 + count), float32: the space the model works in."""
-    return np.log2(1.0 + np.asarray(counts, dtype=np.float32))
 
 
 def dense_counts(a, layer: str | None = None) -> np.ndarray:

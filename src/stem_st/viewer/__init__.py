@@ -20,6 +20,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..data.readers.anndata_file import load_h5ad
+from ..data.units import UNITS
 from ..errors import require
 
 LAYER_NAMES = {"truth": "measured", "prediction": "predicted", "std": "std over samples",
@@ -51,7 +52,7 @@ def _layers(pred: ad.AnnData, truth: ad.AnnData | None) -> tuple[dict[str, np.nd
         out["truth"] = np.log2(1 + _dense(truth[pred.obs_names, pred.var_names].X))
     if "truth" in out:
         out["error"] = out["prediction"] - out["truth"]
-    return out, str(pred.uns.get("stem", {}).get("units", "log2(1 + count)"))
+    return out, str(pred.uns.get("stem", {}).get("units", UNITS))
 
 
 def _completed_layers(pred: ad.AnnData) -> dict[str, np.ndarray]:
@@ -64,7 +65,7 @@ def _completed_layers(pred: ad.AnnData) -> dict[str, np.ndarray]:
 
 
 def _truth_section(prep: Path, section: str | None, pred: ad.AnnData) -> ad.AnnData:
-    from ..data.prepared import open_prepared
+    from ..data.dataset import open_prepared
 
     ds = open_prepared(prep)
     require(section is not None, "give --section: the prediction does not name its section")

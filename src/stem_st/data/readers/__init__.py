@@ -47,6 +47,16 @@ def list_sections(layout: str, data: str | Path) -> list[str]:
     raise StemError(f"unknown layout '{layout}'; choose one of {', '.join(LAYOUTS)}")
 
 
+def imaged_sections(layout: str, data: str | Path) -> list[str]:
+    """The sections ``stem prepare`` uses by default: every section, and for HER2ST only those
+    with an H&E image (the others have counts only)."""
+    ids = list_sections(layout, data)
+    if layout == "her2st":
+        ids = [s for s in ids if her2st.find_image(Path(data), s)[0] is not None]
+    require(bool(ids), f"no sections found in {data}")
+    return ids
+
+
 def read_section(
     layout: str, data: str | Path, section: str, opts: ReaderOptions | None = None
 ) -> ad.AnnData:

@@ -15,15 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_json
-from .data.prepared import open_prepared
-from .errors import StemError, require
-from .evaluation.baselines import BASELINES
-from .evaluation.harness import evaluate
-from .prediction.output import predict_section
-from .prepare import PrepareConfig, prepare
-from .recipe import RECIPES, Recipe
-from .stem_model import StemModel, TrainSettings, train_run
+from ..atomic import write_json
+from ..data.dataset import open_prepared
+from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
+from ..errors import StemError, require
+from ..evaluation.baselines import BASELINES
+from ..evaluation.harness import evaluate
+from ..prediction.output import predict_section
+from ..prepare import PrepareConfig, prepare
+from ..recipe import RECIPES, Recipe
+from ..stem import PredictSettings, StemModel, TrainSettings
+from .runs import train_run
 
 log = logging.getLogger(__name__)
 HER2ST_IMAGED = ["C2", "C3", "C4", "C5", "C6", "A1"]
@@ -35,9 +37,9 @@ MARKER = ".stem-demo"
 # training on 2 cores, so a leave-one-section-out table over six folds stays affordable).
 PROFILES = {
     "cpu": {"views": 2, "aug_ratio": 1, "preset": "tiny", "steps": 600, "batch_size": 32, "lr": 5e-4,
-            "num_samples": 20, "sampler": "dpm++:10"},  # what `stem predict` ships and calibrates with
+            "num_samples": DEFAULT_NUM_SAMPLES, "sampler": DEFAULT_SAMPLER},  # what `stem predict` ships
     "cuda": {"views": 8, "aug_ratio": 4, "preset": "paper", "steps": 20000, "batch_size": 256, "lr": 1e-4,
-             "num_samples": 20, "sampler": "dpm++:10"},
+             "num_samples": DEFAULT_NUM_SAMPLES, "sampler": DEFAULT_SAMPLER},
 }
 
 
@@ -97,13 +99,13 @@ def run_fold(cfg: DemoConfig, holdout: str, folder: Path) -> dict:
     t = time.perf_counter()
     model = StemModel.from_run(run_dir)
     pred_file = folder / f"{holdout}_pred.h5ad"
-    predict_section(model, ds, holdout, pred_file, cfg.num_samples, cfg.sampler, None, cfg.seed,
-                    cfg.device, keep_samples=True, overwrite=True)
+    settings = PredictSettings(num_samples=cfg.num_samples, sampler=cfg.sampler, seed=cfg.seed, device=cfg.device)
+    predict_section(model, ds, holdout, pred_file, settings, keep_samples=True, overwrite=True)
     times["predict"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    res = evaluate(prep_dir, holdout, [pred_file], list(BASELINES), folder / "report", overwrite=True,
-                   seed=cfg.seed)
+    res = evaluate(prep_dir, holdout, [pred_file], baselines=list(BASELINES), out=folder / "report",
+                   overwrite=True, seed=cfg.seed)
     times["evaluate"] = time.perf_counter() - t
     res["seconds"] = {k: round(v, 1) for k, v in times.items()}
     return res

@@ -1,4 +1,4 @@
-"""Figures of the evaluation: gene-variation curves, sorted per-gene correlations and
+"""Figures shared by prediction and evaluation: gene-variation curves, sorted per-gene correlations and
 marker-gene maps over the H&E image. Every function writes one PNG and returns its path."""
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import numpy as np  # noqa: E402
 from matplotlib.collections import PatchCollection  # noqa: E402
 from matplotlib.patches import Circle  # noqa: E402
 
-from ..atomic import atomic_path  # noqa: E402
-from .metrics import gene_variation  # noqa: E402
-
-UNITS = "log2(1 + count)"
+from .atomic import atomic_path  # noqa: E402
+from .data.units import UNITS  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -41,10 +39,10 @@ def _minmax(v: np.ndarray) -> np.ndarray:
     return (v - v.min()) / span if span > 0 else np.zeros_like(v)
 
 
-def gene_variation_plot(truth: np.ndarray, pred: np.ndarray, method: str, path: Path) -> Path:
-    """2 × 2 panels (paper App. A): absolute and min–max normalised per-gene mean and
-    variance across spots; genes ordered by the truth, truth as a line, prediction as dots."""
-    gv = gene_variation(truth, pred)
+def gene_variation_plot(gv: dict[str, np.ndarray], method: str, path: Path) -> Path:
+    """2 × 2 panels (paper App. A) from :func:`~stem_st.evaluation.metrics.gene_variation`:
+    absolute and min–max normalised per-gene mean and variance across spots; genes ordered by
+    the truth, truth as a line, prediction as dots."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
     for row, stat in enumerate(("mean", "var")):
         t, p = gv[f"truth_{stat}"], gv[f"pred_{stat}"]

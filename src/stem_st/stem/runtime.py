@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -36,21 +36,21 @@ class Runtime:
     bf16: bool = True
     compile: bool = False
     batch_rows: int | None = None
-    _compiled: dict = field(default_factory=dict, repr=False)
 
     def autocast(self, device: torch.device):
         if device.type == "cuda" and self.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def network(self, net: nn.Module, device: torch.device) -> nn.Module:
-        """The network as it will be called (compiled once per device when asked)."""
+    def network(self, net: nn.Module, device: torch.device, cache: dict) -> nn.Module:
+        """The network as it will be called (compiled once per device when asked; ``cache``
+        holds the compiled networks of one model)."""
         if not self.compile:
             return net
         key = str(device)
-        if key not in self._compiled:
-            self._compiled[key] = torch.compile(net, dynamic=False)
-        return self._compiled[key]
+        if key not in cache:
+            cache[key] = torch.compile(net, dynamic=False)
+        return cache[key]
 
     def rows(self, net: nn.Module, call: Callable[[int], None], device: torch.device,
              total_rows: int, calls_per_row: int) -> int:
@@ -68,6 +68,12 @@ class Runtime:
             return DEFAULT_ROWS[kind]
         _measured[key] = measure_rows(call, candidates, device)
         return _measured[key]
+
+
+def measured_rows() -> dict[tuple, int]:
+    """The rows per forward pass measured so far in this process (a copy), keyed by
+    (device, network config, bf16, compile)."""
+    return dict(_measured)
 
 
 def measure_rows(call: Callable[[int], None], candidates: tuple[int, ...], device: torch.device,

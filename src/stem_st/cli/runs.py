@@ -1,0 +1,45 @@
+"""``stem train``'s policy for run folders: never overwrite a run; resume one only with the
+settings it was started with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..atomic import read_json
+from ..data.dataset import PreparedDataset
+from ..errors import require
+from ..recipe import Recipe
+from ..stem import StemModel, TrainSettings
+from ..training.distributed import DistInfo
+from ..training.loop import LoopResult
+
+#: settings a resumed run must share with the run it continues
+RESUME_FIXED = ("prep", "holdout", "preset", "batch_size", "aug_ratio", "lr", "seed", "target_layer",
+                "recipe")
+
+
+def train_run(ds: PreparedDataset, out: str | Path, settings: TrainSettings, net_overrides: dict | None = None,
+              learn_sigma: bool = False, device: str = "cpu", resume: bool = False,
+              dist_info: DistInfo | None = None, progress: bool = True) -> tuple[StemModel, LoopResult]:
+    """``stem train``: refuse to overwrite a run, check a resumed run's settings, then fit."""
+    out = Path(out)
+    info = dist_info or DistInfo()
+    unknown = set(settings.holdout) - set(ds.sections)
+    require(not unknown, f"holdout sections {sorted(unknown)} are not in {ds.root}")
+    require(settings.steps > 0 and settings.batch_size > 0 and settings.aug_ratio >= 0
+            and settings.checkpoint_every > 0, "--steps, --batch-size and --checkpoint-every must be "
+            "positive, --aug-ratio >= 0")
+    cfg_path = out / "config.json"
+    if resume:
+        require(cfg_path.is_file(), f"{out} is not a training run; nothing to resume")
+        saved = read_json(cfg_path, "training run")["train"]
+        saved.setdefault("recipe", Recipe().to_dict())  # runs from before recipes: the paper's
+        now = json.loads(json.dumps(asdict(settings)))
+        changed = {k for k in RESUME_FIXED if saved.get(k) != now.get(k)}
+        require(not changed, f"--resume with different settings: {', '.join(sorted(changed))}")
+    elif info.main:
+        require(not out.exists(), f"{out} already exists; pass --resume to continue it or choose another --out")
+    return StemModel.fit(ds, out, settings, net_overrides=net_overrides, learn_sigma=learn_sigma, device=device,
+                         resume=resume, dist_info=dist_info, progress=progress)

@@ -1,0 +1,1 @@
+"""Image encoders: the registry, weights, the embedding cache and spot embedding."""

@@ -1,0 +1,144 @@
+"""Fitting a :class:`~stem_st.stem.StemModel`: training pairs, the loop, then the spread
+calibration on training spots. The network is :class:`~stem_st.models.StemDiT`; the maths is
+:class:`~stem_st.diffusion.GaussianDiffusion`; the loop is :func:`~stem_st.training.loop.train_loop`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import read_json, require_free_space, write_json
+from ..data.context import context_blocks
+from ..data.dataset import PreparedDataset
+from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
+from ..diffusion.guidance import drop_condition, null_rows
+from ..errors import require
+from ..models import StemDiT, StemDiTConfig
+from ..training.checkpoint import load_latest, save_checkpoint
+from ..training.data import TrainingData, build_training_data, pair_bytes
+from ..training.distributed import DistInfo
+from ..training.loop import KEEP_CHECKPOINTS, LoopConfig, LoopResult, checkpoint_bytes, train_loop
+from ..training.pairs import TrainingPairs, calibration_rows, fit_statistics
+from ..training.targets import spread_factor
+from .settings import PredictSettings, TrainSettings, network_config, training_geometry
+
+log = logging.getLogger(__name__)
+
+
+def fit_model(cls: type, ds: PreparedDataset, run_dir: str | Path, settings: TrainSettings,
+              net_overrides: dict | None = None, learn_sigma: bool = False, device: str = "cpu",
+              resume: bool = False, dist_info: DistInfo | None = None, progress: bool = True,
+              ) -> tuple[object, LoopResult]:
+    """Train a ``cls`` (a :class:`~stem_st.stem.StemModel`) on the non-held-out sections of ``ds``;
+    checkpoints go to ``run_dir``."""
+    recipe = settings.recipe
+    info = dist_info or DistInfo()
+    sections = [s for s in ds.sections if s not in settings.holdout]
+    cfg = network_config(settings.preset, len(ds.genes), ds.embedding_dim * context_blocks(recipe.context),
+                         learn_sigma=learn_sigma, **(net_overrides or {}))
+    need = pair_bytes(ds, sections, settings.aug_ratio, recipe.context)
+    if info.main and not resume:
+        need += checkpoint_bytes(StemDiT(cfg)) * (KEEP_CHECKPOINTS + 1)
+    require_free_space(run_dir, need, "the training pairs (removed after training) and checkpoints")
+    data = build_training_data(ds, sections, settings.aug_ratio, settings.seed, settings.target_layer,
+                               recipe.context, Path(run_dir) / f".pairs-rank{info.rank}")
+    try:
+        return _fit(cls, ds, data, cfg, Path(run_dir), settings, device, resume, info, progress)
+    finally:
+        data.close(remove=True)
+
+
+def _fit(cls: type, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig, run_dir: Path,
+         settings: TrainSettings, device: str, resume: bool, info: DistInfo, progress: bool,
+         ) -> tuple[object, LoopResult]:
+    recipe, sections = settings.recipe, data.sections
+    scaler, target, stats = fit_statistics(data, recipe, settings.seed)
+    torch.manual_seed(settings.seed)
+    model = cls(cfg, ds.genes, scaler, ds.manifest["encoders"], settings.diffusion_steps,
+                      settings.schedule, recipe=recipe, target=target,
+                      meta={"train": asdict(settings), "train_sections": sections,
+                            "train_pairs": len(data), "train_spots": data.n_spots,
+                            "statistics_pairs": int(len(stats)),
+                            "constant_inputs": int((~scaler.informative).sum()),
+                            "patch_mode": ds.manifest.get("patch_mode"),
+                            "geometry": training_geometry(ds, sections)})
+    _write_config(model, run_dir, settings, resume, info)
+    log.info("training on %s: %d spots, %d pairs, %d genes, %d-d condition (%d constant); %s; %s",
+             ",".join(sections), data.n_spots, len(data), len(ds.genes), scaler.dim,
+             model.meta["constant_inputs"], recipe, cfg)
+    dev = torch.device(device)
+    pairs = TrainingPairs(data, scaler, target, dev)
+    colour = target.noise_colour(dev)
+    diffusion, n, g, batch = model.diffusion, len(data), len(ds.genes), settings.batch_size
+
+    def loss_fn(net, data_gen, noise_gen, share):
+        idx = torch.randint(n, (batch,), generator=data_gen)[share]
+        t = torch.randint(diffusion.num_steps, (batch,), generator=noise_gen, device=dev)[share]
+        noise = torch.randn((batch, g), generator=noise_gen, device=dev)[share]
+        if colour is not None:
+            noise = noise @ colour
+        cond, z = pairs.batch(idx)
+        null = null_rows(batch, recipe.cond_dropout, data_gen)  # full batch: ranks stay in step
+        cond = drop_condition(cond, None if null is None else null[share])
+        terms = diffusion.training_loss(lambda xt, tt: net(xt, tt, cond), z, t, noise)
+        return {k: v.mean() for k, v in terms.items()}
+
+    loop = LoopConfig(steps=settings.steps, lr=settings.lr, ema_decay=settings.ema_decay,
+                      seed=settings.seed, checkpoint_every=settings.checkpoint_every,
+                      device=device, progress=progress, lr_schedule=recipe.lr_schedule,
+                      compile=dev.type == "cuda" if settings.compile is None else settings.compile)
+    result = train_loop(model.net, loss_fn, loop, run_dir, model.extra_state(),
+                        info, resume, global_batch=batch)
+    # predict with the EMA weights
+    ck, path = load_latest(run_dir)
+    model.net.load_state_dict(ck["ema"]["model"])
+    if recipe.calibrate_spread and info.main:  # on the training device: slow on a CPU for big presets
+        rows = calibration_rows(data.group, data.original, settings.seed)
+        calibrate_spread(model, *pairs.numpy(rows), data.group[rows],
+                         PredictSettings(seed=settings.seed, device=device))
+        # the factor travels with the final checkpoint
+        save_checkpoint({**ck, **model.extra_state()}, run_dir, int(ck["step"]))
+        log.info("sample spread calibrated: × %.3f (median over genes; %s)",
+                 float(np.median(model.target.spread)), path.name)
+    model.net.to("cpu")
+    return model, result
+
+
+def _write_config(model, run_dir: Path, settings: TrainSettings, resume: bool,
+                  info: DistInfo) -> None:
+    """``config.json`` of a new run; a resumed run must keep its architecture."""
+    cfg_file = run_dir / "config.json"
+    if resume and cfg_file.is_file():
+        saved = read_json(cfg_file, "training run").get("net")
+        require(saved in (None, model.net_cfg.to_dict()),
+                f"--resume with a different architecture than {run_dir} was trained with")
+    if info.main and not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(cfg_file, {"train": asdict(settings), "net": model.net_cfg.to_dict(), "genes": model.genes,
+                              "recipe": model.recipe.to_dict(), "encoders": model.encoders,
+                              "train_sections": model.meta["train_sections"]})
+
+
+def calibrate_spread(model, cond: np.ndarray, z: np.ndarray, groups: np.ndarray,
+                     settings: PredictSettings) -> float:
+    """Set the samples' spread factor from training spots (their cross-fitted z): the median
+    over training sections (``groups``) of each section's factor, so one atypical section
+    (another patient, another depth) does not set everyone's width. Drawn with the sampler and
+    sample count that prediction uses by default (recorded in ``meta``)."""
+    settings = PredictSettings(num_samples=DEFAULT_NUM_SAMPLES, sampler=DEFAULT_SAMPLER, seed=settings.seed,
+                               device=settings.device)
+    factors = []
+    for g in np.unique(groups):
+        rows = groups == g
+        draws = model.draw_z(cond[rows], settings)
+        factors.append(spread_factor(z[rows], draws, model.centre_z(cond[rows], settings),
+                                     per_gene=model.recipe.spread_per_gene,
+                                     criterion=model.recipe.spread_criterion))
+    model.target.spread = np.asarray(np.median(np.asarray(factors), axis=0), dtype=np.float32)
+    model.meta["spread_calibrated_with"] = {"sampler": settings.sampler, "num_samples": settings.num_samples}
+    return float(np.median(model.target.spread))

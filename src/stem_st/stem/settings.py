@@ -1,0 +1,87 @@
+"""One settings object per concern: :class:`TrainSettings` (what ``stem train`` was asked to
+do; the ``Recipe`` inside says what the model learns) and :class:`PredictSettings` (how
+prediction runs). Both are built once by the CLI or the API and passed down whole."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..data.dataset import PreparedDataset
+from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
+from ..errors import require
+from ..models import PRESETS, StemDiTConfig
+from ..recipe import RECIPES, Recipe
+from .runtime import Runtime
+from .summarise import SUMMARIES
+
+
+@dataclass
+class TrainSettings:
+    """What ``stem train`` was asked to do (stored with the run)."""
+
+    prep: str
+    holdout: list[str] = field(default_factory=list)
+    preset: str = "small"
+    steps: int = 2000
+    batch_size: int = 256
+    aug_ratio: int = 4
+    lr: float = 1e-4
+    ema_decay: float = 0.9999
+    seed: int = 0
+    checkpoint_every: int = 500
+    diffusion_steps: int = 1000
+    schedule: str = "linear"
+    target_layer: str | None = None
+    compile: bool | None = None  # torch.compile for training (None: on CUDA; how it runs, not what it learns)
+    recipe: Recipe = field(default_factory=lambda: RECIPES["default"])
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """How prediction runs; none of it changes what the model learned.
+
+    ``summary``: the reported point, None = the recipe's own (``Recipe.point``), else a summary
+    of the samples (mean, median, mode). ``compile``/``bf16``/``batch_rows``: how the network
+    runs (:mod:`stem_st.stem.runtime`); they change the output by rounding at most. Row r's noise
+    depends only on (``seed``, r), so the rows per forward pass never change the draws."""
+
+    num_samples: int = DEFAULT_NUM_SAMPLES
+    sampler: str = DEFAULT_SAMPLER
+    summary: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    compile: bool = False
+    bf16: bool = True
+    batch_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.num_samples >= 1, "--num-samples must be at least 1")
+        require(self.summary is None or self.summary in SUMMARIES,
+                f"unknown summary '{self.summary}'; choose {', '.join(SUMMARIES)}")
+        require(self.batch_rows is None or self.batch_rows > 0, "rows per forward pass must be positive")
+
+    def runtime(self) -> Runtime:
+        return Runtime(bf16=self.bf16, compile=self.compile, batch_rows=self.batch_rows)
+
+    def provenance(self) -> dict:
+        """What an output records of how it was predicted."""
+        return {k: v for k, v in asdict(self).items() if k not in ("bf16", "batch_rows", "device")}
+
+
+#: how prediction runs unless told otherwise
+DEFAULT_PREDICT = PredictSettings()
+
+
+def training_geometry(ds: PreparedDataset, sections: list[str]) -> dict:
+    """Platform, spot diameter and centre distance (µm) of the training sections, for
+    whole-slide prediction on a matching virtual grid."""
+    first = next((s for s in ds.manifest["sections"] if s["section"] in sections), {})
+    return {k: first.get(k) for k in ("platform", "spot_diameter_um", "center_distance_um")}
+
+
+def network_config(preset: str, num_genes: int, cond_dim: int, **overrides) -> StemDiTConfig:
+    """A StemDiT config from a preset name plus explicit size overrides."""
+    require(preset in PRESETS, f"unknown preset '{preset}'; choose {', '.join(PRESETS)}")
+    sizes = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    require(sizes["hidden"] % sizes["heads"] == 0, "--hidden must be divisible by --heads")
+    return StemDiTConfig(num_genes=num_genes, cond_dim=cond_dim, **sizes)
