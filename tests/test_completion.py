@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import HER2ST
-from test_prepare_cli import run_stem
+from conftest import run_stem_here as run_stem
 
 from stem_st.completion.baselines import adaptive_median, knn_smoothing, neighbour_mean
 from stem_st.completion.fit import training_copies
@@ -262,7 +262,7 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
     # downstream: a prepared dataset carries the completed counts for `stem train --target-layer`
     run_stem("prepare", "--data", HER2ST, "--sections", "A1", "--genes", "hmhvg:40",
              "--completed", tmp_path / "done",
-             "--out", tmp_path / "prep", cache=tmp_path / "cache")
+             "--out", tmp_path / "prep")
     from stem_st.data.dataset import open_prepared
 
     sec = open_prepared(tmp_path / "prep").section("A1")

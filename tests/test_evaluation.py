@@ -11,7 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_stem, run_stem_here
+from conftest import run_stem_here
 
 from stem_st.data.context import graph_matrices
 from stem_st.data.dataset import open_prepared, write_prepared
@@ -245,14 +245,15 @@ def test_report_renders_table_and_every_image_in_headless_chromium(report):
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path):
-    """A miniature `stem demo`: A1 (labelled) held out, trained on C6, few steps and samples."""
+def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path, her2st_prep, embedding_cache):
+    """A miniature `stem demo`: A1 (labelled) held out, trained on C3, few steps and samples; the
+    embeddings come from the session's cache (the shared prepared dataset embedded A1 and C3)."""
     from conftest import HER2ST
 
     out = tmp_path / "demo"
-    res = run_stem("demo", "--data", HER2ST, "--out", out, "--sections", "A1,C6", "--holdout", "A1",
-                   "--views", "2", "--steps", "30", "--batch-size", "16", "--num-samples", "3",
-                   "--sampler", "ddim:3", "--device", "cpu")
+    res = run_stem_here("demo", "--data", HER2ST, "--out", out, "--sections", "A1,C3", "--holdout", "A1",
+                        "--views", "2", "--steps", "30", "--batch-size", "16", "--num-samples", "3",
+                        "--sampler", "ddim:3", "--cache", embedding_cache, "--device", "cpu")
     summary = json.loads((out / "demo.json").read_text())
     rows = {r["method"]: r for r in summary["main"]["rows"]}
     assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",

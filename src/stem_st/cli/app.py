@@ -219,6 +219,8 @@ def demo(
     sampler: str | None = typer.Option(None, help="Sampler (default dpm++:10, as stem predict)."),
     recipe: str = typer.Option("default", help=RECIPE_HELP),
     recipe_set: str = typer.Option("", help=RECIPE_SET_HELP),
+    cache: Path | None = typer.Option(None, help="Embedding cache folder (default OUT/cache; another "
+                                      "folder shares embeddings with stem prepare runs)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """The main job on HER2ST: prepare → train → predict the held-out section → evaluate
@@ -229,7 +231,7 @@ def demo(
                      sections=csv_list(sections),
                      views=views, aug_ratio=aug_ratio, preset=preset, steps=steps, batch_size=batch_size,
                      lr=lr, num_samples=num_samples, sampler=sampler, leave_one_out=leave_one_out,
-                     recipe=recipe_from(recipe, recipe_set))
+                     cache_dir=str(cache) if cache else None, recipe=recipe_from(recipe, recipe_set))
     summary = run_demo(cfg)
     print_metric_table(summary["main"]["rows"], f"held-out section {holdout}: {UNITS}, per-gene "
                         "PCC over spots, top-k by PCC")

@@ -62,6 +62,7 @@ class DemoConfig:
     sampler: str | None = None
     seed: int = 0
     leave_one_out: bool = False
+    cache_dir: str | None = None  # the embedding cache (None: OUT/cache)
     recipe: Recipe = field(default_factory=lambda: RECIPES["default"])
 
     def resolved(self) -> DemoConfig:
@@ -78,7 +79,7 @@ def run_fold(cfg: DemoConfig, holdout: str, folder: Path) -> dict:
     prep_dir = folder / "prep"
     prepare(PrepareConfig(data=cfg.data, layout="her2st", sections=cfg.sections, holdout=[holdout],
                           views=cfg.views, out=str(prep_dir), overwrite=True,
-                          cache_dir=str(Path(cfg.out) / "cache"), device=cfg.device))
+                          cache_dir=cfg.cache_dir or str(Path(cfg.out) / "cache"), device=cfg.device))
     times["prepare"] = time.perf_counter() - t
     ds = open_prepared(prep_dir)
 
