@@ -25,10 +25,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import HER2ST, SQUIDPY, VISIUM, write_vmu
+from conftest import HER2ST, SQUIDPY, VISIUM, run_stem_here, write_vmu
 from PIL import Image
-
-from stem_st import cli
 
 # --- inputs -----------------------------------------------------------------------------
 
@@ -144,22 +142,8 @@ def copy_of(stage: dict, key: str, root: Path) -> Path:
 
 def invoke(argv: list) -> tuple[int, str]:
     """Run ``stem <argv>`` through the console-script entry point; return (exit code, stderr)."""
-    import contextlib
-    import io
-
-    err, out = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["stem", *map(str, argv)]
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            try:
-                cli.main()
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    return code, err.getvalue()
+    res = run_stem_here(*argv, check=False)
+    return res.returncode, res.stderr
 
 
 def tree_hash(root: Path) -> dict[str, str]:
