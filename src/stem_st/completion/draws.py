@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
 from ..errors import require
 from ..evaluation.probabilistic import hidden_entry_scores
 from .inputs import MaskedSection
@@ -16,10 +17,10 @@ from .model import LGDiST
 
 #: ``ddof`` of ``layers['completed_std']``: the sample sd (Rubin's between-imputation variance)
 STD_DDOF = 1
-#: spreads tried by :func:`fit_spread` (geometric grid, 0.25 to 4)
+#: spreads tried by :func:`fit_spread` (geometric grid, 0.25 to 8)
 SPREAD_GRID = tuple(float(x) for x in np.geomspace(0.25, 8.0, 61))
 #: draws and sampler with which the spread is fitted on the validation sections
-CALIBRATION_DRAWS, CALIBRATION_SAMPLER = 20, "dpm++:10"
+CALIBRATION_DRAWS, CALIBRATION_SAMPLER = DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
 
 
 @contextlib.contextmanager
