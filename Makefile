@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= $(firstword $(wildcard ../shared/data/her2st))
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test lint install clean chromium
+.PHONY: demo test lint docs install clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,13 +27,18 @@ chromium:
 	  echo "warning: chromium could not be installed; the report rendering test will be skipped"
 
 test: $(STAMP) chromium
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks docs
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
+# The documentation site, offline, into docs/_build/html (the tutorial runs once, cached by its source).
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
+
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks docs
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build docs/benchmarks/results

@@ -102,10 +102,12 @@ def her2st_prep(tmp_path_factory, embedding_cache):
 @pytest.fixture(scope="session")
 def her2st_run(her2st_prep, tmp_path_factory):
     """A tiny Stem run (20 steps) trained on `her2st_prep` (C2, C3): real embeddings, so commands
-    that embed new images (predict-slide) rebuild its encoder. Read-only, like `her2st_prep`."""
+    that embed new images (predict-slide) rebuild its encoder. Read-only, like `her2st_prep`. The
+    default recipe without its spread calibration (20 samples of every training spot, most of the
+    time of so short a run; tests/test_recipe.py tests it)."""
     run = tmp_path_factory.mktemp("her2st_run") / "run"
-    run_stem("train", her2st_prep[0], "--out", run, "--preset", "tiny", "--steps", "20", "--batch-size", "16",
-             "--device", "cpu")
+    run_stem_here("train", her2st_prep[0], "--out", run, "--preset", "tiny", "--steps", "20", "--batch-size", "16",
+                  "--recipe-set", "calibrate_spread=false", "--device", "cpu")
     return run
 
 
@@ -141,3 +143,20 @@ def write_vmu(folder, image, mpp, levels=((1, 200), (4, 150))):
         f"ImageFile={names[0]}\nMapFile={names[1]}\nBitsPerPixel=36\nPixelOrder=RGB\n"
         f"PhysicalWidth={nm_w}\nPhysicalHeight={nm_h}\nSourceLens=20\n")
     return folder / "slide.vmu"
+
+
+@pytest.fixture(scope="session")
+def docs_site(tmp_path_factory, embedding_cache):
+    """`make docs` as the suite runs it: the site built from docs/ with warnings as errors, which
+    executes the tutorial notebook once (into ``tutorial``, for the tutorial tests to read) on the
+    shared HER2ST data, through the session's embedding cache. Returns (html folder, tutorial folder,
+    the build's CompletedProcess)."""
+    out = tmp_path_factory.mktemp("docs")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "STEM_TUTORIAL_OUT": str(out / "tutorial"),
+           "STEM_DOCS_EXECUTE": "force", "STEM_DOCS_CACHE": str(out / "jupyter-cache"),
+           "STEM_ST_CACHE": str(embedding_cache), "STEM_SHARED": str(SHARED.parent)}
+    res = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+                          "-d", str(out / "doctrees"), str(ROOT / "docs"), str(out / "html")],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, f"the documentation does not build warning-free:\n{res.stderr[-4000:]}"
+    return out / "html", out / "tutorial", res

@@ -1,26 +1,26 @@
-"""The Python API (``import stem_st as st``): the tutorial runs end to end on HER2ST, and
-AnnData in / AnnData out never touches the caller's object."""
+"""The Python API (``import stem_st as st``): the tutorial notebook runs end to end on HER2ST (executed
+by the documentation build), and AnnData in / AnnData out never touches the caller's object."""
 
 from __future__ import annotations
 
-import runpy
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HER2ST, ROOT, run_stem_here
+from conftest import HER2ST, run_stem_here
 
 import stem_st as st
 from stem_st.data.images import open_image
 
 
 @pytest.fixture(scope="module")
-def tutorial(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tutorial") / "out"
-    summary = runpy.run_path(str(ROOT / "examples/tutorial.py"))["main"](out)
-    return out, summary
+def tutorial(docs_site):
+    """The tutorial notebook as the documentation build executed it (once per session)."""
+    _, out, _ = docs_site
+    return out, json.loads((out / "summary.json").read_text())
 
 
 def test_tutorial_trains_predicts_and_plots(tutorial):

@@ -59,7 +59,7 @@ def read_counts(data: Path, s="C2") -> pd.DataFrame:
 
 
 def write_counts(data: Path, df: pd.DataFrame, s="C2") -> None:
-    df.to_csv(counts_path(data, s), sep="\t")
+    df.to_csv(counts_path(data, s), sep="\t", compression={"method": "gzip", "compresslevel": 1})  # fast
 
 
 def edit_spots(data: Path, fn: Callable[[pd.DataFrame], None], s="C2") -> None:

@@ -253,7 +253,8 @@ def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path, her2st_prep, embeddi
     out = tmp_path / "demo"
     res = run_stem_here("demo", "--data", HER2ST, "--out", out, "--sections", "A1,C3", "--holdout", "A1",
                         "--views", "2", "--steps", "30", "--batch-size", "16", "--num-samples", "3",
-                        "--sampler", "ddim:3", "--cache", embedding_cache, "--device", "cpu")
+                        "--sampler", "ddim:3", "--cache", embedding_cache, "--device", "cpu",
+                        "--recipe-set", "calibrate_spread=false")  # tested in test_recipe; most of so short a run
     summary = json.loads((out / "demo.json").read_text())
     rows = {r["method"]: r for r in summary["main"]["rows"]}
     assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",
@@ -261,7 +262,7 @@ def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path, her2st_prep, embeddi
     assert rows["stem"]["num_samples"] == 3 and 0 <= rows["stem"]["coverage80"] <= 1
     assert all(np.isfinite(rows[m]["ARI"]) for m in rows)  # A1 has pathologist labels
     assert summary["config"]["preset"] == "tiny" and summary["config"]["steps"] == 30
-    assert summary["config"]["recipe"] == RECIPES["default"].to_dict()
+    assert summary["config"]["recipe"] == {**RECIPES["default"].to_dict(), "calibrate_spread": False}
     pred = ad.read_h5ad(out / "A1_pred.h5ad")
     assert pred.uns["stem"]["section"] == "A1" and (out / "A1_pred.samples.npy").is_file()
     assert (out / "report" / "report.html").is_file() and "report.html" in res.stdout
