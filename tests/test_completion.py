@@ -269,7 +269,8 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
     x, c = np.asarray(sec.X, dtype=float), sec.layers["completed"]
     assert np.array_equal(c[x > 0], x[x > 0]) and "panel genes completed" in sec.uns["stem"]["completed"]
     run_stem("train", tmp_path / "prep", "--out", tmp_path / "run", "--preset", "tiny", "--steps", "3",
-             "--batch-size", "8", "--target-layer", "completed", "--device", "cpu")
+             "--batch-size", "8", "--target-layer", "completed", "--device", "cpu",
+             "--recipe-set", "calibrate_spread=false")  # calibration is test_recipe's
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["target_layer"] == "completed"
 
 

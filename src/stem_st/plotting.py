@@ -16,10 +16,12 @@ from matplotlib.patches import Circle  # noqa: E402
 from .atomic import atomic_path  # noqa: E402
 from .data.units import UNITS  # noqa: E402
 
+DPI = 100  # of every saved figure
+
 
 def _save(fig, path: Path) -> Path:
     with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
     plt.close(fig)
     return path
 
@@ -85,6 +87,26 @@ def pcc_curve_plot(correlations: dict[str, np.ndarray], path: Path) -> Path:
                    "Per-gene correlation with the truth, sorted")
 
 
+def _backdrop(image: np.ndarray, box: tuple[float, float, float, float], max_px: int):
+    """The part of the H&E the panels show, at most ``max_px`` pixels on its longer side, and its
+    extent in the plot's coordinates. Matplotlib resamples a whole image on every draw, so a large
+    thumbnail drawn in many panels cost seconds per figure; this keeps what is seen and not the rest."""
+    from PIL import Image
+
+    x0, x1, y0, y1 = box
+    h, w = image.shape[:2]
+    c0, c1 = max(int(np.floor(x0)), 0), min(int(np.ceil(x1)), w)
+    r0, r1 = max(int(np.floor(y0)), 0), min(int(np.ceil(y1)), h)
+    if c1 <= c0 or r1 <= r0:
+        return image, None
+    crop = image[r0:r1, c0:c1]
+    factor = max_px / max(crop.shape[:2])
+    if factor < 1 and crop.dtype == np.uint8 and crop.ndim == 3 and crop.shape[2] in (3, 4):
+        size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
+        crop = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS))
+    return crop, (c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5)
+
+
 def marker_map_plot(gene: str, xy: np.ndarray, panels: dict[str, np.ndarray], path: Path,
                     image: np.ndarray | None = None, image_scale: float = 1.0,
                     spot_radius_px: float = 50.0, pcc: dict[str, float] | None = None,
@@ -118,10 +140,12 @@ def marker_map_plot(gene: str, xy: np.ndarray, panels: dict[str, np.ndarray], pa
                         wspace=0.08, hspace=0.12)
     for ax in axes.ravel()[n:]:
         ax.set_axis_off()
+    if image is not None:  # no more pixels than a panel shows at the saved resolution
+        image, extent = _backdrop(np.asarray(image), (x0, x1, y0, y1), round(max(width, panel_in) * DPI))
     for ax, (name, v) in zip(axes.ravel(), panels.items()):
         norm = shared if shared_scale else scale_of(np.asarray(v).ravel())
         if image is not None:
-            ax.imshow(image)
+            ax.imshow(image, extent=extent)
         coll = PatchCollection([Circle((x, y), radius) for x, y in xy], cmap="viridis", norm=norm)
         coll.set_array(np.asarray(v, dtype=float))
         ax.add_collection(coll)
