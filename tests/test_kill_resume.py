@@ -32,12 +32,6 @@ def _env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
 
 
-def run(*args, env=None):
-    res = subprocess.run([*STEM, *map(str, args)], capture_output=True, text=True, env=env or _env())
-    assert res.returncode == 0, res.stderr
-    return res
-
-
 def run_here_one_thread(*args) -> subprocess.CompletedProcess:
     """``stem <args>`` in this process on one thread, as the subprocesses here run (OMP_NUM_THREADS=1),
     so an uninterrupted run here and a killed one there compute the same numbers."""
@@ -93,7 +87,7 @@ def test_train_killed_mid_run_resumes_to_the_same_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_prepare_killed_mid_run_finishes_from_the_cache(tmp_path, embedding_cache):
+def test_prepare_killed_mid_run_finishes_from_the_cache(tmp_path, embedding_cache, monkeypatch):
     args = ["prepare", "--data", HER2ST, "--sections", "C2,C3", "--genes", "hmhvg:20", "--views", "1",
             "--device", "cpu"]
     # the uninterrupted reference: embedded once per session (the shared cache), not again here
@@ -106,7 +100,8 @@ def test_prepare_killed_mid_run_finishes_from_the_cache(tmp_path, embedding_cach
     cached = lambda: any((cache / "C2").rglob("*.json"))  # noqa: E731 - C2 embedded and cached
     kill_when([*args, "--out", out], cached, env=env)
     assert not out.exists()  # nothing under the final name; the hidden temporary is left aside
-    run(*args, "--out", out, env=env)
+    monkeypatch.setenv("STEM_ST_CACHE", str(cache))
+    run_here_one_thread(*args, "--out", out)
     summary = {r["section"]: r["views_computed"] for r in open_prepared(out).manifest["summary"]}
     assert summary["C2"] == 0 and summary["C3"] == 0  # C2 from what the killed run cached
     clean, again = open_prepared(tmp_path / "clean"), open_prepared(out)

@@ -76,16 +76,21 @@ def fit_spread(truth: np.ndarray, draws: np.ndarray, hidden: np.ndarray, point: 
                target: str = "coverage80", grid: tuple[float, ...] = SPREAD_GRID) -> tuple[float, list[dict]]:
     """The spread (factor on the draws' deviations about ``point``, or their own mean) that best
     meets ``target`` on the ``hidden`` entries: ``coverage80`` (coverage of the central 80 %
-    interval closest to 0.8) or ``CRPS`` (lowest). Returns it and every grid point's scores."""
+    interval closest to 0.8) or ``CRPS`` (lowest). Returns it and every grid point's scores: the
+    coverage, and the CRPS where it was needed (every point for the CRPS target, else the chosen)."""
     require(target in ("coverage80", "CRPS"), "target must be coverage80 or CRPS")
     h = np.asarray(hidden, dtype=bool)
+
+    def scores(f: float, with_crps: bool) -> dict:
+        sc = hidden_entry_scores(truth, centred(draws, point, f), h, with_energy=False, with_crps=with_crps)
+        return {"spread": f, **({"CRPS": sc["CRPS"]} if with_crps else {}), "coverage80": sc["coverage80"]}
+
     require(h.any(), "no hidden entry to fit the spread on")
-    rows = []
-    for f in grid:
-        sc = hidden_entry_scores(truth, centred(draws, point, f), h, with_energy=False)
-        rows.append({"spread": f, "CRPS": sc["CRPS"], "coverage80": sc["coverage80"]})
+    rows = [scores(f, target == "CRPS") for f in grid]
     key = (lambda r: abs(r["coverage80"] - 0.8)) if target == "coverage80" else (lambda r: r["CRPS"])
-    return min(rows, key=key)["spread"], rows
+    best = min(rows, key=key)
+    best.update(scores(best["spread"], True))
+    return best["spread"], rows
 
 
 def calibrate_spread(model: LGDiST, val: list[MaskedSection], seed: int = 0, device: str = "cpu") -> dict:

@@ -125,16 +125,17 @@ def masked_energy(truth: np.ndarray, samples: np.ndarray, mask: np.ndarray, chun
 
 
 def hidden_entry_scores(truth: np.ndarray, samples: np.ndarray, mask: np.ndarray,
-                        levels: tuple[float, ...] = LEVELS, with_energy: bool = True) -> dict[str, float]:
+                        levels: tuple[float, ...] = LEVELS, with_energy: bool = True,
+                        with_crps: bool = True) -> dict[str, float]:
     """Scores of samples ``(spots, samples, genes)`` on the ``mask``-ed entries only (e.g. the
-    hidden entries of a masked evaluation): CRPS and central-interval coverage over those
-    entries, and (``with_energy``) :func:`masked_energy` over each spot's masked entries."""
+    hidden entries of a masked evaluation): central-interval coverage and (``with_crps``) CRPS over
+    those entries, and (``with_energy``) :func:`masked_energy` over each spot's masked entries."""
     y, s = _check(truth, samples)
     m = np.asarray(mask, dtype=bool)
     require(m.shape == y.shape, f"mask {m.shape} does not match truth {y.shape}")
     require(bool(m.any()), "no masked entry to score")
     yt, st = y[m][:, None], np.moveaxis(s, 1, 2)[m][:, :, None]  # each entry as a one-gene spot
-    out = {"CRPS": crps(yt, st, chunk=4096), **coverage(yt, st, levels)}
+    out = {**({"CRPS": crps(yt, st, chunk=4096)} if with_crps else {}), **coverage(yt, st, levels)}
     if with_energy:
         out["energy"] = masked_energy(y, s, m)
     return out
