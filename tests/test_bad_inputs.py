@@ -9,6 +9,7 @@ in the output folder, and every input file byte-identical afterwards.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -68,13 +69,22 @@ def edit_spots(data: Path, fn: Callable[[pd.DataFrame], None], s="C2") -> None:
     spots.to_csv(spots_path(data, s), sep="\t", index=False)
 
 
+@functools.cache
+def _shared_spot_count(section: str) -> int:
+    """Spots of a section of the shared (never modified) HER2ST data: read once per session."""
+    from stem_st.data.readers import ReaderOptions, read_section
+
+    return read_section("her2st", HER2ST, section, ReaderOptions(require_image=False)).n_obs
+
+
 def embeddings(root: Path, data: Path, sections=("C2",), rows_delta=0) -> str:
     """Random 16-d precomputed embeddings in spot order; returns the --encoder value."""
     from stem_st.data.readers import ReaderOptions, read_section
 
     (root / "emb").mkdir(exist_ok=True)
     for s in sections:
-        n = read_section("her2st", data, s, ReaderOptions(require_image=False)).n_obs
+        n = (_shared_spot_count(s) if data == HER2ST else
+             read_section("her2st", data, s, ReaderOptions(require_image=False)).n_obs)
         np.save(root / "emb" / f"{s}.npy", np.random.default_rng(0).normal(size=(n + rows_delta, 16)))
     return f"precomputed:{root}/emb/{{section}}.npy"
 
@@ -86,7 +96,7 @@ def prepare_args(data: Path, out: Path, *extra, sections="C2") -> list:
 
 def prepare_pre(root: Path, data: Path, out: Path, *extra, sections=("C2",)) -> list:
     """``stem prepare`` with precomputed embeddings: fails or passes without touching an image."""
-    enc = embeddings(root, her2st_copy(root / "clean", sections, image=False), sections)
+    enc = embeddings(root, HER2ST, sections)  # the spots of the unbroken data
     return prepare_args(data, out, "--encoder", enc, *extra, sections=",".join(sections))
 
 
