@@ -33,7 +33,7 @@ test: $(STAMP) chromium
 
 # The documentation site, offline, into docs/_build/html (the tutorial runs once, cached by its source).
 docs: $(STAMP)
-	$(PY) -m sphinx -W --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
+	$(PY) -m sphinx -j 2 -W --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
 	@echo "open docs/_build/html/index.html"
 
 lint: $(STAMP)

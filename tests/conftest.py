@@ -202,7 +202,7 @@ def docs_site(tmp_path_factory, embedding_cache):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "STEM_TUTORIAL_OUT": str(out / "tutorial"),
            "STEM_DOCS_EXECUTE": "force", "STEM_DOCS_CACHE": str(out / "jupyter-cache"),
            "STEM_ST_CACHE": str(embedding_cache), "STEM_SHARED": str(SHARED.parent)}
-    res = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+    res = subprocess.run([sys.executable, "-m", "sphinx", "-j", "2", "-W", "--keep-going", "-q", "-b", "html",
                           "-d", str(out / "doctrees"), str(ROOT / "docs"), str(out / "html")],
                          capture_output=True, text=True, env=env)
     assert res.returncode == 0, f"the documentation does not build warning-free:\n{res.stderr[-4000:]}"
