@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import struct
 import subprocess
@@ -24,53 +22,18 @@ SQUIDPY = SHARED / "squidpy-mouse-brain-crop"
 # variable unset the hub would retry the network (5 retries, ~23 s per file) instead of failing.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-# Under pytest-xdist (`pytest -n 2`, not what `make test` runs: on the 2-core box two workers took
-# 896 s against 554 s in one process) each worker gets one thread, set before torch is imported and
-# inherited by the commands the tests start; the session fixtures below are built once per run.
-WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-if WORKER:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
 def pytest_sessionstart(session):
     # Real-data tests are the point of this suite: missing data is a failure, not a skip.
     assert HER2ST.is_dir(), f"shared data not found at {SHARED} (set STEM_SHARED)"
 
 
-def _run_root(tmp_path_factory) -> Path:
-    """This test run's temporary root, shared by its xdist workers (each has a folder below it)."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if WORKER else base
-
-
-@contextlib.contextmanager
-def built_once(tmp_path_factory, name: str):
-    """``(folder, done)``: a folder of this test run that the first worker to ask builds (under a file
-    lock) and every other worker reuses; ``done`` is None until a builder has finished it (then it is
-    what that builder stored with :func:`finish_build`)."""
-    from filelock import FileLock
-
-    root = _run_root(tmp_path_factory)
-    folder = root / name
-    with FileLock(str(root / f"{name}.lock")):
-        marker = folder / ".built.json"
-        yield folder, (json.loads(marker.read_text()) if marker.is_file() else None)
-
-
-def finish_build(folder: Path, info: dict) -> dict:
-    (folder / ".built.json").write_text(json.dumps(info))
-    return info
-
-
 @pytest.fixture(scope="session", autouse=True)
 def embedding_cache(tmp_path_factory):
-    """One embedding cache for the whole test run (all xdist workers): a temporary folder, never the
-    user's. Every `stem prepare` / `st.prepare` on the same real section, view and encoder embeds it
-    once (entries are written atomically, so two workers may fill it at once). Set for the session
-    (not per test) so that module- and session-scoped fixtures use it too. A test about the cache
-    itself (hits, resume, damage) passes a folder of its own."""
-    path = _run_root(tmp_path_factory) / "embedding-cache"
-    path.mkdir(exist_ok=True)
+    """One embedding cache for the whole session: a temporary folder, never the user's. Every
+    `stem prepare` / `st.prepare` on the same real section, view and encoder embeds it once.
+    Set for the session (not per test) so that module- and session-scoped fixtures use it too.
+    A test about the cache itself (hits, resume, damage) passes a folder of its own."""
+    path = tmp_path_factory.mktemp("embedding-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STEM_ST_CACHE", str(path))
         mp.setenv("HF_HUB_OFFLINE", "1")
@@ -128,16 +91,11 @@ def run_stem_here(*args, check=True) -> subprocess.CompletedProcess:
 def her2st_prep(tmp_path_factory, embedding_cache):
     """`stem prepare` on real HER2ST: C2 and C3 for training, A1 (pathologist labels) held out; 2 views,
     50 genes, EfficientNet-Lite0 embeddings. Returns (folder, the prepare's CompletedProcess).
-    Shared by every module (and xdist worker): read it, copy it to change it, never write into it."""
-    with built_once(tmp_path_factory, "her2st") as (folder, done):
-        out = folder / "PREP"
-        if done is None:
-            folder.mkdir(exist_ok=True)
-            res = run_stem("prepare", "--data", HER2ST, "--layout", "her2st", "--sections", "C2,C3,A1",
-                           "--holdout", "A1", "--views", "2", "--genes", "hmhvg:50", "--out", out,
-                           cache=embedding_cache)
-            done = finish_build(folder, {"args": res.args, "stdout": res.stdout, "stderr": res.stderr})
-    return out, subprocess.CompletedProcess(done["args"], 0, done["stdout"], done["stderr"])
+    Shared by every module: read it, copy it to change it, never write into it."""
+    out = tmp_path_factory.mktemp("her2st") / "PREP"
+    res = run_stem("prepare", "--data", HER2ST, "--layout", "her2st", "--sections", "C2,C3,A1",
+                   "--holdout", "A1", "--views", "2", "--genes", "hmhvg:50", "--out", out, cache=embedding_cache)
+    return out, res
 
 
 @pytest.fixture(scope="session")
@@ -146,13 +104,9 @@ def her2st_run(her2st_prep, tmp_path_factory):
     that embed new images (predict-slide) rebuild its encoder. Read-only, like `her2st_prep`. The
     default recipe without its spread calibration (20 samples of every training spot, most of the
     time of so short a run; tests/test_recipe.py tests it)."""
-    with built_once(tmp_path_factory, "her2st_run") as (folder, done):
-        run = folder / "run"
-        if done is None:
-            folder.mkdir(exist_ok=True)
-            run_stem_here("train", her2st_prep[0], "--out", run, "--preset", "tiny", "--steps", "20",
-                          "--batch-size", "16", "--recipe-set", "calibrate_spread=false", "--device", "cpu")
-            finish_build(folder, {})
+    run = tmp_path_factory.mktemp("her2st_run") / "run"
+    run_stem_here("train", her2st_prep[0], "--out", run, "--preset", "tiny", "--steps", "20", "--batch-size", "16",
+                  "--recipe-set", "calibrate_spread=false", "--device", "cpu")
     return run
 
 
@@ -197,8 +151,7 @@ def docs_site(tmp_path_factory, embedding_cache):
     shared HER2ST data, through the session's embedding cache. Returns (html folder, tutorial folder,
     the build's output). Built in the foreground: in the background (niced) it overlapped the other
     tests but slowed them more than it saved (725 s against 508 s on the 2-core box)."""
-    out = _run_root(tmp_path_factory) / f"docs-{WORKER or 'main'}"
-    out.mkdir()
+    out = tmp_path_factory.mktemp("docs")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "STEM_TUTORIAL_OUT": str(out / "tutorial"),
            "STEM_DOCS_EXECUTE": "force", "STEM_DOCS_CACHE": str(out / "jupyter-cache"),
            "STEM_ST_CACHE": str(embedding_cache), "STEM_SHARED": str(SHARED.parent)}

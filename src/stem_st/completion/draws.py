@@ -89,7 +89,8 @@ def fit_spread(truth: np.ndarray, draws: np.ndarray, hidden: np.ndarray, point: 
     rows = [scores(f, target == "CRPS") for f in grid]
     key = (lambda r: abs(r["coverage80"] - 0.8)) if target == "coverage80" else (lambda r: r["CRPS"])
     best = min(rows, key=key)
-    best.update(scores(best["spread"], True))
+    if "CRPS" not in best:  # chosen by coverage: score the chosen spread only
+        best.update(scores(best["spread"], True))
     return best["spread"], rows
 
 
