@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch torchvision
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m stem_st.evaluation.warm
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -93,8 +93,9 @@ def her2st_prep(tmp_path_factory, embedding_cache):
     50 genes, EfficientNet-Lite0 embeddings. Returns (folder, the prepare's CompletedProcess).
     Shared by every module: read it, copy it to change it, never write into it."""
     out = tmp_path_factory.mktemp("her2st") / "PREP"
-    res = run_stem("prepare", "--data", HER2ST, "--layout", "her2st", "--sections", "C2,C3,A1",
-                   "--holdout", "A1", "--views", "2", "--genes", "hmhvg:50", "--out", out, cache=embedding_cache)
+    res = run_stem_here("prepare", "--data", HER2ST, "--layout", "her2st", "--sections", "C2,C3,A1",
+                        "--holdout", "A1", "--views", "2", "--genes", "hmhvg:50", "--out", out, "--cache",
+                        embedding_cache)
     return out, res
 
 

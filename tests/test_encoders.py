@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 import types
 
@@ -14,6 +15,7 @@ from skimage import data as skdata
 from stem_st.data.images import open_image
 from stem_st.data.patches import dihedral, iter_patch_batches, patch_geometry
 from stem_st.encoders import effnet
+from stem_st.encoders import effnet as effnet_module
 from stem_st.encoders.base import load_exact, read_state_dict
 from stem_st.encoders.precomputed import load_precomputed
 from stem_st.encoders.registry import SPECS, build_encoder
@@ -67,6 +69,26 @@ def test_default_encoder_on_real_her2st_patches(c2, effnet):
     cos = torch.nn.functional.cosine_similarity(views[0:1], views[1:])
     others = torch.nn.functional.cosine_similarity(a[0:1], a[1:])
     assert cos.mean() > others.mean() - 0.05
+
+
+def test_folded_batchnorm_gives_the_unfolded_network_s_embeddings(c2, effnet):
+    """The default encoder's norms are folded into its convolutions: none is left, and real patches
+    embed as the network timm builds from the same weights (to float rounding)."""
+    import timm
+
+    from stem_st.encoders.effnet import fold_batchnorm
+
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in effnet.model.modules())
+    plain = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    load_exact(plain, effnet_module.map_lite0_keys(read_state_dict(effnet_module.weights_path())), "lite0")
+    plain.reset_classifier(0)
+    x = effnet.preprocess(_c2_patches(c2))
+    with torch.inference_mode():
+        want = plain.eval()(x)
+        torch.testing.assert_close(effnet.embed_normalised(x), want, rtol=1e-4, atol=1e-4)
+        folded = copy.deepcopy(plain)
+        assert fold_batchnorm(folded) == 49  # stem, head and every block's norms
+        assert (folded(x) - want).abs().max() < 1e-4 and (folded(x) - want).abs().max() > 0
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))

@@ -148,6 +148,7 @@ def _build_effnet(weights: str | None) -> ImageEncoder:
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
     load_exact(model, effnet.map_lite0_keys(read_state_dict(path)), "tf_efficientnet_lite0", path)
     model.reset_classifier(0)  # pooled 1280-d features
+    effnet.fold_batchnorm(model)
     return ImageEncoder(DEFAULT_ENCODER, 1280, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), model,
                         file_sha256(path), pathology=False)
 
