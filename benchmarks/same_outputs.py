@@ -7,6 +7,8 @@ its own, so a difference in training and a difference in prediction are told apa
 
     python benchmarks/same_outputs.py --old /tmp/old/src --new src --work runs/same_outputs
 
+``--own-caches`` gives each version its own embedding cache, for a change in how patches are embedded.
+
 The old tree is e.g. ``git archive <commit> src | tar -x -C /tmp/old``. Writes
 ``benchmarks/results/same_outputs.{json,md}``.
 """
@@ -105,11 +107,14 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "her2st"))
     ap.add_argument("--work", default=str(ROOT / "runs" / "same_outputs"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "same_outputs"))
+    ap.add_argument("--own-caches", action="store_true",
+                    help="an embedding cache per version (else shared: the new version reads the old one's "
+                         "embeddings, so a change in how patches are embedded does not show)")
     args = ap.parse_args()
     work, data = Path(args.work), Path(args.data)
-    cache = work / "cache"
-    chain(Path(args.old), work / "old", data, cache, None)
-    chain(Path(args.new), work / "new", data, cache, work / "old")
+    caches = (work / "cache_old", work / "cache_new") if args.own_caches else (work / "cache",) * 2
+    chain(Path(args.old), work / "old", data, caches[0], None)
+    chain(Path(args.new), work / "new", data, caches[1], work / "old")
     # the new version's predictions from the old run are compared with the old version's own
     rows = compare(work / "old", work / "new")
     ref_rows = []
@@ -130,11 +135,13 @@ def main() -> None:
     rows = ref_rows + [{**r, "file": f"{r['file']}: each version end to end"} for r in rows]
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, 1 thread"
     res = {"old": str(Path(args.old).resolve()), "new": str(Path(args.new).resolve()), "machine": machine,
+           "embedding_caches": "one per version" if args.own_caches else "shared",
            "all_identical": all(r["identical"] for r in rows), "rows": rows}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     lines = [f"# Same outputs before and after a change ({machine})", "",
-             f"Reference: `{res['old']}`; new: `{res['new']}`. All identical: **{res['all_identical']}**.", "",
+             f"Reference: `{res['old']}`; new: `{res['new']}`; embedding caches: {res['embedding_caches']}. "
+             f"All identical: **{res['all_identical']}**.", "",
              "| output | array | identical | max abs diff |", "|---|---|---|---|"]
     lines += [f"| {r['file']} | {r['array']} | {r['identical']} | {r['max_abs_diff']:.3g} |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -51,9 +51,10 @@ def map_lite0_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def fold_batchnorm(model: nn.Module) -> int:
     """Fold every batch norm of timm's EfficientNet-Lite into the convolution before it (PyTorch's
     ``fuse_conv_bn_eval``), keeping the norm's activation; returns how many were folded. For
-    inference only (the encoder is never trained here): the same outputs to float rounding, 1.6x
-    faster on a CPU, where the separate norms cost a third of the forward. In timm's blocks each
-    norm is registered right after the convolution it normalises (conv_pw, bn1, conv_dw, bn2, ...)."""
+    inference only (the encoder is never trained here): the same outputs to float rounding, ~1.45x
+    faster on a 2-core CPU (``benchmarks/embed_speed.py``), where the norms cost a third of the
+    forward. In timm's blocks each norm is registered right after the convolution it normalises
+    (conv_pw, bn1, conv_dw, bn2, ...)."""
     model.eval()
     folded = 0
     for parent in list(model.modules()):
