@@ -15,7 +15,6 @@ from skimage import data as skdata
 from stem_st.data.images import open_image
 from stem_st.data.patches import dihedral, iter_patch_batches, patch_geometry
 from stem_st.encoders import effnet
-from stem_st.encoders import effnet as effnet_module
 from stem_st.encoders.base import load_exact, read_state_dict
 from stem_st.encoders.precomputed import load_precomputed
 from stem_st.encoders.registry import SPECS, build_encoder
@@ -76,11 +75,11 @@ def test_folded_batchnorm_gives_the_unfolded_network_s_embeddings(c2, effnet):
     embed as the network timm builds from the same weights (to float rounding)."""
     import timm
 
-    from stem_st.encoders.effnet import fold_batchnorm
+    from stem_st.encoders.effnet import fold_batchnorm, map_lite0_keys, weights_path
 
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in effnet.model.modules())
     plain = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
-    load_exact(plain, effnet_module.map_lite0_keys(read_state_dict(effnet_module.weights_path())), "lite0")
+    load_exact(plain, map_lite0_keys(read_state_dict(weights_path())), "lite0")
     plain.reset_classifier(0)
     x = effnet.preprocess(_c2_patches(c2))
     with torch.inference_mode():
