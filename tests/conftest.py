@@ -47,24 +47,10 @@ def _offline(monkeypatch, embedding_cache):
     monkeypatch.setenv("STEM_ST_CACHE", str(embedding_cache))
 
 
-def run_stem(*args, cache=None, check=True):
-    """``stem <args>`` in a subprocess (the installed entry point); ``cache``: its embedding cache
-    (default: the session's, through $STEM_ST_CACHE)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    if cache:
-        env["STEM_ST_CACHE"] = str(cache)
-    res = subprocess.run([sys.executable, "-m", "stem_st.cli", *map(str, args)], capture_output=True, text=True,
-                         env=env)
-    if check:
-        assert res.returncode == 0, res.stderr
-    return res
-
-
 def run_stem_here(*args, check=True) -> subprocess.CompletedProcess:
     """``stem <args>`` in this process, through the console-script entry point (``stem_st.cli.main``),
-    as :func:`run_stem` returns it: no interpreter start-up and imports to pay again (``scoringrules``
-    alone compiles its numba kernels at import for several seconds). Keep :func:`run_stem` for what
-    needs a process of its own (killing it, torchrun, an exact entry-point check)."""
+    returned as a CompletedProcess: no interpreter start-up and imports to pay again. Tests that need a
+    process of their own (killing it, torchrun, the entry point) start one themselves."""
     import contextlib
     import io
 

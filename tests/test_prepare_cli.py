@@ -11,7 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HER2ST, run_stem, run_stem_here  # noqa: F401 - run_stem: others import it from here
+from conftest import HER2ST, run_stem_here
 
 from stem_st.data.context import ring_neighbours
 from stem_st.data.dataset import open_prepared
