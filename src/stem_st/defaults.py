@@ -10,3 +10,7 @@ SAMPLER_FORMS = "ddpm, ddpm:S, ddim:S, ddim:S:eta or dpm++:S"
 DEFAULT_SAMPLER = "dpm++:10"
 #: samples per spot that `stem predict` draws by default (the spread is calibrated with both)
 DEFAULT_NUM_SAMPLES = 20
+#: the training budget `stem train`, ``TrainSettings`` and both demo profiles ship: the best
+#: measured in benchmarks/results/sample_budget.md, where larger networks and longer runs drew
+#: worse samples (more steps memorise the training spots; the samples collapse)
+DEFAULT_BUDGET = {"preset": "tiny", "steps": 600, "batch_size": 32, "lr": 5e-4}

@@ -79,6 +79,7 @@ class Recipe:
     lr_schedule: str = "constant"
     cond_dropout: float = 0.0
     guidance: float = 0.0
+    cond_noise: float = 0.0
 
     def __post_init__(self):
         for name, allowed in (("target", TARGETS), ("prior", PRIORS), ("context", CONTEXTS),
@@ -94,6 +95,7 @@ class Recipe:
                 "gives no usable x̂₀)")
         require(0 <= self.cond_dropout < 1, "recipe: cond_dropout must be in [0, 1)")
         require(self.guidance >= 0, "recipe: guidance must be >= 0")
+        require(self.cond_noise >= 0, "recipe: cond_noise must be >= 0")
         require(not self.guidance or self.cond_dropout > 0,
                 "recipe: guidance needs a network trained with cond_dropout > 0")
         require(not self.correlated_noise or self.target == "zscore",

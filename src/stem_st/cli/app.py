@@ -9,6 +9,7 @@ import typer
 
 from ..atomic import require_separate
 from ..data.units import UNITS
+from ..defaults import DEFAULT_BUDGET
 from ..errors import require
 from .common import (
     DEVICE_HELP,
@@ -100,16 +101,24 @@ def train(
     out: Path = typer.Option(..., help="Run folder: config, checkpoints, loss.csv."),
     holdout: str = typer.Option("", help="Sections left out of training (default: the "
                                 "prepared dataset's holdout)."),
-    preset: str = typer.Option("small", help="paper (12x384, 6 heads) | small | tiny"),
+    preset: str = typer.Option(DEFAULT_BUDGET["preset"], help="paper (12x384, 6 heads) | small (4x128) | tiny "
+                               "(2x64); the default is the best measured (benchmarks/results/sample_budget.md)"),
     hidden: int | None = typer.Option(None, help="Override the preset's width."),
     depth: int | None = typer.Option(None, help="Override the preset's number of blocks."),
     heads: int | None = typer.Option(None, help="Override the preset's attention heads."),
     learn_sigma: bool = typer.Option(False, help="Also learn the variance (hybrid loss)."),
-    steps: int = typer.Option(2000, help="Optimizer steps (the paper trains ~200k)."),
-    batch_size: int = typer.Option(256, help="Global batch size."),
+    steps: int = typer.Option(DEFAULT_BUDGET["steps"], help="Optimizer steps (the paper trains ~200k; longer "
+                              "runs drew worse samples here, see the train guide)."),
+    batch_size: int = typer.Option(DEFAULT_BUDGET["batch_size"], help="Global batch size."),
     aug_ratio: int = typer.Option(4, help="Augmented views per original view (paper 1:4)."),
-    lr: float = typer.Option(1e-4, help="AdamW learning rate."),
+    lr: float = typer.Option(DEFAULT_BUDGET["lr"], help="AdamW learning rate."),
     ema_decay: float = typer.Option(0.9999, help="EMA decay (warmed up from 0)."),
+    weight_decay: float = typer.Option(0.0, help="AdamW weight decay."),
+    validation: str = typer.Option("auto", help="A training section kept out of the network's training: "
+                                   "its samples are scored every --val-every steps, the best state is kept "
+                                   "and the spread is calibrated on it. auto (the most typical section, with "
+                                   ">= 3 training sections) | none | a section id."),
+    val_every: int = typer.Option(0, help="Steps between validations (0: a tenth of --steps)."),
     seed: int = typer.Option(0, help="Random seed."),
     checkpoint_every: int = typer.Option(500, help="Steps between checkpoints."),
     target_layer: str | None = typer.Option(None, help="Train on this layer of the prepared "
@@ -129,6 +138,7 @@ def train(
     from .runs import train_run
 
     require_separate(out, [prep], [prep])
+    require(weight_decay >= 0 and val_every >= 0, "--weight-decay and --val-every must be >= 0")
     ds = open_prepared(prep)
     held = csv_list(holdout) or ds.holdout
     dev = resolve_device(device)
@@ -138,7 +148,8 @@ def train(
     settings = TrainSettings(prep=str(prep.resolve()), holdout=held, preset=preset, steps=steps,
                              batch_size=batch_size, aug_ratio=aug_ratio, lr=lr, ema_decay=ema_decay,
                              seed=seed, checkpoint_every=checkpoint_every, target_layer=target_layer,
-                             compile=compile, recipe=recipe_from(recipe, recipe_set))
+                             compile=compile, weight_decay=weight_decay, validation=validation,
+                             val_every=val_every, recipe=recipe_from(recipe, recipe_set))
     overrides = {"hidden": hidden, "depth": depth, "heads": heads}
     model, result = train_run(ds, out, settings, net_overrides=overrides, learn_sigma=learn_sigma, device=dev,
                               resume=resume, dist_info=dist_info)
@@ -147,6 +158,11 @@ def train(
         out_console.print(f"trained {out}: step {last['step']}, loss {float(first['loss']):.4f} "
                           f"(step {first['step']}) → {float(last['loss']):.4f}, "
                           f"{result.seconds:.1f} s; checkpoint {result.checkpoint}")
+        val = model.meta.get("validation")
+        if val:
+            out_console.print(f"kept the state of step {val['best_step']}: best validation score "
+                              f"{val['best_score']:.4f} on {val['section']} (2 = the prior plus independent "
+                              "noise; per step in loss.csv); `stem predict` uses it")
 
 
 @app.command()
@@ -211,10 +227,10 @@ def demo(
                                        "imaged section in turn (C2-C6, A1) and average the table."),
     views: int | None = typer.Option(None, help="Dihedral views (default CPU 2, GPU 8)."),
     aug_ratio: int | None = typer.Option(None, help="Augmented views per spot (CPU 1, GPU 4)."),
-    preset: str | None = typer.Option(None, help="Model preset (CPU small, GPU paper)."),
-    steps: int | None = typer.Option(None, help="Training steps (CPU 600, GPU 20000)."),
-    batch_size: int | None = typer.Option(None, help="Batch size (CPU 32, GPU 256)."),
-    lr: float | None = typer.Option(None, help="AdamW learning rate (CPU 5e-4, GPU 1e-4)."),
+    preset: str | None = typer.Option(None, help="Model preset (default: tiny, on CPU and GPU)."),
+    steps: int | None = typer.Option(None, help="Training steps (default: 600)."),
+    batch_size: int | None = typer.Option(None, help="Batch size (default: 32)."),
+    lr: float | None = typer.Option(None, help="AdamW learning rate (default: 5e-4)."),
     num_samples: int | None = typer.Option(None, help="Samples per spot (default 20)."),
     sampler: str | None = typer.Option(None, help="Sampler (default dpm++:10, as stem predict)."),
     recipe: str = typer.Option("default", help=RECIPE_HELP),

@@ -25,7 +25,8 @@ def predict(
                                 "mean | median | mode of the samples"),
     keep_samples: bool = typer.Option(False, help="Also write every sample (.samples.npy)."),
     seed: int = typer.Option(0, help="Sampling seed."),
-    checkpoint: Path | None = typer.Option(None, help="A specific checkpoint (default: latest)."),
+    checkpoint: Path | None = typer.Option(None, help="A specific checkpoint (default: the run's best "
+                                           "validated state, else its latest)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     compile: bool = typer.Option(False, help=COMPILE_HELP),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
@@ -75,7 +76,8 @@ def predict_slide_cmd(
     weights: str = typer.Option("", help="Encoder checkpoint(s), as given to stem prepare."),
     batch_size: int = typer.Option(64, help="Patches per encoder batch."),
     seed: int = typer.Option(0, help="Sampling seed."),
-    checkpoint: Path | None = typer.Option(None, help="A specific checkpoint (default: latest)."),
+    checkpoint: Path | None = typer.Option(None, help="A specific checkpoint (default: the run's best "
+                                           "validated state, else its latest)."),
     cache: Path | None = typer.Option(None, help="Embedding cache (resumes an interrupted slide)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     compile: bool = typer.Option(False, help=COMPILE_HELP),

@@ -17,7 +17,7 @@ from ..training.loop import LoopResult
 
 #: settings a resumed run must share with the run it continues
 RESUME_FIXED = ("prep", "holdout", "preset", "batch_size", "aug_ratio", "lr", "seed", "target_layer",
-                "recipe")
+                "recipe", "weight_decay", "validation", "val_every")
 
 
 def train_run(ds: PreparedDataset, out: str | Path, settings: TrainSettings, net_overrides: dict | None = None,

@@ -32,12 +32,12 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..errors import require
+from ..scoring import VARIOGRAM_P, crps, energy, variogram
+from ..scoring import check_ensemble as _check
 from .metrics import interval_coverage
 
 LEVELS = (0.5, 0.8, 0.95)
 PIT_BINS = 10
-VARIOGRAM_P = 0.5
-CRPS_ESTIMATOR = "fair"
 #: the scalar keys :func:`probabilistic_scores` returns (lower is better unless noted)
 KEYS = ("CRPS", "energy", "variogram", *(f"coverage{round(100 * lv)}" for lv in LEVELS),
         "corr_err_sample", "corr_err_point", "moran_err_sample", "moran_err_point", "spread_error_rho")
@@ -62,49 +62,6 @@ PROTOCOL = {
     "spread_error_rho": "Spearman ρ across spots between the predicted spread (mean sample sd) and the "
                         "absolute error (mean |point − truth|); > 0: the uncertainty follows the error",
 }
-
-
-def _check(truth: np.ndarray, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(truth, dtype=np.float64)
-    s = np.asarray(samples, dtype=np.float64)
-    require(y.ndim == 2 and s.ndim == 3 and s.shape[0] == y.shape[0] and s.shape[2] == y.shape[1],
-            f"samples {s.shape} do not match truth {y.shape} as (spots, samples, genes)")
-    require(s.shape[1] >= 2, "probabilistic scores need at least two samples per spot")
-    return y, s
-
-
-def _sr():
-    """scoringrules, imported on first use: it compiles numba kernels at import (seconds), which
-    a command that only refuses its input should not pay."""
-    import scoringrules
-
-    return scoringrules
-
-
-def _per_spot(fn, y: np.ndarray, s: np.ndarray, chunk: int) -> np.ndarray:
-    """``fn(truth, samples)`` over chunks of spots (the estimators hold (chunk, M, M, G) arrays)."""
-    return np.concatenate([np.asarray(fn(y[i:i + chunk], s[i:i + chunk])) for i in range(0, len(y), chunk)])
-
-
-def crps(truth: np.ndarray, samples: np.ndarray, chunk: int = 32) -> float:
-    """Mean fair-ensemble CRPS over spot × gene entries."""
-    y, s = _check(truth, samples)
-    return float(np.mean(_per_spot(lambda a, b: _sr().crps_ensemble(a, b, m_axis=1, estimator=CRPS_ESTIMATOR),
-                                   y, s, chunk)))
-
-
-def energy(truth: np.ndarray, samples: np.ndarray, chunk: int = 32) -> float:
-    """Mean fair energy score over spots (the panel as one vector per spot)."""
-    y, s = _check(truth, samples)
-    return float(np.mean(_per_spot(lambda a, b: _sr().es_ensemble(a, b, m_axis=1, v_axis=2, estimator="fair"),
-                                   y, s, chunk)))
-
-
-def variogram(truth: np.ndarray, samples: np.ndarray, p: float = VARIOGRAM_P, chunk: int = 32) -> float:
-    """Mean variogram score of order ``p`` over spots (plain estimator: compare methods at the
-    same number of samples)."""
-    y, s = _check(truth, samples)
-    return float(np.mean(_per_spot(lambda a, b: _sr().vs_ensemble(a, b, m_axis=1, v_axis=2, p=p), y, s, chunk)))
 
 
 def coverage(truth: np.ndarray, samples: np.ndarray, levels: tuple[float, ...] = LEVELS) -> dict[str, float]:

@@ -1,5 +1,6 @@
-"""Fitting a :class:`~stem_st.stem.StemModel`: training pairs, the loop, then the spread
-calibration on training spots. The network is :class:`~stem_st.models.StemDiT`; the maths is
+"""Fitting a :class:`~stem_st.stem.StemModel`: training pairs, the loop (watching its samples on
+a validation section, :mod:`stem_st.stem.validation`), then the best state and its spread
+calibration. The network is :class:`~stem_st.models.StemDiT`; the maths is
 :class:`~stem_st.diffusion.GaussianDiffusion`; the loop is :func:`~stem_st.training.loop.train_loop`.
 """
 
@@ -22,10 +23,18 @@ from ..models import StemDiT, StemDiTConfig
 from ..training.checkpoint import load_latest, save_checkpoint
 from ..training.data import TrainingData, build_training_data, pair_bytes
 from ..training.distributed import DistInfo
-from ..training.loop import KEEP_CHECKPOINTS, LoopConfig, LoopResult, checkpoint_bytes, train_loop
+from ..training.loop import BEST_DIR, KEEP_CHECKPOINTS, LoopConfig, LoopResult, checkpoint_bytes, train_loop
 from ..training.pairs import TrainingPairs, calibration_rows, fit_statistics
 from ..training.targets import spread_factor
 from .settings import PredictSettings, TrainSettings, network_config, training_geometry
+from .validation import (
+    ValidationSet,
+    choose_section,
+    draw_settings,
+    finish_validation,
+    score_network,
+    start_validation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,8 @@ def _fit(cls: type, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig,
          settings: TrainSettings, device: str, resume: bool, info: DistInfo, progress: bool,
          ) -> tuple[object, LoopResult]:
     recipe, sections = settings.recipe, data.sections
+    group = choose_section(data, settings.validation, settings.seed)
+    vs = None if group is None else start_validation(data, group, settings.seed)
     scaler, target, stats = fit_statistics(data, recipe, settings.seed)
     torch.manual_seed(settings.seed)
     model = cls(cfg, ds.genes, scaler, ds.manifest["encoders"], settings.diffusion_steps,
@@ -75,38 +86,84 @@ def _fit(cls: type, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig,
     pairs = TrainingPairs(data, scaler, target, dev)
     colour = target.noise_colour(dev)
     diffusion, n, g, batch = model.diffusion, len(data), len(ds.genes), settings.batch_size
+    # the validation section's pairs never reach the network
+    train_rows = None if vs is None else torch.from_numpy(np.flatnonzero(data.group != vs.group))
+    if vs is not None:
+        finish_validation(vs, pairs, target)
+        n = len(train_rows)
+        model.meta["validation"] = {"section": vs.section, "spots": len(vs.rows), "scored_spots": len(vs.scored),
+                                    "reference": vs.reference}
+        log.info("validation: section %s (%d spots) kept out of the network's training; its samples are "
+                 "scored every %d steps", vs.section, len(vs.rows), _val_every(settings))
 
     def loss_fn(net, data_gen, noise_gen, share):
         idx = torch.randint(n, (batch,), generator=data_gen)[share]
+        if train_rows is not None:
+            idx = train_rows[idx]
         t = torch.randint(diffusion.num_steps, (batch,), generator=noise_gen, device=dev)[share]
         noise = torch.randn((batch, g), generator=noise_gen, device=dev)[share]
         if colour is not None:
             noise = noise @ colour
         cond, z = pairs.batch(idx)
+        if recipe.cond_noise > 0:
+            cond = cond + recipe.cond_noise * torch.randn((batch, cond.shape[1]), generator=noise_gen,
+                                                          device=dev)[share]
         null = null_rows(batch, recipe.cond_dropout, data_gen)  # full batch: ranks stay in step
         cond = drop_condition(cond, None if null is None else null[share])
         terms = diffusion.training_loss(lambda xt, tt: net(xt, tt, cond), z, t, noise)
         return {k: v.mean() for k, v in terms.items()}
 
-    loop = LoopConfig(steps=settings.steps, lr=settings.lr, ema_decay=settings.ema_decay,
-                      seed=settings.seed, checkpoint_every=settings.checkpoint_every,
+    loop = LoopConfig(steps=settings.steps, lr=settings.lr, weight_decay=settings.weight_decay,
+                      ema_decay=settings.ema_decay, seed=settings.seed, checkpoint_every=settings.checkpoint_every,
                       device=device, progress=progress, lr_schedule=recipe.lr_schedule,
                       compile=dev.type == "cuda" if settings.compile is None else settings.compile)
-    result = train_loop(model.net, loss_fn, loop, run_dir, model.extra_state(),
-                        info, resume, global_batch=batch)
-    # predict with the EMA weights
-    ck, path = load_latest(run_dir)
-    model.net.load_state_dict(ck["ema"]["model"])
-    if recipe.calibrate_spread and info.main:  # on the training device: slow on a CPU for big presets
-        rows = calibration_rows(data.group, data.original, settings.seed)
-        calibrate_spread(model, *pairs.numpy(rows), data.group[rows],
-                         PredictSettings(seed=settings.seed, device=device))
-        # the factor travels with the final checkpoint
-        save_checkpoint({**ck, **model.extra_state()}, run_dir, int(ck["step"]))
-        log.info("sample spread calibrated: × %.3f (median over genes; %s)",
-                 float(np.median(model.target.spread)), path.name)
+    validate = None if vs is None else (
+        lambda net, ema_net: score_network(model, ema_net, vs, draw_settings(settings.seed, device)))
+    result = train_loop(model.net, loss_fn, loop, run_dir, model.extra_state(), info, resume,
+                        global_batch=batch, validate=validate, validate_every=_val_every(settings))
+    if vs is not None:
+        _select_best(model, vs, run_dir, settings, device, info)
+    else:  # predict with the last EMA weights, the spread calibrated on training spots
+        ck, path = load_latest(run_dir)
+        model.net.load_state_dict(ck["ema"]["model"])
+        if recipe.calibrate_spread and info.main:  # on the training device: slow on a CPU for big presets
+            rows = calibration_rows(data.group, data.original, settings.seed)
+            calibrate_spread(model, *pairs.numpy(rows), data.group[rows],
+                             PredictSettings(seed=settings.seed, device=device))
+            # the factor travels with the final checkpoint
+            save_checkpoint({**ck, **model.extra_state()}, run_dir, int(ck["step"]))
+            log.info("sample spread calibrated: × %.3f (median over genes; %s)",
+                     float(np.median(model.target.spread)), path.name)
     model.net.to("cpu")
     return model, result
+
+
+def _val_every(settings: TrainSettings) -> int:
+    """Steps between validations: the setting, or (0) a tenth of the run."""
+    return settings.val_every or max(1, settings.steps // 10)
+
+
+def _select_best(model, vs: ValidationSet, run_dir: Path, settings: TrainSettings, device: str,
+                 info: DistInfo) -> None:
+    """Load the best-scoring EMA state, calibrate its spread on the validation section and store
+    it in ``best/`` marked ``selected`` (what :meth:`StemModel.from_run` loads)."""
+    ck, _ = load_latest(run_dir / BEST_DIR)
+    model.net.load_state_dict(ck["ema"]["model"])
+    best = ck.get("best", {})
+    model.meta["validation"].update(best_step=int(best.get("step", ck["step"])),
+                                    best_score=float(best.get("score", float("nan"))))
+    if model.recipe.calibrate_spread and info.main:
+        calibrate_spread(model, vs.cond, vs.z, np.zeros(len(vs.z), dtype=int),
+                         PredictSettings(seed=settings.seed, device=device))
+        model.meta["spread_calibrated_on"] = vs.section
+        log.info("sample spread calibrated on %s: × %.3f (median over genes)", vs.section,
+                 float(np.median(model.target.spread)))
+    if info.main:
+        state = {**ck, **model.extra_state(), "selected": True}
+        save_checkpoint(state, run_dir / BEST_DIR, int(ck["step"]), keep=1)
+        val = model.meta["validation"]
+        log.info("kept the state of step %d (best validation score %.4f of %d steps)",
+                 val["best_step"], val["best_score"], settings.steps)
 
 
 def _write_config(model, run_dir: Path, settings: TrainSettings, resume: bool,

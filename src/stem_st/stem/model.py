@@ -23,7 +23,8 @@ from ..encoders.scaling import EmbeddingScaler
 from ..errors import StemError, require
 from ..models import StemDiT, StemDiTConfig
 from ..recipe import Recipe
-from ..training.checkpoint import load_checkpoint, load_latest
+from ..training.checkpoint import list_checkpoints, load_checkpoint, load_latest
+from ..training.loop import BEST_DIR
 from ..training.targets import TargetTransform
 from .adata import predict_anndata
 from .fit import fit_model
@@ -35,6 +36,16 @@ if TYPE_CHECKING:
     from ..training.loop import LoopResult
     from .settings import TrainSettings
 
+
+
+def _selected_or_latest(run_dir: Path) -> tuple[dict, Path]:
+    """The run's selected state (``best/``, marked ``selected`` when training finished), else its
+    newest checkpoint."""
+    if list_checkpoints(run_dir / BEST_DIR):
+        ck, path = load_latest(run_dir / BEST_DIR)
+        if ck.get("selected"):
+            return ck, path
+    return load_latest(run_dir)
 
 
 class StemModel:
@@ -92,12 +103,13 @@ class StemModel:
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str | Path | None = None,
                  use_ema: bool = True, allow_pickle: bool = False) -> StemModel:
-        """Load a training run's latest (or given) checkpoint, with EMA weights by default."""
+        """Load a training run's selected state (the best validation score's, in ``best/``, once
+        training has finished), else its latest checkpoint, or the given one; EMA weights by default."""
         if checkpoint:
             path = Path(checkpoint)
             ck = load_checkpoint(path, allow_pickle)
         else:
-            ck, path = load_latest(run_dir)
+            ck, path = _selected_or_latest(Path(run_dir))
         require(isinstance(ck, dict) and {"net_config", "ema", "step"} <= set(ck),
                 f"{path} is not a Stem checkpoint (a checkpoint of another model?)")
         m = cls._from_state(ck, ck["ema"]["model"] if use_ema else ck["model"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..data.dataset import PreparedDataset
-from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
+from ..defaults import DEFAULT_BUDGET, DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
 from ..errors import require
 from ..models import PRESETS, StemDiTConfig
 from ..recipe import RECIPES, Recipe
@@ -21,11 +21,11 @@ class TrainSettings:
 
     prep: str
     holdout: list[str] = field(default_factory=list)
-    preset: str = "small"
-    steps: int = 2000
-    batch_size: int = 256
+    preset: str = DEFAULT_BUDGET["preset"]
+    steps: int = DEFAULT_BUDGET["steps"]
+    batch_size: int = DEFAULT_BUDGET["batch_size"]
     aug_ratio: int = 4
-    lr: float = 1e-4
+    lr: float = DEFAULT_BUDGET["lr"]
     ema_decay: float = 0.9999
     seed: int = 0
     checkpoint_every: int = 500
@@ -33,6 +33,11 @@ class TrainSettings:
     schedule: str = "linear"
     target_layer: str | None = None
     compile: bool | None = None  # torch.compile for training (None: on CUDA; how it runs, not what it learns)
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    # a training section kept out of the network's training to score its samples and calibrate their
+    # spread: auto (the most typical one, with >= 3 training sections), none, or a section id
+    validation: str = "auto"
+    val_every: int = 0  # steps between validations (0: a tenth of the run)
     recipe: Recipe = field(default_factory=lambda: RECIPES["default"])
 
 

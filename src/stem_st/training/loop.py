@@ -27,13 +27,16 @@ from .ema import EMA
 
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 3  # newest checkpoints kept per run (older ones are deleted)
-LOSS_COLUMNS = ["step", "loss", "mse", "vb", "ema_decay", "lr", "seconds", "val"]
+#: ``val`` is the score the best state is chosen by; ``val_*`` are what a validation also reports
+VAL_COLUMNS = ["val_energy", "val_variogram", "val_crps", "val_coverage80", "val_spread"]
+LOSS_COLUMNS = ["step", "loss", "mse", "vb", "ema_decay", "lr", "seconds", "val", *VAL_COLUMNS]
 BEST_DIR = "best"
 
 #: loss_fn(model, batch_index_generator, noise_generator, rank_slice) → dict of scalar losses
 LossFn = Callable[[nn.Module, torch.Generator, torch.Generator, slice], dict[str, torch.Tensor]]
-#: validate(model, ema_model) → a score to minimise (e.g. validation masked MSE)
-ValidateFn = Callable[[nn.Module, nn.Module], float]
+#: validate(model, ema_model) → a score to minimise (e.g. validation masked MSE), or a dict with
+#: that score under ``val`` and other figures under names from VAL_COLUMNS
+ValidateFn = Callable[[nn.Module, nn.Module], "float | dict[str, float]"]
 
 
 @dataclass
@@ -100,7 +103,7 @@ def _read_loss_log(path: Path, upto: int) -> list[dict]:
 def _write_loss_log(path: Path, rows: list[dict]) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=LOSS_COLUMNS)
+        w = csv.DictWriter(fh, fieldnames=LOSS_COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)
@@ -175,12 +178,18 @@ def train_loop(
     def run_validation() -> None:
         model.eval()
         with torch.no_grad():
-            score = float(validate(model, ema.model))
+            out = validate(model, ema.model)
         model.train()
+        vals = {k: float(v) for k, v in (out.items() if isinstance(out, dict) else {"val": out}.items())}
+        score = vals["val"]
         if rows and int(rows[-1]["step"]) == step:
-            rows[-1]["val"] = score
+            rows[-1].update(vals)
         else:
-            rows.append({"step": step, "val": score})
+            rows.append({"step": step, **vals})
+        log.info("step %d: validation %s%s", step, ", ".join(f"{k.removeprefix('val_')} {v:.4g}"
+                                                               for k, v in vals.items() if k != "val"
+                                                               ) or f"{score:.4g}",
+                 " (best so far)" if score < best["score"] else "")
         if score < best["score"]:
             best.update(score=score, step=step)
             save_checkpoint(state(), run_dir / BEST_DIR, step, keep=1)

@@ -1,0 +1,90 @@
+"""Training that watches its samples: a validation section, its proper scores in loss.csv, the
+best state kept and used, the spread calibrated on it (stem_st.stem.validation)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from synthetic import write_synthetic
+
+from stem_st.data.dataset import open_prepared
+from stem_st.errors import StemError
+from stem_st.recipe import get_recipe
+from stem_st.stem import StemModel, TrainSettings
+from stem_st.training.checkpoint import load_latest
+from stem_st.training.loop import VAL_COLUMNS
+
+
+def _settings(ds, **kw) -> TrainSettings:
+    base = dict(prep=str(ds.root), holdout=["TB"], preset="tiny", steps=30, batch_size=32, aug_ratio=1, lr=2e-3,
+                checkpoint_every=1000, val_every=10, recipe=get_recipe("default"))
+    return TrainSettings(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("validated")
+    ds = open_prepared(write_synthetic(tmp / "prep", n=120))
+    model, result = StemModel.fit(ds, tmp / "run", _settings(ds), progress=False)
+    return ds, model, result, tmp / "run"
+
+
+def test_a_validated_run_records_the_scores_of_its_samples(validated):
+    _, model, _, run = validated
+    with open(run / "loss.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["val"]]
+    assert [int(r["step"]) for r in rows] == [10, 20, 30]
+    for r in rows:
+        figures = [float(r[k]) for k in ("val", *VAL_COLUMNS) if r.get(k)]
+        assert len(figures) == 1 + len([k for k in VAL_COLUMNS if k != "val_coverage80"])
+        assert all(math.isfinite(v) and v > 0 for v in figures)
+    # the atypical section (B: another condition) is never the validation section
+    assert model.meta["validation"]["section"] in ("A", "TA")
+    ref = model.meta["validation"]["reference"]
+    # the score is the energy and variogram scores relative to the reference forecast's
+    for r in rows:
+        expect = float(r["val_energy"]) / ref["energy"] + float(r["val_variogram"]) / ref["variogram"]
+        assert float(r["val"]) == pytest.approx(expect, rel=1e-6)
+
+
+def test_the_best_state_is_kept_calibrated_on_the_validation_section_and_predicted_with(validated):
+    _, model, _, run = validated
+    with open(run / "loss.csv") as fh:
+        vals = {int(r["step"]): float(r["val"]) for r in csv.DictReader(fh) if r["val"]}
+    best = min(vals, key=vals.get)
+    assert model.meta["validation"]["best_step"] == best
+    ck, _ = load_latest(run / "best")
+    assert ck["selected"] and int(ck["step"]) == best
+    assert model.meta["spread_calibrated_on"] == model.meta["validation"]["section"]
+    loaded = StemModel.from_run(run)
+    assert loaded.meta["step"] == best
+    for name, w in loaded.net.state_dict().items():
+        torch.testing.assert_close(w, ck["ema"]["model"][name])
+    np.testing.assert_allclose(loaded.target.spread, model.target.spread)
+    if best != 30:  # the last checkpoint holds other weights
+        last, _ = load_latest(run)
+        assert any(not torch.equal(last["ema"]["model"][k], v) for k, v in ck["ema"]["model"].items())
+
+
+def test_without_validation_the_last_state_is_kept(tmp_path):
+    ds = open_prepared(write_synthetic(tmp_path / "prep", n=60))
+    model, result = StemModel.fit(ds, tmp_path / "run", _settings(ds, validation="none", steps=10,
+                                  recipe=get_recipe("default", "calibrate_spread=false")), progress=False)
+    assert "validation" not in model.meta and not (tmp_path / "run" / "best").exists()
+    assert all(not r.get("val") for r in result.losses)
+
+
+def test_an_unknown_validation_section_is_refused(tmp_path):
+    ds = open_prepared(write_synthetic(tmp_path / "prep", n=40))
+    with pytest.raises(StemError, match="not a training section"):
+        StemModel.fit(ds, tmp_path / "run", _settings(ds, validation="TB"), progress=False)
+
+
+def test_condition_noise_is_a_recipe_option_and_must_be_non_negative():
+    assert get_recipe("default", "cond_noise=1").cond_noise == 1.0
+    with pytest.raises(StemError, match="cond_noise"):
+        get_recipe("default", "cond_noise=-1")
