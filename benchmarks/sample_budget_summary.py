@@ -12,6 +12,10 @@ from report import write_results
 
 SECTIONS = ["C2", "C3", "C4", "C5", "C6", "A1"]
 REFERENCE = "before @ tiny 600×32"
+#: what each job's ``device`` was in the committed runs (the jobs record the device kind only)
+MACHINES = {"cpu": "cpu = the x86_64 2-core CPU box, torch 2.13 (1 thread per job, 2 jobs at once)",
+            "cuda": "cuda = one NVIDIA H200 lent for the session, torch 2.11, bf16 autocast, eager "
+                    "(3 jobs sharing the card; 15 at once made each job 4x slower)"}
 BASELINES = ("knn+ctx", "knn+ctx2", "knn", "ridge+ctx2+mvn", "ridge+ctx2+gauss")
 COLS = ("PCC-50", "MSE", "CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95",
         "corr_err_sample", "moran_err_sample")
@@ -100,6 +104,10 @@ def committed_reference(path: Path) -> dict[str, dict]:
             for f in SECTIONS if "stem:default" in folds.get(f, {})}
 
 
+def _num(v, digits: int) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
 def summarise(folders: list[Path], results_dir: Path) -> None:
     results = load(folders)
     base = baselines(results_dir / "accuracy_loo.json")
@@ -113,8 +121,12 @@ def summarise(folders: list[Path], results_dir: Path) -> None:
     vs_ref = {c: paired(results[c], results[REFERENCE])
               for c in configs if REFERENCE in results and c != REFERENCE}
     vs_base = {c: {b: paired(results[c], base[b]) for b in base} for c in configs}
-    extra = {c: {"train_seconds": float(np.nanmean([r["train_seconds"] for r in results[c].values()])),
-                 "spread": float(np.nanmean([r["spread"] or np.nan for r in results[c].values()])),
+    def fmean(vals):
+        vals = [v for v in vals if v is not None and np.isfinite(v)]
+        return float(np.mean(vals)) if vals else None
+
+    extra = {c: {"train_seconds": fmean([r["train_seconds"] for r in results[c].values()]),
+                 "spread": fmean([r["spread"] for r in results[c].values()]),
                  "best_step": [r["validation"]["best_step"] for r in results[c].values() if r.get("validation")],
                  "device": sorted({r["device"] for r in results[c].values()})} for c in configs}
     data = {"meta": {"devices": machines, "reference": REFERENCE}, "summary": summary, "vs_reference": vs_ref,
@@ -132,7 +144,9 @@ def summarise(folders: list[Path], results_dir: Path) -> None:
              "`validated`: one training section kept out of the network's training, its samples scored "
              "every tenth of the run, the best state kept, the spread calibrated on it; the others add "
              "one lever to `validated`. Baseline rows: the committed CPU rows of `accuracy_loo.json`.", "",
-             "Machines: " + ", ".join(machines) + " (per row in the JSON).", "",
+             "Machines: " + "; ".join(MACHINES.get(m, m) for m in machines) + " (per row and fold in the JSON). "
+             "The reference row is the committed `stem:default` of `accuracy_loo.json` (the same budget, recipe "
+             "and code path, 2 threads), unless this benchmark reran it.", "",
              "## Mean ± sd over folds", "",
              "| regime @ budget | folds | " + " | ".join(COLS) + " | spread | best step | train s |",
              "|---" * (len(COLS) + 5) + "|"]
@@ -142,9 +156,8 @@ def summarise(folders: list[Path], results_dir: Path) -> None:
                  f"{s[k]['mean']:.0f} ± {s[k]['sd']:.0f}" for k in COLS]
         e = extra.get(c, {})
         best = e.get("best_step") or []
-        lines.append(f"| {c} | {s['CRPS']['folds']} | " + " | ".join(cells) +
-                     f" | {e.get('spread', float('nan')):.2f} | {', '.join(map(str, best)) or '–'} | "
-                     f"{e.get('train_seconds', float('nan')):.0f} |")
+        lines.append(f"| {c} | {s['CRPS']['folds']} | " + " | ".join(cells) + f" | {_num(e.get('spread'), 2)} | "
+                     f"{', '.join(map(str, best)) or '–'} | {_num(e.get('train_seconds'), 0)} |")
     lines += ["", f"## Paired against `{REFERENCE}` (the CPU demo's training), per fold", "",
               "Differences row − reference (lower is better for all); `better` counts the folds where the row "
               "wins.",
