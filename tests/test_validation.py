@@ -40,7 +40,7 @@ def test_a_validated_run_records_the_scores_of_its_samples(validated):
     assert [int(r["step"]) for r in rows] == [10, 20, 30]
     for r in rows:
         figures = [float(r[k]) for k in ("val", *VAL_COLUMNS) if r.get(k)]
-        assert len(figures) == 1 + len([k for k in VAL_COLUMNS if k != "val_coverage80"])
+        assert len(figures) == 1 + len(VAL_COLUMNS)
         assert all(math.isfinite(v) and v > 0 for v in figures)
     # the atypical section (B: another condition) is never the validation section
     assert model.meta["validation"]["section"] in ("A", "TA")

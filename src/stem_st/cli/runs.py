@@ -36,6 +36,9 @@ def train_run(ds: PreparedDataset, out: str | Path, settings: TrainSettings, net
         require(cfg_path.is_file(), f"{out} is not a training run; nothing to resume")
         saved = read_json(cfg_path, "training run")["train"]
         saved.setdefault("recipe", Recipe().to_dict())  # runs from before recipes: the paper's
+        # runs from before validation sections trained on every section (resume with --validation none)
+        for key, before in (("validation", "none"), ("val_every", 0), ("weight_decay", 0.0)):
+            saved.setdefault(key, before)
         now = json.loads(json.dumps(asdict(settings)))
         changed = {k for k in RESUME_FIXED if saved.get(k) != now.get(k)}
         require(not changed, f"--resume with different settings: {', '.join(sorted(changed))}")

@@ -28,7 +28,7 @@ from .ema import EMA
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 3  # newest checkpoints kept per run (older ones are deleted)
 #: ``val`` is the score the best state is chosen by; ``val_*`` are what a validation also reports
-VAL_COLUMNS = ["val_energy", "val_variogram", "val_crps", "val_coverage80", "val_spread"]
+VAL_COLUMNS = ["val_energy", "val_variogram", "val_crps", "val_spread"]
 LOSS_COLUMNS = ["step", "loss", "mse", "vb", "ema_decay", "lr", "seconds", "val", *VAL_COLUMNS]
 BEST_DIR = "best"
 
