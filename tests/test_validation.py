@@ -88,3 +88,13 @@ def test_condition_noise_is_a_recipe_option_and_must_be_non_negative():
     assert get_recipe("default", "cond_noise=1").cond_noise == 1.0
     with pytest.raises(StemError, match="cond_noise"):
         get_recipe("default", "cond_noise=-1")
+
+
+def test_an_unknown_validation_section_is_refused_by_stem_train_before_the_run_folder_exists(tmp_path):
+    from conftest import run_stem_here
+
+    prep = write_synthetic(tmp_path / "prep", n=40)
+    res = run_stem_here("train", prep, "--out", tmp_path / "run", "--holdout", "TB", "--validation", "TB",
+                        "--device", "cpu", check=False)
+    assert res.returncode == 2 and "--validation TB is not a training section" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()

@@ -28,6 +28,10 @@ def train_run(ds: PreparedDataset, out: str | Path, settings: TrainSettings, net
     info = dist_info or DistInfo()
     unknown = set(settings.holdout) - set(ds.sections)
     require(not unknown, f"holdout sections {sorted(unknown)} are not in {ds.root}")
+    training = [s for s in ds.sections if s not in settings.holdout]
+    require(settings.validation in ("auto", "none", *training),
+            f"--validation {settings.validation} is not a training section ({', '.join(training)}); "
+            "give one of them, auto or none")  # checked before the run folder is made
     require(settings.steps > 0 and settings.batch_size > 0 and settings.aug_ratio >= 0
             and settings.checkpoint_every > 0, "--steps, --batch-size and --checkpoint-every must be "
             "positive, --aug-ratio >= 0")
