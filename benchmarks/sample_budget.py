@@ -56,6 +56,10 @@ REGIMES = {
     "validated + cond noise 0.5": ({"validation": "auto"}, "cond_noise=0.5"),
     "validated + weight decay 0.1": ({"validation": "auto", "weight_decay": 0.1}, ""),
     "validated + cond dropout 0.2": ({"validation": "auto"}, "cond_dropout=0.2"),
+    # validations every 1/40 of the run instead of every tenth: early stopping with a finer grid
+    "validated every 1/40": ({"validation": "auto", "val_fraction": 40}, ""),
+    "validated + neighbour targets 16": ({"validation": "auto"}, "neighbour_targets=16"),
+    "validated + neighbour targets 64": ({"validation": "auto"}, "neighbour_targets=64"),
 }
 TINY = ("tiny 600×32", "tiny 2400×32", "tiny 600×256", "tiny 4800×32")
 #: named job lists, most important first (a run with a deadline stops launching in this order)
@@ -65,6 +69,12 @@ PLANS = {
             *(f"{r} @ small 2000×256" for r in list(REGIMES)[4:]),
             *(f"{r} @ {b}" for r in list(REGIMES)[2:] for b in TINY),
             *(f"{r} @ paper 2000×256" for r in ("validated", "before"))],
+    # the second GPU session: the levers not yet measured on six folds, then the missing budgets
+    "gpu2": ["validated + neighbour targets 16 @ small 2000×256", "validated every 1/40 @ small 2000×256",
+             "validated + cond noise 2 @ small 2000×256", "validated @ tiny 600×256",
+             "validated + neighbour targets 16 @ tiny 600×32", "validated @ tiny 4800×32",
+             "validated + neighbour targets 64 @ small 2000×256", "validated + weight decay 0.1 @ small 2000×256",
+             "validated + cond noise 4 @ small 2000×256", "validated + cond dropout 0.2 @ small 2000×256"],
 }
 KEYS = ("PCC-50", "MSE", "CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95",
         "corr_err_sample", "moran_err_sample", "spread_error_rho")
@@ -90,7 +100,7 @@ def config_names(spec: str) -> list[str]:
 
 
 def job_file(work: Path, config: str, fold: str) -> Path:
-    safe = config.replace(" ", "_").replace("×", "x").replace("@", "at").replace("+", "plus")
+    safe = config.replace(" ", "_").replace("×", "x").replace("@", "at").replace("+", "plus").replace("/", "of")
     return work / "jobs" / f"{safe}__{fold}.json"
 
 
@@ -116,6 +126,9 @@ def run_job(preps: str, work: str, config: str, fold: str, device: str, max_step
     over, recipe_over = REGIMES[regime]
     preset, steps, batch, lr = BUDGETS[budget]
     steps = min(steps, max_steps) if max_steps else steps  # a smoke run
+    over = dict(over)
+    if "val_fraction" in over:
+        over["val_every"] = max(1, steps // over.pop("val_fraction"))
     ds = open_prepared(Path(preps) / f"prep_{fold}")
     settings = TrainSettings(prep=str(ds.root), holdout=[fold], preset=preset, steps=steps, batch_size=batch,
                              aug_ratio=1, lr=lr, seed=0, checkpoint_every=10 ** 9, compile=False,

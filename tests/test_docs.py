@@ -44,6 +44,8 @@ def test_the_built_tutorial_shows_its_outputs(docs_site):
     html, tutorial, _ = docs_site
     page = (html / "tutorials" / "her2st.html").read_text()
     assert page.count("<img") >= 1 and "final training loss" in page
+    # no cell output shows a Python warning (rich's progress bars wanted ipywidgets in a notebook)
+    assert not re.search(r"\w*Warning\b", page), re.search(r".{80}\w*Warning\b.{120}", page, re.S)
     assert (tutorial / "summary.json").is_file()
 
 

@@ -4,6 +4,7 @@ headless Chromium)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -132,7 +133,15 @@ def test_evaluate_writes_metrics_that_match_a_direct_computation(prep, report):
     lo, hi = np.quantile(report["samples"], [0.1, 0.9], axis=1)
     assert rows["stem"]["coverage80"] == pytest.approx(((y >= lo) & (y <= hi)).mean(), abs=1e-5)
     assert rows["mean"]["genes_zero_variance"] == len(GENES) and rows["mean"]["genes_scored"] == 0
-    assert np.isnan(rows["ridge"]["coverage80"]) and 0 <= rows["knn"]["coverage80"] <= 1
+    # undefined figures are null (strict JSON), never NaN: no intervals for a point prediction,
+    # no correlation for a prediction constant per gene
+    assert rows["ridge"].get("coverage80") is None and 0 <= rows["knn"]["coverage80"] <= 1
+    assert rows["mean"]["PCC-10"] is None and rows["mean"]["PCC-all"] is None
+    assert "NaN" not in (report["out"] / "metrics.json").read_text()
+    assert not re.search(r"\bnan\b", (report["out"] / "metrics.csv").read_text(), re.I)
+    # the console table shows "–" where a figure is undefined, and says why under the table
+    assert not re.search(r"\bnan\b", report["stdout"], re.I) and "–" in report["stdout"]
+    assert "undefined for that method" in " ".join(report["stdout"].split())
     # the probabilistic scores: the same functions on the same samples; sampled baselines draw
     # as many profiles per spot as the prediction file holds (9)
     graph = graph_matrices(np.asarray(open_prepared(prep).section("T").obsm["spatial"]), 1.5)[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 
 import numpy as np
 import pytest
@@ -98,3 +99,40 @@ def test_an_unknown_validation_section_is_refused_by_stem_train_before_the_run_f
                         "--device", "cpu", check=False)
     assert res.returncode == 2 and "--validation TB is not a training section" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()
+
+
+def test_neighbour_targets_come_from_look_alike_training_pairs_only():
+    from types import SimpleNamespace
+
+    from stem_st.training.pairs import neighbour_table
+
+    rng = np.random.default_rng(0)
+    # two far-apart clusters of conditions; rows 0-9 are the validation section's (not in ``rows``)
+    inputs = np.concatenate([rng.normal(0, 1, (30, 8)), rng.normal(50, 1, (30, 8))]).astype(np.float32)
+    store = SimpleNamespace(rows=lambda idx: inputs[np.asarray(idx)])
+    data = type("Data", (), {"inputs": store, "__len__": lambda self: len(inputs)})()
+    pairs = SimpleNamespace(data=data, scaler=SimpleNamespace(transform=lambda a: a))
+    rows = np.arange(10, 60)
+    table = neighbour_table(pairs, rows, k=5, seed=0).numpy()
+    assert table.shape == (60, 5)
+    assert (table[:10] == np.arange(10)[:, None]).all()  # outside ``rows``: itself only
+    assert np.isin(table[10:], rows).all()  # never a validation pair
+    assert all(i in table[i] for i in rows)  # itself included
+    assert ((table[10:30] < 30).all() and (table[30:] >= 30).all())  # the same cluster
+    assert get_recipe("default", "neighbour_targets=16").neighbour_targets == 16
+    with pytest.raises(StemError, match="neighbour_targets"):
+        get_recipe("default", "neighbour_targets=1")
+
+
+def test_stem_train_shows_progress_through_validation_and_the_spread_calibration(tmp_path):
+    from conftest import run_stem_here
+
+    prep = write_synthetic(tmp_path / "prep", n=40)
+    res = run_stem_here("train", prep, "--out", tmp_path / "run", "--holdout", "TB", "--preset", "tiny",
+                        "--steps", "4", "--batch-size", "8", "--val-every", "2", "--device", "cpu")
+    out = " ".join(res.stdout.split())
+    assert "train" in out and "4/4" in out
+    # the calibration after the last step is a phase of its own, with its size and a bar
+    spots = StemModel.from_run(tmp_path / "run").meta["validation"]["spots"]
+    done = spots * 21  # 20 samples and the point each
+    assert re.search(rf"calibrate the spread \({spots} spots × 20 samples\) \S+ {done}/{done}", out), out

@@ -10,7 +10,6 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__
 from .atomic import atomic_path, require_free_space
@@ -28,6 +27,7 @@ from .encoders.embed import embed_section
 from .encoders.precomputed import is_precomputed, load_precomputed
 from .encoders.registry import build_encoder
 from .errors import require
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,6 @@ class PrepareConfig:
     embedding_dtype: str = "float32"  # or float16: how the per-section .npy stores embeddings
     reader: ReaderOptions = field(default_factory=ReaderOptions)
     completed: str | None = None  # folder of <section>_completed.h5ad (stem complete apply)
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), transient=False)
 
 
 def prepare(cfg: PrepareConfig, adatas: dict[str, ad.AnnData] | None = None) -> list[dict]:
@@ -97,7 +92,7 @@ def prepare(cfg: PrepareConfig, adatas: dict[str, ad.AnnData] | None = None) -> 
     if cfg.cache_dir:
         require_free_space(cfg.cache_dir, emb_bytes, "the embedding cache")
     rows, parts = [], []
-    with atomic_path(out, overwrite=cfg.overwrite) as tmp, _progress() as progress:
+    with atomic_path(out, overwrite=cfg.overwrite) as tmp, progress_bar() as progress:
         for sid in cfg.sections:
             ts = time.perf_counter()
             adata = adatas[sid]

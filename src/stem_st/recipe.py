@@ -61,6 +61,11 @@ class Recipe:
       condition (the training mean embedding), so the network also learns the unconditional
       prediction; ``guidance`` s then samples with classifier-free guidance, out_c + s (out_c −
       out_u) at every network call (samples and posterior mean alike); 0 = unguided.
+    - ``cond_noise``: Gaussian noise of this sd added to the standardised training condition.
+    - ``neighbour_targets`` k: each training pair's target is the residual of one of its k
+      nearest training pairs (PCA-32 of the standardised condition, itself included), drawn
+      afresh at every step, so the network learns the spread of the residuals of spots that
+      look alike instead of one residual per condition, which it memorises; 0 = its own.
     """
 
     target: str = "log2"
@@ -80,6 +85,7 @@ class Recipe:
     cond_dropout: float = 0.0
     guidance: float = 0.0
     cond_noise: float = 0.0
+    neighbour_targets: int = 0
 
     def __post_init__(self):
         for name, allowed in (("target", TARGETS), ("prior", PRIORS), ("context", CONTEXTS),
@@ -96,6 +102,8 @@ class Recipe:
         require(0 <= self.cond_dropout < 1, "recipe: cond_dropout must be in [0, 1)")
         require(self.guidance >= 0, "recipe: guidance must be >= 0")
         require(self.cond_noise >= 0, "recipe: cond_noise must be >= 0")
+        require(self.neighbour_targets == 0 or self.neighbour_targets >= 2,
+                "recipe: neighbour_targets must be 0 (off) or at least 2")
         require(not self.guidance or self.cond_dropout > 0,
                 "recipe: guidance needs a network trained with cond_dropout > 0")
         require(not self.correlated_noise or self.target == "zscore",

@@ -154,7 +154,8 @@ def train(
     model, result = train_run(ds, out, settings, net_overrides=overrides, learn_sigma=learn_sigma, device=dev,
                               resume=resume, dist_info=dist_info)
     if dist_info.main:
-        first, last = result.losses[0], result.losses[-1]
+        logged = [r for r in result.losses if r.get("loss") not in (None, "")]  # not validation-only rows
+        first, last = logged[0], logged[-1]
         out_console.print(f"trained {out}: step {last['step']}, loss {float(first['loss']):.4f} "
                           f"(step {first['step']}) → {float(last['loss']):.4f}, "
                           f"{result.seconds:.1f} s; checkpoint {result.checkpoint}")

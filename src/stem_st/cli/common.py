@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
 from rich.console import Console
@@ -12,7 +13,8 @@ from rich.table import Table
 from ..defaults import DEFAULT_SAMPLER
 from ..errors import require
 
-console = Console(stderr=True)
+# a log file or a pipe gets long lines rather than an 80-column wrap
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 out_console = Console(width=None if sys.stdout.isatty() else 150)
 
 DEVICE_HELP = "auto | cpu | cuda[:N]"
@@ -61,10 +63,10 @@ def recipe_from(name: str, overrides: str):
     return get_recipe(name, overrides)
 
 
-def print_table(rows: list[dict], title: str) -> None:
+def print_table(rows: list[dict], title: str, caption: str | None = None) -> None:
     if not rows:
         return
-    table = Table(title=title)
+    table = Table(title=title, caption=caption)
     for key in rows[0]:
         table.add_column(key, justify="right" if isinstance(rows[0][key], (int, float)) else "left")
     for r in rows:
@@ -75,7 +77,19 @@ def print_table(rows: list[dict], title: str) -> None:
 def print_metric_table(rows: list[dict], title: str) -> None:
     cols = ("method", "PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "CRPS", "energy", "coverage50",
             "coverage80", "coverage95", "ARI", "NMI")
-    print_table([{c: (round(r[c], 3) if isinstance(r.get(c), float) else r.get(c, "")) for c in cols}
-                  for r in rows], title)
+    cols = tuple(c for c in cols if any(c in r for r in rows))
+    cells = [{c: _cell(r.get(c)) for c in cols} for r in rows]
+    print_table(cells, title, UNDEFINED if any(v == "–" for r in cells for v in r.values()) else None)
+
+
+#: the caption under a metric table with "–" cells
+UNDEFINED = ("–: undefined for that method (a prediction constant per gene has no correlation; a point "
+             "prediction draws no samples, so no coverage or proper score)")
+
+
+def _cell(v) -> str | int:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return round(v, 3) if isinstance(v, float) else v
 
 

@@ -22,6 +22,7 @@ from ..data.units import UNITS, log2_expression
 from ..defaults import DEFAULT_NUM_SAMPLES
 from ..errors import StemError, require
 from ..prediction.output import SAMPLES_SUFFIX
+from ..progress import phase
 from ..stem.summarise import SUMMARIES, summarise
 from ..viewer import build_view
 from .baselines import BASELINES, make_baseline
@@ -116,9 +117,36 @@ def default_marker_genes(genes: list[str], r: np.ndarray, top: int = 4) -> list[
     return order + [g for g in HER2ST_MARKERS if g in genes and g not in order]
 
 
+def _score_methods(methods: list, truth: np.ndarray, graph, labels, seed: int, advance
+                   ) -> tuple[list[dict], dict, list[dict], dict]:
+    """The metric rows, per-gene correlations, sample statistics (paper Table 7) and PIT
+    histograms of every method."""
+    rows, correlations, sample_stats, pits = [], {}, [], {}
+    for m in methods:
+        row = {"method": m.name, **score(truth, m.mean, m.samples)}
+        if m.samples is not None:
+            row["num_samples"] = int(m.samples.shape[1])
+            if m.samples.shape[1] > 1:
+                prob = probabilistic_scores(truth, m.mean, m.samples, graph, seed)
+                pits[m.name] = prob.pop("PIT")
+                row.update(prob)
+        if labels is not None:
+            row.update({k: v for k, v in label_agreement(m.mean, labels, seed).items()
+                        if k in ("ARI", "NMI", "clusters")})
+        rows.append(row)
+        correlations[m.name] = pearson_per_gene(truth, m.mean)
+        if m.samples is not None and m.info.get("sampler"):  # diffusion samples: Table 7
+            for how in SUMMARIES:
+                s = score(truth, summarise(m.samples, how))
+                sample_stats.append({"method": m.name, "statistic": how,
+                                     **{k: s[k] for k in ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD")}})
+        advance(1)
+    return rows, correlations, sample_stats, pits
+
+
 def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], baselines: list[str],
              out: str | Path, train_sections: list[str] | None = None, genes: list[str] | None = None,
-             overwrite: bool = False, seed: int = 0, unit: str = "log2") -> dict:
+             overwrite: bool = False, seed: int = 0, unit: str = "log2", progress: bool = True) -> dict:
     """Score every prediction file and baseline on ``section`` in ``unit`` (``log2`` or the
     depth-normalised ``cp10k``, see :func:`~stem_st.evaluation.metrics.in_unit`); write the
     report folder."""
@@ -145,15 +173,17 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
     emb = ds.embeddings(section)[:, 0]
     # sampled baselines draw as many profiles per spot as the predictions have
     draws = next((m.samples.shape[1] for m in methods if m.samples is not None), DEFAULT_NUM_SAMPLES)
-    for name in baselines:
-        tb = time.perf_counter()
-        model = make_baseline(name, max(2, draws), seed).fit(ds, trained_on)
-        mean, std, samples = model.predict(emb, np.asarray(truth_ad.obsm["spatial"]))
-        info = {"seconds": round(time.perf_counter() - tb, 2)}
-        if name == "ridge":
-            info["alpha"] = model.alpha
-        methods.append(MethodResult(name, mean, std, samples, info))
-        log.info("baseline %s: %.1f s", name, info["seconds"])
+    with phase(f"{section}: fit the baselines", len(baselines), progress and len(baselines) > 0) as advance:
+        for name in baselines:
+            tb = time.perf_counter()
+            model = make_baseline(name, max(2, draws), seed).fit(ds, trained_on)
+            mean, std, samples = model.predict(emb, np.asarray(truth_ad.obsm["spatial"]))
+            info = {"seconds": round(time.perf_counter() - tb, 2)}
+            if name == "ridge":
+                info["alpha"] = model.alpha
+            methods.append(MethodResult(name, mean, std, samples, info))
+            log.info("baseline %s: %.1f s", name, info["seconds"])
+            advance(1)
 
     if unit != "log2":
         truth = in_unit(truth, unit)
@@ -162,25 +192,8 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
             m.samples = None if m.samples is None else in_unit(m.samples, unit)
     labels = truth_ad.obs["label"].to_numpy() if "label" in truth_ad.obs else None
     graph = graph_matrices(np.asarray(truth_ad.obsm["spatial"]), RADII["ring1"][0])[0]
-    rows, correlations, sample_stats, pits = [], {}, [], {}
-    for m in methods:
-        row = {"method": m.name, **score(truth, m.mean, m.samples)}
-        if m.samples is not None:
-            row["num_samples"] = int(m.samples.shape[1])
-            if m.samples.shape[1] > 1:
-                prob = probabilistic_scores(truth, m.mean, m.samples, graph, seed)
-                pits[m.name] = prob.pop("PIT")
-                row.update(prob)
-        if labels is not None:
-            row.update({k: v for k, v in label_agreement(m.mean, labels, seed).items()
-                        if k in ("ARI", "NMI", "clusters")})
-        rows.append(row)
-        correlations[m.name] = pearson_per_gene(truth, m.mean)
-        if m.samples is not None and m.info.get("sampler"):  # diffusion samples: Table 7
-            for how in SUMMARIES:
-                s = score(truth, summarise(m.samples, how))
-                sample_stats.append({"method": m.name, "statistic": how,
-                                     **{k: s[k] for k in ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD")}})
+    with phase(f"{section}: score", len(methods), progress) as advance:
+        rows, correlations, sample_stats, pits = _score_methods(methods, truth, graph, labels, seed, advance)
     if labels is not None:
         rows.append({"method": "truth (reference)", **label_agreement(truth, labels, seed)})
 
@@ -198,9 +211,10 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
                                plots.pit_plot(pits, tmp / "pit.png")))
         per_gene = {m: [None if not np.isfinite(v) else float(v) for v in r] for m, r in correlations.items()}
         (tmp / "metrics.json").write_text(json.dumps(
-            {"protocol": protocol, "methods": rows, "sample_statistics": sample_stats, "pit": pits,
-             "per_gene_pcc": {"genes": panel, **per_gene}}, indent=2, default=str))
-        _write_csv(tmp / "metrics.csv", rows)
+            {"protocol": protocol, "methods": [_defined(r, None) for r in rows],
+             "sample_statistics": sample_stats, "pit": pits, "per_gene_pcc": {"genes": panel, **per_gene}},
+            indent=2, default=str))
+        _write_csv(tmp / "metrics.csv", [_defined(r, "") for r in rows])
         notes = [f"{m.name}: {m.info['seconds']} s to fit and predict" for m in methods
                  if m.name in BASELINES]
         if sample_stats:
@@ -268,7 +282,7 @@ def _figures(folder: Path, ds, truth_ad, truth, methods, correlations, marker,
     idx = {g: i for i, g in enumerate(ds.genes)}
     # readable maps: truth, every prediction file, and the baselines with the best mean r (≤ 6 panels)
     given = [m for m in methods if m.name not in BASELINES]
-    others = sorted((m for m in methods if m.name in BASELINES), key=lambda m: -np.nanmean(correlations[m.name]))
+    others = sorted((m for m in methods if m.name in BASELINES), key=lambda m: -_mean_r(correlations[m.name]))
     shown = given + others[: max(0, 5 - len(given))]
     for g in marker:
         j = idx[g]
@@ -279,6 +293,18 @@ def _figures(folder: Path, ds, truth_ad, truth, methods, correlations, marker,
                      plots.marker_map_plot(g, xy, panels, folder / f"map_{safe}.png", image, scale,
                                            radius, pcc)))
     return figs
+
+
+def _mean_r(r: np.ndarray) -> float:
+    """The mean per-gene r over the genes where it is defined; -inf where it is nowhere (a
+    prediction constant per gene, like the ``mean`` baseline)."""
+    r = np.asarray(r, dtype=float)
+    return float(r[np.isfinite(r)].mean()) if np.isfinite(r).any() else -np.inf
+
+
+def _defined(row: dict, missing):
+    """``row`` with undefined (NaN) figures written as ``missing`` (null in JSON, an empty CSV cell)."""
+    return {k: missing if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

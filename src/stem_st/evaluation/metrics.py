@@ -87,7 +87,8 @@ def score(truth: np.ndarray, pred: np.ndarray, samples: np.ndarray | None = None
     out["RVD"], out["RVD_genes_skipped"] = rvd(y, p)
     out["genes_scored"] = int(np.isfinite(r).sum())
     out["genes_zero_variance"] = int((~np.isfinite(r)).sum())
-    out["coverage80"] = interval_coverage(y, samples) if samples is not None else float("nan")
+    if samples is not None:  # a point prediction has no intervals
+        out["coverage80"] = interval_coverage(y, samples)
     return out
 
 

@@ -18,6 +18,7 @@ from ..data.dataset import PreparedDataset
 from ..data.spatial import section_spatial
 from ..data.units import UNITS
 from ..errors import require
+from ..progress import phase
 from ..stem import PredictSettings, StemModel
 
 SAMPLES_SUFFIX = ".samples.npy"
@@ -66,13 +67,16 @@ def write_prediction(pred: ad.AnnData, path: str | Path, samples: np.ndarray | N
 
 
 def predict_section(model: StemModel, ds: PreparedDataset, section: str, target: str | Path,
-                    settings: PredictSettings, keep_samples: bool = False, overwrite: bool = False) -> dict:
+                    settings: PredictSettings, keep_samples: bool = False, overwrite: bool = False,
+                    progress: bool = True) -> dict:
     """Predict one prepared section with a :class:`~stem_st.stem.StemModel` and write the file;
     returns a summary row."""
     require(overwrite or not Path(target).exists(), f"{target} already exists; pass --overwrite")
     spots = ds.section(section)
     t0 = time.perf_counter()
-    mean, std, samples = model.predict(ds.embeddings(section)[:, 0], np.asarray(spots.obsm["spatial"]), settings)
+    with phase(f"{section}: predict", model.work(spots.n_obs, settings), progress) as advance:
+        mean, std, samples = model.predict(ds.embeddings(section)[:, 0], np.asarray(spots.obsm["spatial"]),
+                                           settings, advance)
     secs = time.perf_counter() - t0
     prov = {"section": section, "method": "stem", **settings.provenance(),
             "summary": settings.summary or model.recipe.point, "recipe": model.recipe.to_dict(),

@@ -32,6 +32,7 @@ from ..encoders.precomputed import is_precomputed
 from ..encoders.registry import build_encoder
 from ..errors import StemError, require
 from ..plotting import marker_map_plot
+from ..progress import progress_bar
 from ..stem import PredictSettings, StemModel
 
 log = logging.getLogger(__name__)
@@ -102,13 +103,6 @@ def check_pixel_budget(slide, max_pixels: float) -> None:
             f"`vips tiffsave {name} slide.tif --tile --pyramid --compression jpeg`, or raise --max-pixels")
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled)
-
-
 def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
     """Run the whole path; returns a summary (spots, timings, files). ``model``: the run, already
     loaded (several slides in one process)."""
@@ -149,8 +143,8 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
         emb = _embed(cfg, slide, encoders, xy, mpp, geo, geom)
         times["embed"] = time.perf_counter() - t
     t = time.perf_counter()
-    with _progress(cfg.progress) as prog:
-        task = prog.add_task("sample", total=len(xy) * cfg.predict.num_samples)
+    with progress_bar(enabled=cfg.progress) as prog:
+        task = prog.add_task("sample", total=model.work(len(xy), cfg.predict))
         mean, std, _ = model.predict(emb, xy, cfg.predict, progress=lambda n: prog.advance(task, n))
     times["sample"] = time.perf_counter() - t
     lib = Path(cfg.image).stem
@@ -190,7 +184,7 @@ def _embed(cfg, slide, encoders, xy, mpp, geo, geom) -> np.ndarray:
     cache = EmbeddingCache(cfg.cache_dir or default_cache_dir())
     slide_id = "slide-" + file_fingerprint(cfg.image)
     parts = []
-    with _progress(cfg.progress) as prog:
+    with progress_bar(enabled=cfg.progress) as prog:
         task = prog.add_task("embed", total=len(xy))
         for start in range(0, len(xy), CHUNK):
             chunk = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(start, min(start + CHUNK, len(xy)))]))

@@ -20,11 +20,12 @@ from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
 from ..diffusion.guidance import drop_condition, null_rows
 from ..errors import require
 from ..models import StemDiT, StemDiTConfig
+from ..progress import phase
 from ..training.checkpoint import load_latest, save_checkpoint
 from ..training.data import TrainingData, build_training_data, pair_bytes
 from ..training.distributed import DistInfo
 from ..training.loop import BEST_DIR, KEEP_CHECKPOINTS, LoopConfig, LoopResult, checkpoint_bytes, train_loop
-from ..training.pairs import TrainingPairs, calibration_rows, fit_statistics
+from ..training.pairs import TrainingPairs, calibration_rows, fit_statistics, neighbour_table
 from ..training.targets import spread_factor
 from .settings import PredictSettings, TrainSettings, network_config, training_geometry
 from .validation import (
@@ -96,6 +97,12 @@ def _fit(cls: type, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig,
         log.info("validation: section %s (%d spots) kept out of the network's training; its samples are "
                  "scored every %d steps", vs.section, len(vs.rows), _val_every(settings))
 
+    nearest = None
+    if recipe.neighbour_targets:
+        rows = np.arange(len(data)) if train_rows is None else train_rows.numpy()
+        nearest = neighbour_table(pairs, rows, recipe.neighbour_targets, settings.seed)
+        log.info("targets: the residual of one of each pair's %d nearest training pairs", nearest.shape[1])
+
     def loss_fn(net, data_gen, noise_gen, share):
         idx = torch.randint(n, (batch,), generator=data_gen)[share]
         if train_rows is not None:
@@ -105,6 +112,9 @@ def _fit(cls: type, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig,
         if colour is not None:
             noise = noise @ colour
         cond, z = pairs.batch(idx)
+        if nearest is not None:
+            pick = torch.randint(nearest.shape[1], (batch,), generator=data_gen)[share]
+            z = pairs.batch(nearest[idx, pick])[1]
         if recipe.cond_noise > 0:
             cond = cond + recipe.cond_noise * torch.randn((batch, cond.shape[1]), generator=noise_gen,
                                                           device=dev)[share]
@@ -122,14 +132,14 @@ def _fit(cls: type, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig,
     result = train_loop(model.net, loss_fn, loop, run_dir, model.extra_state(), info, resume,
                         global_batch=batch, validate=validate, validate_every=_val_every(settings))
     if vs is not None:
-        _select_best(model, vs, run_dir, settings, device, info)
+        _select_best(model, vs, run_dir, settings, device, info, progress)
     else:  # predict with the last EMA weights, the spread calibrated on training spots
         ck, path = load_latest(run_dir)
         model.net.load_state_dict(ck["ema"]["model"])
         if recipe.calibrate_spread and info.main:  # on the training device: slow on a CPU for big presets
             rows = calibration_rows(data.group, data.original, settings.seed)
             calibrate_spread(model, *pairs.numpy(rows), data.group[rows],
-                             PredictSettings(seed=settings.seed, device=device))
+                             PredictSettings(seed=settings.seed, device=device), progress)
             # the factor travels with the final checkpoint
             save_checkpoint({**ck, **model.extra_state()}, run_dir, int(ck["step"]))
             log.info("sample spread calibrated: × %.3f (median over genes; %s)",
@@ -144,7 +154,7 @@ def _val_every(settings: TrainSettings) -> int:
 
 
 def _select_best(model, vs: ValidationSet, run_dir: Path, settings: TrainSettings, device: str,
-                 info: DistInfo) -> None:
+                 info: DistInfo, progress: bool = True) -> None:
     """Load the best-scoring EMA state, calibrate its spread on the validation section and store
     it in ``best/`` marked ``selected`` (what :meth:`StemModel.from_run` loads)."""
     ck, _ = load_latest(run_dir / BEST_DIR)
@@ -154,7 +164,7 @@ def _select_best(model, vs: ValidationSet, run_dir: Path, settings: TrainSetting
                                     best_score=float(best.get("score", float("nan"))))
     if model.recipe.calibrate_spread and info.main:
         calibrate_spread(model, vs.cond, vs.z, np.zeros(len(vs.z), dtype=int),
-                         PredictSettings(seed=settings.seed, device=device))
+                         PredictSettings(seed=settings.seed, device=device), progress)
         model.meta["spread_calibrated_on"] = vs.section
         log.info("sample spread calibrated on %s: × %.3f (median over genes)", vs.section,
                  float(np.median(model.target.spread)))
@@ -182,20 +192,23 @@ def _write_config(model, run_dir: Path, settings: TrainSettings, resume: bool,
 
 
 def calibrate_spread(model, cond: np.ndarray, z: np.ndarray, groups: np.ndarray,
-                     settings: PredictSettings) -> float:
+                     settings: PredictSettings, progress: bool = False) -> float:
     """Set the samples' spread factor from training spots (their cross-fitted z): the median
     over training sections (``groups``) of each section's factor, so one atypical section
     (another patient, another depth) does not set everyone's width. Drawn with the sampler and
-    sample count that prediction uses by default (recorded in ``meta``)."""
+    sample count that prediction uses by default (recorded in ``meta``); ``progress``: a bar."""
     settings = PredictSettings(num_samples=DEFAULT_NUM_SAMPLES, sampler=DEFAULT_SAMPLER, seed=settings.seed,
                                device=settings.device)
     factors = []
-    for g in np.unique(groups):
-        rows = groups == g
-        draws = model.draw_z(cond[rows], settings)
-        factors.append(spread_factor(z[rows], draws, model.centre_z(cond[rows], settings),
-                                     per_gene=model.recipe.spread_per_gene,
-                                     criterion=model.recipe.spread_criterion))
+    total = len(cond) * (settings.num_samples + model.recipe.centre_samples)
+    with phase(f"calibrate the spread ({len(cond)} spots × {settings.num_samples} samples)", total,
+               progress) as advance:
+        for g in np.unique(groups):
+            rows = groups == g
+            draws = model.draw_z(cond[rows], settings, progress=advance)
+            factors.append(spread_factor(z[rows], draws, model.centre_z(cond[rows], settings, advance),
+                                         per_gene=model.recipe.spread_per_gene,
+                                         criterion=model.recipe.spread_criterion))
     model.target.spread = np.asarray(np.median(np.asarray(factors), axis=0), dtype=np.float32)
     model.meta["spread_calibrated_with"] = {"sampler": settings.sampler, "num_samples": settings.num_samples}
     return float(np.median(model.target.spread))

@@ -211,14 +211,20 @@ class StemModel:
                     progress(len(x))
         return torch.cat(out).view(len(cond), num_samples, -1).numpy()
 
-    def point_z(self, cond: np.ndarray, settings: PredictSettings = DEFAULT_PREDICT) -> np.ndarray:
+    def point_z(self, cond: np.ndarray, settings: PredictSettings = DEFAULT_PREDICT, progress=None) -> np.ndarray:
         """The posterior-mean estimate in z units, its residual scaled by ``residual_weight``."""
-        return self.draw_z(cond, settings, point=True)[:, 0] * self.recipe.residual_weight
+        return self.draw_z(cond, settings, point=True, progress=progress)[:, 0] * self.recipe.residual_weight
 
-    def centre_z(self, cond: np.ndarray, settings: PredictSettings = DEFAULT_PREDICT) -> np.ndarray | None:
+    def centre_z(self, cond: np.ndarray, settings: PredictSettings = DEFAULT_PREDICT,
+                 progress=None) -> np.ndarray | None:
         """Where samples are centred, in z units: the point estimate (``centre_samples``) or
         None (their own mean)."""
-        return self.point_z(cond, settings) if self.recipe.centre_samples else None
+        return self.point_z(cond, settings, progress) if self.recipe.centre_samples else None
+
+    def work(self, spots: int, settings: PredictSettings = DEFAULT_PREDICT) -> int:
+        """What ``predict``'s ``progress(n)`` counts to for ``spots`` spots: a row per sample
+        and, with a posterior-mean point, one per spot for it."""
+        return spots * (settings.num_samples + (self.recipe.point == "posterior_mean"))
 
     def _expression_samples(self, cond: np.ndarray, settings: PredictSettings, centre: np.ndarray | None,
                             progress=None) -> np.ndarray:
@@ -245,9 +251,10 @@ class StemModel:
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (point estimate, per-gene std across samples, samples) for ``(N, C)``
         embeddings. The point estimate is the recipe's (``settings.summary=None``) or the named
-        summary of the samples (mean, median, mode)."""
+        summary of the samples (mean, median, mode); ``progress(n)`` is called as rows are done
+        (:meth:`work` in all)."""
         cond = self.condition(embeddings, xy)
-        pz = self.point_z(cond, settings) if self.recipe.point == "posterior_mean" else None
+        pz = self.point_z(cond, settings, progress) if self.recipe.point == "posterior_mean" else None
         samples = self._expression_samples(cond, settings, pz if self.recipe.centre_samples else None, progress)
         if settings.summary is None and pz is not None:
             point = np.maximum(self.target.decode(pz, self.target.prior(cond)), 0)

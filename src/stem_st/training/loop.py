@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import TextColumn
 from torch import nn
 
 from ..atomic import require_free_space
 from ..errors import require
+from ..progress import progress_bar
 from .checkpoint import load_latest, save_checkpoint
 from .distributed import DistInfo, mean_across
 from .ema import EMA
@@ -176,6 +177,7 @@ def train_loop(
         return path
 
     def run_validation() -> None:
+        progress.update(task, status=f"step {step}: scoring validation samples")
         model.eval()
         with torch.no_grad():
             out = validate(model, ema.model)
@@ -186,21 +188,19 @@ def train_loop(
             rows[-1].update(vals)
         else:
             rows.append({"step": step, **vals})
-        log.info("step %d: validation %s%s", step, ", ".join(f"{k.removeprefix('val_')} {v:.4g}"
-                                                               for k, v in vals.items() if k != "val"
-                                                               ) or f"{score:.4g}",
-                 " (best so far)" if score < best["score"] else "")
+        others = ", ".join(f"{k.removeprefix('val_')} {v:.4g}" for k, v in vals.items() if k != "val")
+        log.info("step %d: validation score %.4g%s%s", step, score, f" ({others})" if others else "",
+                 ", the best so far" if score < best["score"] else "")
         if score < best["score"]:
             best.update(score=score, step=step)
             save_checkpoint(state(), run_dir / BEST_DIR, step, keep=1)
+        progress.update(task, status=f"validation {score:.4g}")
 
     t0 = time.perf_counter()
     result = LoopResult()
-    progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
-                        disable=not (cfg.progress and info.main))
+    progress = progress_bar(TextColumn("{task.fields[status]}"), enabled=cfg.progress and info.main)
     with progress:
-        task = progress.add_task("train", total=cfg.steps, completed=step, loss=float("nan"))
+        task = progress.add_task("train", total=cfg.steps, completed=step, status="")
         model.train()
         while step < cfg.steps:
             with autocast:
@@ -217,7 +217,7 @@ def train_loop(
                 rows.append({"step": step, "loss": vals["loss"], "mse": vals.get("mse", ""),
                              "vb": vals.get("vb", ""), "ema_decay": ema.current_decay(),
                              "lr": cfg.lr_at(step - 1), "seconds": round(time.perf_counter() - t0, 3)})
-                progress.update(task, completed=step, loss=vals["loss"])
+                progress.update(task, completed=step, status=f"loss {vals['loss']:.4f}")
             if validate is not None and info.main and (step == cfg.steps or (
                     validate_every > 0 and step % validate_every == 0)):
                 run_validation()

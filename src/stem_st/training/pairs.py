@@ -61,6 +61,26 @@ def calibration_rows(groups: np.ndarray, original: np.ndarray | None, seed: int,
                            for g in np.unique(groups[cand])])
 
 
+def neighbour_table(pairs: TrainingPairs, rows: np.ndarray, k: int, seed: int, dims: int = 32) -> torch.Tensor:
+    """``(len(pairs.data), k)`` pair indices: for each pair of ``rows``, its ``k`` nearest pairs
+    among ``rows`` (itself included) by the Euclidean distance between the first ``dims``
+    principal components of their standardised conditions (scikit-learn's PCA and
+    NearestNeighbors); rows outside ``rows`` point at themselves."""
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    fit_rows = rows[stats_rows(len(rows), seed)]
+    cond = pairs.scaler.transform(pairs.data.inputs.rows(fit_rows))
+    pca = PCA(n_components=min(dims, *cond.shape), random_state=seed).fit(cond)
+    proj = np.concatenate([pca.transform(pairs.scaler.transform(pairs.data.inputs.rows(rows[lo:lo + CHUNK])))
+                           for lo in range(0, len(rows), CHUNK)])
+    k = min(k, len(rows))
+    _, nearest = NearestNeighbors(n_neighbors=k).fit(proj).kneighbors(proj)
+    table = np.repeat(np.arange(len(pairs.data))[:, None], k, axis=1)
+    table[rows] = rows[nearest]
+    return torch.from_numpy(table)
+
+
 class TrainingPairs:
     """``batch(idx)`` → (condition, z) tensors on ``device`` for pair indices ``idx``."""
 
