@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--prep", default=str(ROOT / "runs/demo/prep"))
     p.add_argument("--section", default="C6")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/calibration_cost"))
+    p.add_argument("--note", default="", help="a line on the machine's load, printed under the table")
     args = p.parse_args()
     torch.set_num_threads(2)
     from stem_st.data.dataset import open_prepared
@@ -69,14 +70,16 @@ def main() -> None:
                  for i in (rng.permutation(n)[:spots] for _ in range(REPEATS if spots < n else 1))]
             seconds = spots * (samples * t_draw / (n * DEFAULT_NUM_SAMPLES) + t_point / n)
             rows.append({"spots": spots, "samples": samples, "factor_mean": float(np.mean(f)),
-                         "factor_sd": float(np.std(f)), "factor_max_abs_diff": float(np.max(np.abs(np.subtract(f, full)))),
+                         "factor_sd": float(np.std(f)),
+                         "factor_max_abs_diff": float(np.max(np.abs(np.subtract(f, full)))),
                          "seconds": round(seconds, 2)})
     out = {"run": args.run, "section": args.section, "spots": n, "reference_factor": full,
            "seconds_per_spot": {"samples_20": t_draw / n, "point": t_point / n}, "repeats": REPEATS,
-           "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+           "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, "
+                      f"torch {torch.__version__}",
            "rows": rows}
     Path(args.out).with_suffix(".json").write_text(json.dumps(out, indent=1))
-    md = [f"# The spread calibration's cost against its precision (`benchmarks/calibration_cost.py`)", "",
+    md = ["# The spread calibration's cost against its precision (`benchmarks/calibration_cost.py`)", "",
           f"Run `{args.run}` (the CPU demo's: tiny, 600 × 32, the default recipe), section {args.section} "
           f"({n} spots, never seen in training); the reference factor (all spots, 20 samples of "
           f"{DEFAULT_SAMPLER}) is **{full:.2f}**. Each design's factor over {REPEATS} random spot subsets "
@@ -85,6 +88,9 @@ def main() -> None:
           "| spots | samples | factor | largest difference | seconds |", "|---|---|---|---|---|"]
     md += [f"| {r['spots']} | {r['samples']} | {r['factor_mean']:.3f} ± {r['factor_sd']:.3f} | "
            f"{r['factor_max_abs_diff']:.2f} | {r['seconds']} |" for r in rows]
+    if args.note:
+        md += ["", args.note]
+    out["note"] = args.note
     Path(args.out).with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

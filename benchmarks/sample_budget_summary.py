@@ -23,9 +23,27 @@ COLS = ("PCC-50", "MSE", "CRPS", "energy", "variogram", "coverage50", "coverage8
 PAIRS = {"CRPS": -1, "energy": -1, "variogram": -1, "corr_err_sample": -1, "moran_err_sample": -1}
 
 
-def load(folders: list[Path]) -> dict[str, dict[str, dict]]:
-    """config → fold → job result."""
+def committed(path: Path) -> dict[str, dict[str, dict]]:
+    """config → fold → a job-like row from the committed results, so that a summary made on a
+    machine without the earlier sessions' job files keeps their rows (job files override them)."""
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
     out: dict[str, dict[str, dict]] = {}
+    for config, folds in data.get("folds", {}).items():
+        seconds = data.get("extra", {}).get(config, {}).get("train_seconds")
+        for fold, r in folds.items():
+            meta = {k: r.pop(k, None) for k in ("curve", "device", "validation", "spread", "train_seconds")}
+            out.setdefault(config, {})[fold] = {
+                "config": config, "fold": fold, "log2": r, "curve": meta["curve"], "device": meta["device"],
+                "validation": meta["validation"], "spread": meta["spread"],
+                "train_seconds": meta["train_seconds"] if meta["train_seconds"] is not None else seconds}
+    return out
+
+
+def load(folders: list[Path], keep: Path | None = None) -> dict[str, dict[str, dict]]:
+    """config → fold → job result: the committed rows of ``keep``, then the job files."""
+    out: dict[str, dict[str, dict]] = committed(keep) if keep is not None else {}
     for folder in folders:
         for f in sorted(Path(folder).glob("*.json")):
             r = json.loads(f.read_text())
@@ -120,7 +138,7 @@ def _num(v, digits: int) -> str:
 
 
 def summarise(folders: list[Path], results_dir: Path) -> None:
-    results = load(folders)
+    results = load(folders, results_dir / "sample_budget.json")
     base = baselines(results_dir / "accuracy_loo.json")
     if REFERENCE not in results and (results_dir / "accuracy_loo.json").is_file():
         results[REFERENCE] = committed_reference(results_dir / "accuracy_loo.json")
@@ -143,7 +161,8 @@ def summarise(folders: list[Path], results_dir: Path) -> None:
     data = {"meta": {"devices": machines, "reference": REFERENCE}, "summary": summary, "vs_reference": vs_ref,
             "vs_baselines": vs_base, "extra": extra,
             "folds": {c: {f: {**r["log2"], "curve": r.get("curve"), "device": r.get("device"),
-                              "validation": r.get("validation"), "spread": r.get("spread")}
+                              "validation": r.get("validation"), "spread": r.get("spread"),
+                              "train_seconds": r.get("train_seconds")}
                           for f, r in results[c].items()} for c in configs}}
     lines = ["# Sample quality against training compute (`benchmarks/sample_budget.py`)", "",
              "Leave-one-section-out over the six imaged HER2ST sections (C2–C6, A1), log2(1 + count); the "

@@ -12,8 +12,8 @@ from .errors import require
 
 
 def prepare(sections: dict[str, ad.AnnData], out: str | Path, holdout: list[str] | tuple = (),
-            encoder: str = "effnet-lite0-imagenet", weights: str | None = None, views: int = 1,
-            genes: str = "hmhvg:200", device: str = "cpu", cache_dir: str | None = None,
+            encoder: str = "effnet-lite0-imagenet", weights: str | None = None, views: int = 2,
+            genes: str = "hmhvg:200", device: str = "auto", cache_dir: str | None = None,
             overwrite: bool = False) -> PreparedDataset:
     """Choose the gene panel (on the non-held-out sections), embed every spot's patch and write a
     prepared dataset to ``out``, as ``stem prepare`` does; the input AnnDatas are not modified."""
@@ -30,7 +30,7 @@ def prepare(sections: dict[str, ad.AnnData], out: str | Path, holdout: list[str]
 
 
 def embed(adata: ad.AnnData, encoder: str = "effnet-lite0-imagenet", weights: str | None = None,
-          views: int = 1, device: str = "cpu", cache_dir: str | None = None) -> ad.AnnData:
+          views: int = 1, device: str = "auto", cache_dir: str | None = None) -> ad.AnnData:
     """A copy of a section (from ``stem_st.read``) with its spots' patch embeddings in
     ``obsm['embedding']`` (spots, views, dim): what a trained model needs to predict a new section."""
     from .encoders.cache import EmbeddingCache, default_cache_dir

@@ -43,11 +43,11 @@ class PrepareConfig:
     holdout: list[str] = field(default_factory=list)
     encoders: list[str] = field(default_factory=lambda: ["effnet-lite0-imagenet"])
     weights: list[str | None] = field(default_factory=list)
-    views: int = 1
+    views: int = 2
     genes: str = "hmhvg:200"
     patch_mode: str = "hest"
     batch_size: int = 64
-    device: str = "cpu"
+    device: str = "auto"
     cache_dir: str | None = None
     overwrite: bool = False
     embedding_dtype: str = "float32"  # or float16: how the per-section .npy stores embeddings

@@ -11,7 +11,6 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from ..defaults import DEFAULT_SAMPLER
-from ..errors import require
 
 # a log file or a pipe gets long lines rather than an 80-column wrap
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
@@ -48,13 +47,9 @@ def csv_list(value: str | None) -> list[str]:
 
 def resolve_device(name: str) -> str:
     """``auto`` → cuda when available, else cpu; refuse unknown or unavailable devices."""
-    import torch
+    from ..devices import resolve_device as resolve
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    require(name == "cpu" or name.startswith("cuda"), f"unknown device '{name}'")
-    require(name == "cpu" or torch.cuda.is_available(), f"device '{name}' is not available")
-    return name
+    return resolve(name)
 
 
 def recipe_from(name: str, overrides: str):

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..atomic import require_separate
+from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
 from ..errors import require
 from .common import DEVICE_HELP, csv_list, out_console, print_table, resolve_device
 
@@ -90,8 +91,9 @@ def complete_evaluate(
     sections: str = typer.Option(..., help="Held-out sections to score."),
     data: Path | None = typer.Option(None, help="Dataset folder (default: the one it was fitted on)."),
     masking: str = typer.Option("dropout", help=_MASKING_HELP),
-    num_samples: int = typer.Option(4, help="Samples of the centre latent per spot."),
-    sampler: str = typer.Option("ddim:50", help="Sampler on a respaced subsequence of the 1500 steps."),
+    num_samples: int = typer.Option(DEFAULT_NUM_SAMPLES, help="Samples of the centre latent per spot (used "
+                                    "by the point only when the model's point_source is diffusion)."),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, help="Sampler on a respaced subsequence of the 1500 steps."),
     stage1: bool = typer.Option(False, help="Also score the stage-1 decoder alone (no diffusion)."),
     seed: int = typer.Option(0, help="Seed of the hidden-entry mask and the sampler."),
     out: Path | None = typer.Option(None, help="Also write the table as JSON here."),
@@ -118,10 +120,11 @@ def complete_apply(
     sections: str = typer.Option(..., help="Sections to complete."),
     out: Path = typer.Option(..., help="Output folder: <section>_completed.h5ad per section."),
     data: Path | None = typer.Option(None, help="Dataset folder (default: the one it was fitted on)."),
-    num_samples: int = typer.Option(4, help="K: samples of the centre latent per spot for the point, and "
-                                            "(K ≥ 2) K independent completions whose per-entry sd, in counts, "
-                                            "is layers['completed_std'] (0 at measured entries)."),
-    sampler: str = typer.Option("ddim:50", help="Sampler on a respaced subsequence of the 1500 steps."),
+    num_samples: int = typer.Option(DEFAULT_NUM_SAMPLES, help=(
+        "K ≥ 2: K independent completions whose per-entry sd, in counts, is layers['completed_std'] (0 at "
+        "measured entries). The spread was calibrated with the defaults (K and --sampler); other values give "
+        "uncalibrated intervals. The shipped point is stage 1's and ignores K.")),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, help="Sampler on a respaced subsequence of the 1500 steps."),
     seed: int = typer.Option(0, help="Sampling seed."),
     keep_samples: bool = typer.Option(False, help="Also write the K completions, counts (spots x K x genes; "
                                                   "measured entries as measured), as <section>_completed"

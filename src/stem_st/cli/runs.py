@@ -12,6 +12,7 @@ from ..data.dataset import PreparedDataset
 from ..errors import require
 from ..recipe import Recipe
 from ..stem import StemModel, TrainSettings
+from ..training.data import SPATIAL_BLOCKS
 from ..training.distributed import DistInfo
 from ..training.loop import LoopResult
 
@@ -29,6 +30,8 @@ def train_run(ds: PreparedDataset, out: str | Path, settings: TrainSettings, net
     unknown = set(settings.holdout) - set(ds.sections)
     require(not unknown, f"holdout sections {sorted(unknown)} are not in {ds.root}")
     training = [s for s in ds.sections if s not in settings.holdout]
+    if len(training) == 1:  # one section: its spatial blocks stand in for sections
+        training = [f"{training[0]} block {b + 1}" for b in range(SPATIAL_BLOCKS)]
     require(settings.validation in ("auto", "none", *training),
             f"--validation {settings.validation} is not a training section ({', '.join(training)}); "
             "give one of them, auto or none")  # checked before the run folder is made
@@ -46,6 +49,10 @@ def train_run(ds: PreparedDataset, out: str | Path, settings: TrainSettings, net
         now = json.loads(json.dumps(asdict(settings)))
         changed = {k for k in RESUME_FIXED if saved.get(k) != now.get(k)}
         require(not changed, f"--resume with different settings: {', '.join(sorted(changed))}")
+        require(saved.get("steps") == settings.steps or settings.recipe.lr_schedule == "constant",
+                f"--resume with --steps {settings.steps} would stretch the run's cosine learning-rate schedule "
+                f"(planned for {saved.get('steps')} steps; the rate would climb back up): resume with --steps "
+                f"{saved.get('steps')}, or start a new run")
     elif info.main:
         require(not out.exists(), f"{out} already exists; pass --resume to continue it or choose another --out")
     return StemModel.fit(ds, out, settings, net_overrides=net_overrides, learn_sigma=learn_sigma, device=device,

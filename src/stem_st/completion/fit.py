@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..models.lgdist import TOKENS
 from ..training.checkpoint import load_latest
 from ..training.loop import BEST_DIR, LoopConfig, train_loop
@@ -55,7 +56,7 @@ def final_state(folder: Path, select: str) -> dict:
 def fit_lgdist(model, train: list[MaskedSection], val: list[MaskedSection], run_dir: str | Path,
                device: str = "cpu", resume: bool = False, progress: bool = True) -> dict:
     """Train stage 1, then stage 2 of each round; ``model`` ends with the kept states, on CPU."""
-    s, run_dir, dev = model.settings, Path(run_dir), torch.device(device)
+    s, run_dir, dev = model.settings, Path(run_dir), torch.device(resolve_device(device))
     select = s.select if val else "last"
     if select != s.select:
         log.warning("no validation sections: keeping the last checkpoint of each stage")

@@ -13,6 +13,8 @@ import pandas as pd
 
 from ..atomic import read_json, write_json
 from ..data.readers import ReaderOptions, list_sections, read_section
+from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
+from ..devices import resolve_device
 from ..errors import require
 from ..models.lgdist import LGDiSTConfig
 from ..prediction.output import samples_path, write_prediction
@@ -58,9 +60,9 @@ def counts_of(a: ad.AnnData, genes: list[str]) -> np.ndarray:
 
 def fit_completion(data: str, layout: str, train: list[str], val: list[str], out: str | Path,
                    settings: CompletionSettings, n_panel: int = 128, n_total: int = 1024,
-                   cfg_overrides: dict | None = None, device: str = "cpu", resume: bool = False) -> dict:
+                   cfg_overrides: dict | None = None, device: str = "auto", resume: bool = False) -> dict:
     """Choose genes on ``train``, fit both stages, score the validation sections."""
-    out = Path(out)
+    out, device = Path(out), resolve_device(device)
     require(bool(train), "no training sections")
     require(not set(train) & set(val), "a section is both in --train and --val")
     if resume:
@@ -138,13 +140,14 @@ def complete_masked(method: str, values: np.ndarray, xy: np.ndarray, hidden: np.
 
 
 def evaluate_completion(comp: str | Path, data: str | None, layout: str | None, sections: list[str],
-                        model: LGDiST | None = None, num_samples: int = 4, sampler: str = "ddim:50",
-                        seed: int = 0, device: str = "cpu", baselines: bool = True,
-                        masking: str = "dropout", stage1: bool = False) -> dict:
+                        model: LGDiST | None = None, num_samples: int = DEFAULT_NUM_SAMPLES,
+                        sampler: str = DEFAULT_SAMPLER, seed: int = 0, device: str = "auto",
+                        baselines: bool = True, masking: str = "dropout", stage1: bool = False) -> dict:
     """Masked evaluation: hide measured panel entries under ``masking``, remove them from the
     input, complete, score only the hidden entries (pooled over ``sections``), for LGDiST (and
     its stage-1 decoder alone with ``stage1``) and the baselines."""
     require(masking in PROTOCOLS, f"--masking must be one of {', '.join(PROTOCOLS)}")
+    device = resolve_device(device)
     conf = read_json(Path(comp) / "config.json", "completion model")
     model = model or LGDiST.load(comp)
     secs = read_counts(data or conf["data"], layout or conf["layout"], sections)
@@ -198,8 +201,9 @@ PROTOCOL_TEXT = {
 
 
 def apply_completion(comp: str | Path, sections: list[str], out_dir: str | Path, data: str | None = None,
-                     layout: str | None = None, num_samples: int = 4, sampler: str = "ddim:50", seed: int = 0,
-                     device: str = "cpu", overwrite: bool = False, keep_samples: bool = False) -> list[dict]:
+                     layout: str | None = None, num_samples: int = DEFAULT_NUM_SAMPLES,
+                     sampler: str = DEFAULT_SAMPLER, seed: int = 0, device: str = "auto", overwrite: bool = False,
+                     keep_samples: bool = False) -> list[dict]:
     """Write ``<section>_completed.h5ad`` per section: X = measured counts of the model's genes,
     ``layers['completed']`` = counts with zeros replaced by the completion (expm1 of log1p, the
     model's point estimate, :func:`point_text`), and with ``num_samples`` ≥ 2
@@ -210,6 +214,7 @@ def apply_completion(comp: str | Path, sections: list[str], out_dir: str | Path,
     ``<section>_completed.samples.npy`` beside it (multiple imputation)."""
     require(num_samples >= 1, "--num-samples must be at least 1")
     require(not keep_samples or num_samples >= 2, "--keep-samples needs --num-samples of at least 2")
+    device = resolve_device(device)
     conf = read_json(Path(comp) / "config.json", "completion model")
     model = LGDiST.load(comp)
     out_dir = Path(out_dir)

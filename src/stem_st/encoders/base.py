@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import resolve_device
 from ..errors import StemError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,7 +36,7 @@ class ImageEncoder:
 
     def to(self, device: str | torch.device) -> ImageEncoder:
         """Move the network to ``device``."""
-        self.device = torch.device(device)
+        self.device = torch.device(resolve_device(device))
         self.model.to(self.device, memory_format=torch.channels_last)  # 2x faster CNNs on CPU
         return self
 

@@ -17,6 +17,7 @@ from ..atomic import read_json, require_free_space, write_json
 from ..data.context import context_blocks
 from ..data.dataset import PreparedDataset
 from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
+from ..devices import resolve_device
 from ..diffusion.guidance import drop_condition, null_rows
 from ..errors import require
 from ..models import StemDiT, StemDiTConfig
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 def fit_model(cls: type, ds: PreparedDataset, run_dir: str | Path, settings: TrainSettings,
-              net_overrides: dict | None = None, learn_sigma: bool = False, device: str = "cpu",
+              net_overrides: dict | None = None, learn_sigma: bool = False, device: str = "auto",
               resume: bool = False, dist_info: DistInfo | None = None, progress: bool = True,
               ) -> tuple[object, LoopResult]:
     """Train a ``cls`` (a :class:`~stem_st.stem.StemModel`) on the non-held-out sections of ``ds``;
@@ -83,6 +84,7 @@ def _fit(cls: type, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig,
     log.info("training on %s: %d spots, %d pairs, %d genes, %d-d condition (%d constant); %s; %s",
              ",".join(sections), data.n_spots, len(data), len(ds.genes), scaler.dim,
              model.meta["constant_inputs"], recipe, cfg)
+    device = resolve_device(device)
     dev = torch.device(device)
     pairs = TrainingPairs(data, scaler, target, dev)
     colour = target.noise_colour(dev)

@@ -15,6 +15,7 @@ import torch
 
 from ..atomic import write_json
 from ..data.context import add_context, context_blocks
+from ..devices import resolve_device
 from ..diffusion import GaussianDiffusion
 from ..diffusion.gaussian import parse_sampler
 from ..diffusion.guidance import guided
@@ -70,7 +71,7 @@ class StemModel:
 
     @classmethod
     def fit(cls, ds: PreparedDataset, run_dir: str | Path, settings: TrainSettings,
-            net_overrides: dict | None = None, learn_sigma: bool = False, device: str = "cpu",
+            net_overrides: dict | None = None, learn_sigma: bool = False, device: str = "auto",
             resume: bool = False, dist_info=None, progress: bool = True) -> tuple[StemModel, LoopResult]:
         """Train on the non-held-out sections of ``ds``; checkpoints go to ``run_dir``
         (:func:`stem_st.stem.fit.fit_model`)."""
@@ -166,7 +167,7 @@ class StemModel:
         noise depends only on (seed, r), not on the rows per forward pass."""
         num_samples = 1 if point else settings.num_samples
         runtime = settings.runtime()
-        dev = torch.device(settings.device)
+        dev = torch.device(resolve_device(settings.device))
         self.net.to(dev).eval()
         net = runtime.network(self.net, dev, self._compiled)
         spots = torch.from_numpy(np.ascontiguousarray(cond, dtype=np.float32))

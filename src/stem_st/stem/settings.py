@@ -24,7 +24,7 @@ class TrainSettings:
     preset: str = DEFAULT_BUDGET["preset"]
     steps: int = DEFAULT_BUDGET["steps"]
     batch_size: int = DEFAULT_BUDGET["batch_size"]
-    aug_ratio: int = 4
+    aug_ratio: int = 1  # as every committed benchmark (2 prepared views)
     lr: float = DEFAULT_BUDGET["lr"]
     ema_decay: float = 0.9999
     seed: int = 0
@@ -54,7 +54,7 @@ class PredictSettings:
     sampler: str = DEFAULT_SAMPLER
     summary: str | None = None
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # a GPU when one is present (stem_st.devices)
     compile: bool = False
     bf16: bool = True
     batch_rows: int | None = None

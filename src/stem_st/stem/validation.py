@@ -62,15 +62,15 @@ def choose_section(data: TrainingData, choice: str, seed: int) -> int | None:
     if choice == "none":
         return None
     if choice != "auto":
-        require(choice in data.sections, f"--validation {choice} is not a training section "
-                f"({', '.join(data.sections)}); give one of them, auto or none")
-        require(len(data.sections) >= 2, "--validation needs at least two training sections")
-        return data.sections.index(choice)
-    if len(data.sections) < AUTO_MIN_SECTIONS:
+        require(choice in data.groups, f"--validation {choice} is not a training section "
+                f"({', '.join(data.groups)}); give one of them, auto or none")
+        require(len(data.groups) >= 2, "--validation needs at least two training sections")
+        return data.groups.index(choice)
+    if len(data.groups) < AUTO_MIN_SECTIONS:
         return None
     rng = np.random.default_rng(seed)
     means = []
-    for g in range(len(data.sections)):
+    for g in range(len(data.groups)):
         rows = np.flatnonzero((data.group == g) & data.original)
         means.append(data.inputs.rows(np.sort(rng.permutation(rows)[:VAL_SPOTS])))
     allrows = np.concatenate(means)
@@ -86,7 +86,7 @@ def start_validation(data: TrainingData, group: int, seed: int) -> ValidationSet
     rows = np.flatnonzero((data.group == group) & data.original)
     rows = np.sort(rng.permutation(rows)[:CALIBRATION_SPOTS])
     scored = np.sort(rng.permutation(len(rows))[:VAL_SPOTS])
-    return ValidationSet(data.sections[group], group, rows, scored, data.x.rows(rows))
+    return ValidationSet(data.groups[group], group, rows, scored, data.x.rows(rows))
 
 
 def finish_validation(vs: ValidationSet, pairs, target) -> ValidationSet:

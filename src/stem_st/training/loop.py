@@ -20,6 +20,7 @@ from rich.progress import TextColumn
 from torch import nn
 
 from ..atomic import require_free_space
+from ..devices import resolve_device
 from ..errors import require
 from ..progress import progress_bar
 from .checkpoint import load_latest, save_checkpoint
@@ -133,7 +134,7 @@ def train_loop(
     info = dist_info or DistInfo()
     run_dir = Path(run_dir)
     require_free_space(run_dir, checkpoint_bytes(model) * (KEEP_CHECKPOINTS + 1), "checkpoints")
-    device = torch.device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
     model.to(device)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
