@@ -261,10 +261,15 @@ def headline_first(rows: list[dict], names: list[str], key: str = "method") -> l
 
 def table_lines(rows: list[dict], cols: tuple[str, ...], extra: tuple[str, ...] = ()) -> list[str]:
     out = ["| method | folds | " + " | ".join((*cols, *extra)) + " |", "|---" * (len(cols) + len(extra) + 2) + "|"]
+    most = max((r["folds"] for r in rows), default=0)
     for r in rows:
         cells = [f"{r[k]:.3f} ± {r[k + '_sd']:.3f}" if k in r else "–" for k in cols]
         cells += [f"{r[k]:.3f}" if k in r else "–" for k in extra]
-        out.append(f"| {r['method']} | {r['folds']} | " + " | ".join(cells) + " |")
+        folds = f"{r['folds']} †" if r["folds"] < most else str(r["folds"])
+        out.append(f"| {r['method']} | {folds} | " + " | ".join(cells) + " |")
+    if any(r["folds"] < most for r in rows):
+        out += ["", f"† fewer than {most} folds: a mean over other sections, not comparable with the "
+                f"{most}-fold rows (compare them in the paired tables)."]
     return out
 
 
@@ -292,10 +297,12 @@ def steps_lines(results: dict) -> list[str]:
     folds = [f for f in SECTIONS if f in results and names[0] in results[f]]
     if not any(n in results.get(f, {}) for f in folds for n in STEP_CURVE):
         return []
+    curve = [n for n in STEP_CURVE if any(n in results.get(f, {}) for f in folds)]  # no empty column
+    names = [names[0], *curve]
     out = ["## Sample efficiency: optimiser steps at batch 32 (the x0 default v-2, log2(1 + count))", "",
            "PCC-50 / MSE of the shipped point (w = 0.25), and the best PCC-50 over the residual weights "
            "(w at which it is reached). Same folds, same samples and sampler; only the steps change.", "",
-           "| fold | 600 steps (the budget) | " + " | ".join(n.split(" ", 1)[1] for n in STEP_CURVE) + " |",
+           "| fold | 600 steps (the budget) | " + " | ".join(n.split(" ", 1)[1] for n in curve) + " |",
            "|---" * (len(names) + 1) + "|"]
     for f in folds:
         cells = []

@@ -234,3 +234,36 @@ def test_every_python_call_the_docs_show_binds_to_the_real_signature():
                                   'st.read.visum("outs")'])
 def test_the_signature_check_catches_a_planted_wrong_call(code):
     assert call_errors(code)
+
+
+# --- Figures: the README's accuracy figures are written from the committed results files ---
+
+
+def _doc_figures():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("doc_figures", ROOT / "benchmarks" / "doc_figures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_readme_figures_are_the_committed_results():
+    figures = _doc_figures()
+    data = figures.load()
+    for page in figures.PAGES:
+        text = page.read_text()
+        assert set(figures.BLOCKS) <= set(re.findall(r"<!-- figures:([a-z-]+) -->", text))
+        assert not figures.stale(text, data), "run benchmarks/doc_figures.py"
+
+
+def test_the_figure_check_catches_a_planted_stale_number():
+    figures = _doc_figures()
+    data = figures.load()
+    text = (ROOT / "README.md").read_text()
+    row = next(r for r in text.splitlines() if r.startswith("| Stem `default` as"))
+    cell = row.split(" | ")[1]  # the shipped row's PCC-50
+    planted = text.replace(row, row.replace(f" {cell} ", f" {float(cell) + 0.001:.3f} ", 1))
+    assert planted != text and figures.stale(planted, data) == ["readme-accuracy"]
+    a1 = next(r for r in text.splitlines() if r.startswith("| A1"))
+    assert figures.stale(text.replace(a1, a1.replace("0.", "0.0", 1)), data) == ["readme-folds"]

@@ -23,8 +23,9 @@
 #
 # The source is `docs/tutorials/her2st.py` in jupytext's percent format; run it as a script
 # (`.venv/bin/python docs/tutorials/her2st.py`) or open it as a notebook with jupytext. It reads
-# HER2ST from `$STEM_SHARED/data/her2st` (default `../shared`, beside the repository) and writes
-# into `$STEM_TUTORIAL_OUT` (default: a new temporary folder).
+# HER2ST from `$STEM_SHARED/data/her2st` (default: the `shared` folder beside the repository,
+# found from wherever it runs, `docs/tutorials/` included) and writes into `$STEM_TUTORIAL_OUT`
+# (default: a new temporary folder).
 
 # %%
 import json
@@ -45,7 +46,17 @@ import scanpy as sc
 
 import stem_st as st
 
-HER2ST = Path(os.environ.get("STEM_SHARED", "../shared")) / "data" / "her2st"
+
+def shared_folder() -> Path:
+    """$STEM_SHARED, else the nearest `shared/` with HER2ST in this folder or one above it."""
+    if os.environ.get("STEM_SHARED"):
+        return Path(os.environ["STEM_SHARED"])
+    here = Path.cwd().resolve()
+    found = [p / "shared" for p in (here, *here.parents) if (p / "shared" / "data" / "her2st").is_dir()]
+    return found[0] if found else Path("../shared")
+
+
+HER2ST = shared_folder() / "data" / "her2st"
 OUT = Path(os.environ.get("STEM_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="stem-tutorial-"))
 OUT.mkdir(parents=True, exist_ok=True)
 assert not any(OUT.iterdir()), f"{OUT} is not empty: the tutorial writes into a new folder"

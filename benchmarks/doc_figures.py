@@ -1,0 +1,121 @@
+"""The figures the README quotes, written from the committed results files.
+
+Each block sits between ``<!-- figures:NAME -->`` and ``<!-- /figures -->`` in README.md and is
+rewritten whole from ``benchmarks/results/accuracy_loo.json`` and ``sample_budget.json``, so a
+rerun of a benchmark cannot leave a stale number behind: ``--check`` (run by the test suite)
+fails when a block differs from what the results files give.
+
+Usage (repository root): ``.venv/bin/python benchmarks/doc_figures.py [--check]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+FOLDS = ["C2", "C3", "C4", "C5", "C6", "A1"]
+#: the sample_budget row that is `stem train`'s defaults (regime @ budget)
+SHIPPED = "validated @ tiny 600×32"
+#: the accuracy table: label, source (loo: accuracy_loo.json; budget: sample_budget.json), row
+ROWS = [(f"Stem `default` as `stem train` ships it (`{SHIPPED}`)", "budget", SHIPPED),
+        ("Stem `default`, trained as before (last state, spread from training spots)", "loo", "stem:default"),
+        ("Stem `paper`", "loo", "stem:paper"),
+        ("`ridge+ctx2` + Gaussian, full covariance", "loo", "ridge+ctx2+mvn"),
+        ("`knn+ctx` (20 neighbours as samples)", "loo", "knn+ctx"),
+        ("`knn`", "loo", "knn")]
+PAGES = [ROOT / "README.md"]
+
+
+def load() -> dict[str, dict[str, dict]]:
+    """source → row → fold → log2 metrics."""
+    loo = json.loads((RESULTS / "accuracy_loo.json").read_text())["folds"]
+    budget = json.loads((RESULTS / "sample_budget.json").read_text())["folds"]
+    return {"loo": {row: {f: loo[f][row]["log2"] for f in FOLDS if row in loo.get(f, {})}
+                    for row in {r for f in loo.values() for r in f}},
+            "budget": {row: dict(folds) for row, folds in budget.items()}}
+
+
+def _mean(rows: dict[str, dict], key: str, folds=FOLDS) -> float:
+    return float(np.mean([rows[f][key] for f in folds]))
+
+
+def _int(v: float) -> str:
+    return f"{v:,.0f}".replace(",", " ")
+
+
+COLS = ("PCC-50", "MSE", "CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95")
+
+
+def _cov(m: dict) -> str:
+    return f"{m['coverage50']:.2f} / {m['coverage80']:.2f} / {m['coverage95']:.2f}"
+
+
+def accuracy_table(data) -> str:
+    lines = ["| method | PCC-50 | MSE | CRPS | energy | variogram | cov 50 / 80 / 95 |",
+             "|---|---|---|---|---|---|---|"]
+    means = {label: {k: _mean(data[src][row], k) for k in COLS} for label, src, row in ROWS}
+    best = {k: min(m[k] for m in means.values()) for k in ("CRPS", "energy", "variogram")}
+    for label, m in means.items():
+        cells = {"CRPS": f"{m['CRPS']:.3f}", "energy": f"{m['energy']:.2f}", "variogram": _int(m["variogram"])}
+        cells = {k: f"**{v}**" if m[k] == best[k] else v for k, v in cells.items()}
+        lines.append(f"| {label} | {m['PCC-50']:.3f} | {m['MSE']:.3f} | {cells['CRPS']} | {cells['energy']} | "
+                     f"{cells['variogram']} | {_cov(m)} |")
+    return "\n".join(lines)
+
+
+def fold_table(data) -> str:
+    stem = data["budget"][SHIPPED]
+    knn, ridge = data["loo"]["knn+ctx"], data["loo"]["ridge+ctx2+mvn"]
+    lines = ["| held-out section | Stem PCC-50 | Stem MSE | Stem CRPS | `knn+ctx` CRPS "
+             "| `ridge+ctx2`+Gaussian CRPS | Stem cov 50 / 80 / 95 |", "|---|---|---|---|---|---|---|"]
+    for f in FOLDS:
+        s, name = stem[f], f + (" (patient A, 3.2 µm/px)" if f == "A1" else "")
+        lines.append(f"| {name} | {s['PCC-50']:.3f} | {s['MSE']:.3f} | {s['CRPS']:.3f} | {knn[f]['CRPS']:.3f} | "
+                     f"{ridge[f]['CRPS']:.3f} | {_cov(s)} |")
+    c = [stem[f]["PCC-50"] for f in FOLDS if f != "A1"]
+    a1 = stem["A1"]
+    lines += ["", f"On patient C's five sections Stem's PCC-50 is {min(c):.2f}–{max(c):.2f}; on the other "
+              f"patient's A1 it is {a1['PCC-50']:.2f} (MSE {a1['MSE']:.2f}) and its 50 / 80 / 95 % intervals "
+              f"hold {_cov(a1)} of the truth: the six-fold means above average a new patient in with five "
+              "sections of the training patient."]
+    return "\n".join(lines)
+
+
+BLOCKS = {"readme-accuracy": accuracy_table, "readme-folds": fold_table}
+BLOCK = re.compile(r"(<!-- figures:([a-z-]+) -->)\n(.*?)\n?(<!-- /figures -->)", re.S)
+
+
+def render(text: str, data) -> str:
+    return BLOCK.sub(lambda m: f"{m.group(1)}\n{BLOCKS[m.group(2)](data)}\n{m.group(4)}", text)
+
+
+def stale(text: str, data) -> list[str]:
+    """Names of the blocks in ``text`` that differ from what the results give."""
+    return [m.group(2) for m in BLOCK.finditer(text) if m.group(3) != BLOCKS[m.group(2)](data)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="fail when a block is stale; write nothing")
+    args = p.parse_args()
+    data, bad = load(), []
+    for page in PAGES:
+        text = page.read_text()
+        if args.check:
+            bad += [f"{page.name}: {b}" for b in stale(text, data)]
+        elif render(text, data) != text:
+            page.write_text(render(text, data))
+            print(f"rewrote {page.relative_to(ROOT)}")
+    if bad:
+        sys.exit("stale figure blocks (run benchmarks/doc_figures.py): " + ", ".join(bad))
+
+
+if __name__ == "__main__":
+    main()
