@@ -32,6 +32,7 @@ def page_file(tmp_path_factory):
     pred = ad.AnnData(X=noisy, obs=sec.obs[[]].copy(), var=sec.var[[]].copy())
     pred.layers["std"] = rng.uniform(0.1, 1.0, truth.shape).astype(np.float32)
     pred.obsm["spatial"] = sec.obsm["spatial"]
+    pred.obs["shift"] = rng.uniform(0, 1, pred.n_obs).astype(np.float32)  # as stem predict writes it
     pred.uns["stem"] = {"section": "C3", "units": "log2(1 + count)"}
     pred.write_h5ad(tmp / "C3_pred.h5ad")
     code, err = invoke(["view", tmp / "C3_pred.h5ad", "--truth", prep])
@@ -89,6 +90,13 @@ def test_pick_a_gene_colours_match_the_anndata_and_hover_reads_out(page_file):
         assert pred.obs_names[101] in tip and gene in tip
         assert f"{pred.X[101, j]:.3f}" in tip and f"{truth[101, j]:.3f}" in tip
         assert f"{pred.layers['std'][101, j]:.3f}" in tip
+        shift = pred.obs["shift"].to_numpy()
+        page.select_option("#layer", "shift")  # per spot, the same for every gene, on its own 0–1 scale
+        assert [page.get_attribute(f"circle[data-i='{i}']", "fill") for i in (3, 101)] == \
+            [_expected(shift[i], 0.0, 1.0) for i in (3, 101)]
+        assert "shift from the training data" in page.inner_text("#title")
+        page.hover("circle[data-i='3']")
+        assert f"{shift[3]:.3f}" in page.inner_text("#tip")
         ARTEFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTEFACTS / "viewer.png"))
         browser.close()

@@ -23,6 +23,7 @@ from ..defaults import DEFAULT_NUM_SAMPLES
 from ..errors import StemError, require
 from ..prediction.output import SAMPLES_SUFFIX
 from ..progress import phase
+from ..stem.shift import SPOT_THRESHOLD
 from ..stem.summarise import SUMMARIES, summarise
 from ..viewer import build_view
 from .baselines import BASELINES, make_baseline
@@ -45,6 +46,7 @@ class MethodResult:
     std: np.ndarray | None = None
     samples: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    shift: np.ndarray | None = None  # each spot's shift score from the model's training data
 
 
 def read_prediction(path: str | Path, spots: list[str], genes: list[str]) -> MethodResult:
@@ -75,7 +77,8 @@ def read_prediction(path: str | Path, spots: list[str], genes: list[str]) -> Met
         require(s.ndim == 3 and s.shape[0] == pred.n_obs and s.shape[2] == pred.n_vars,
                 f"{sfile.name} has shape {s.shape}, not (spots, samples, genes) of {path.name}")
         samples = np.asarray(s[rows][:, :, cols], dtype=np.float32)
-    return MethodResult(str(info.get("method", "stem")), x, std, samples, info)
+    shift = pred.obs["shift"].to_numpy(dtype=np.float32)[rows] if "shift" in pred.obs else None
+    return MethodResult(str(info.get("method", "stem")), x, std, samples, info, shift)
 
 
 def _train_sections(ds: PreparedDataset, section: str, preds: list[MethodResult],
@@ -133,6 +136,9 @@ def _score_methods(methods: list, truth: np.ndarray, graph, labels, seed: int, a
         if labels is not None:
             row.update({k: v for k, v in label_agreement(m.mean, labels, seed).items()
                         if k in ("ARI", "NMI", "clusters")})
+        if m.shift is not None:  # how far the section lies from the model's training data
+            row.update(shift_median=float(np.median(m.shift)),
+                       shift_flagged=float((m.shift > SPOT_THRESHOLD).mean()))
         rows.append(row)
         correlations[m.name] = pearson_per_gene(truth, m.mean)
         if m.samples is not None and m.info.get("sampler"):  # diffusion samples: Table 7
@@ -284,6 +290,12 @@ def _figures(folder: Path, ds, truth_ad, truth, methods, correlations, marker,
     given = [m for m in methods if m.name not in BASELINES]
     others = sorted((m for m in methods if m.name in BASELINES), key=lambda m: -_mean_r(correlations[m.name]))
     shown = given + others[: max(0, 5 - len(given))]
+    for m in (m for m in methods if m.shift is not None):
+        figs.append((f"Shift score of each spot from {m.name}'s training data (0–1: the percentile among the "
+                     f"training spots' distances to the other training sections; above {SPOT_THRESHOLD}: beyond "
+                     "the training range, intervals not to be trusted there)",
+                     plots.marker_map_plot("shift score", xy, {m.name: m.shift}, folder / f"shift_{m.name}.png",
+                                           image, scale, radius)))
     for g in marker:
         j = idx[g]
         panels = {"truth": truth[:, j], **{m.name: m.mean[:, j] for m in shown}}

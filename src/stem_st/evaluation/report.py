@@ -10,7 +10,7 @@ from pathlib import Path
 TABLE_COLUMNS = ("method", "PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "CRPS", "energy", "variogram",
                  "coverage50", "coverage80", "coverage95", "corr_err_sample", "corr_err_point",
                  "moran_err_sample", "moran_err_point", "spread_error_rho", "ARI", "NMI",
-                 "num_samples", "genes_scored", "genes_zero_variance")
+                 "num_samples", "genes_scored", "genes_zero_variance", "shift_median", "shift_flagged")
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px;text-align:right}
 th{background:#eee}td:first-child,th:first-child{text-align:left}td.best{font-weight:bold;background:#e6f4e6}

@@ -20,6 +20,7 @@ from ..data.units import UNITS
 from ..errors import require
 from ..progress import phase
 from ..stem import PredictSettings, StemModel
+from ..stem.shift import attach_shift
 
 SAMPLES_SUFFIX = ".samples.npy"
 
@@ -74,9 +75,9 @@ def predict_section(model: StemModel, ds: PreparedDataset, section: str, target:
     require(overwrite or not Path(target).exists(), f"{target} already exists; pass --overwrite")
     spots = ds.section(section)
     t0 = time.perf_counter()
+    emb, xy = ds.embeddings(section)[:, 0], np.asarray(spots.obsm["spatial"])
     with phase(f"{section}: predict", model.work(spots.n_obs, settings), progress) as advance:
-        mean, std, samples = model.predict(ds.embeddings(section)[:, 0], np.asarray(spots.obsm["spatial"]),
-                                           settings, advance)
+        mean, std, samples = model.predict(emb, xy, settings, advance)
     secs = time.perf_counter() - t0
     prov = {"section": section, "method": "stem", **settings.provenance(),
             "summary": settings.summary or model.recipe.point, "recipe": model.recipe.to_dict(),
@@ -88,6 +89,8 @@ def predict_section(model: StemModel, ds: PreparedDataset, section: str, target:
     if spatial:  # the H&E for sc.pl.spatial / squidpy.pl.spatial_scatter (library id = section)
         pred.uns["spatial"] = spatial
         pred.uns["stem"]["library_id"] = next(iter(spatial))
+    shift = attach_shift(model, pred, emb, xy, section)
     write_prediction(pred, target, samples if keep_samples else None, overwrite)
     return {"section": section, "spots": pred.n_obs, "genes": pred.n_vars, "samples": settings.num_samples,
-            "sampler": settings.sampler, "seconds": round(secs, 1), "file": str(target)}
+            "sampler": settings.sampler, "seconds": round(secs, 1),
+            **({"shift (median)": shift["median"]} if shift else {}), "file": str(target)}

@@ -34,6 +34,7 @@ from ..errors import StemError, require
 from ..plotting import marker_map_plot
 from ..progress import progress_bar
 from ..stem import PredictSettings, StemModel
+from ..stem.shift import attach_shift
 
 log = logging.getLogger(__name__)
 #: virtual spots per cached embedding chunk (the unit an interrupted run resumes from)
@@ -164,6 +165,7 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
                        "step": model.meta.get("step"), "weights": "ema",
                        "encoders": [e["encoder"] for e in model.encoders], "library_id": lib,
                        "seconds": {k: round(v, 1) for k, v in times.items()}}
+    attach_shift(model, res, emb, xy, Path(cfg.image).name)
     with atomic_path(out, overwrite=cfg.overwrite) as tmp:
         write_h5ad(res, tmp)
     mask_png = out.with_name(out.stem + "_tissue.png")

@@ -12,6 +12,7 @@ from ..data.spatial import section_spatial
 from ..data.units import UNITS
 from ..errors import require
 from .settings import DEFAULT_PREDICT, PredictSettings
+from .shift import attach_shift
 
 
 def predict_anndata(model, adata: ad.AnnData, settings: PredictSettings = DEFAULT_PREDICT,
@@ -52,4 +53,5 @@ def predict_anndata(model, adata: ad.AnnData, settings: PredictSettings = DEFAUL
     out.layers["stem_mean"] = mean.astype(np.float32)
     out.layers["stem_std"] = std.astype(np.float32)
     out.uns["stem"] = {**dict(out.uns.get("stem", {})), "prediction": prov}
+    attach_shift(model, out, emb, xy, str(prov.get("library_id") or "the section"))
     return None if inplace else out

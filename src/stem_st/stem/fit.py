@@ -29,6 +29,7 @@ from ..training.loop import BEST_DIR, KEEP_CHECKPOINTS, LoopConfig, LoopResult, 
 from ..training.pairs import TrainingPairs, calibration_rows, fit_statistics, neighbour_table
 from ..training.targets import spread_factor
 from .settings import PredictSettings, TrainSettings, network_config, training_geometry
+from .shift import REFERENCE_SPOTS, fit_reference
 from .validation import (
     ValidationSet,
     choose_section,
@@ -98,6 +99,10 @@ def _fit(cls: type, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig,
                                     "reference": vs.reference}
         log.info("validation: section %s (%d spots) kept out of the network's training; its samples are "
                  "scored every %d steps", vs.section, len(vs.rows), _val_every(settings))
+
+    spots = np.flatnonzero(data.original)
+    spots = np.sort(np.random.default_rng(settings.seed).permutation(spots)[:REFERENCE_SPOTS])
+    model.shift_ref = fit_reference(pairs.numpy(spots)[0], data.group[spots], settings.seed)
 
     nearest = None
     if recipe.neighbour_targets:

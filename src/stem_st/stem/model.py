@@ -30,6 +30,7 @@ from ..training.targets import TargetTransform
 from .adata import predict_anndata
 from .fit import fit_model
 from .settings import DEFAULT_PREDICT, PredictSettings
+from .shift import ShiftReference
 from .summarise import summarise
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class StemModel:
         self.meta = meta or {}
         self.target = target or TargetTransform.identity(len(self.genes), None)
         self._compiled: dict = {}  # torch.compile'd networks per device (PredictSettings.compile)
+        self.shift_ref: ShiftReference | None = None  # the training spots, for the shift score
 
     @classmethod
     def fit(cls, ds: PreparedDataset, run_dir: str | Path, settings: TrainSettings,
@@ -85,7 +87,8 @@ class StemModel:
                 "diffusion": {"steps": self.diffusion.num_steps,
                               "schedule": self.diffusion.schedule_kind},
                 "recipe": self.recipe.to_dict(), "target": self.target.state(),
-                "meta_json": json.dumps(self.meta, default=str)}
+                "meta_json": json.dumps(self.meta, default=str),
+                "shift": None if self.shift_ref is None else self.shift_ref.state()}
 
     # --- persistence --------------------------------------------------------------------
     @classmethod
@@ -99,6 +102,7 @@ class StemModel:
                 Recipe.from_dict(state.get("recipe")), target)
         m.net.load_state_dict(weights)
         m.net.eval()
+        m.shift_ref = ShiftReference.from_state(state.get("shift"))  # None for runs from before it
         return m
 
     @classmethod
@@ -158,6 +162,11 @@ class StemModel:
         require(self.recipe.context == "none" or xy is not None,
                 "this model uses spatial context: pass the spot centres (xy)")
         return self.scaler.transform(add_context(emb, xy, self.recipe.context))
+
+    def shift(self, embeddings: np.ndarray, xy: np.ndarray | None = None) -> np.ndarray | None:
+        """Each spot's shift score in [0, 1] (:mod:`stem_st.stem.shift`): how unlike the training
+        spots its condition is; None for a model trained before the score existed."""
+        return None if self.shift_ref is None else self.shift_ref.score(self.condition(embeddings, xy))
 
     @torch.no_grad()
     def draw_z(self, cond: np.ndarray, settings: PredictSettings = DEFAULT_PREDICT, point: bool = False,

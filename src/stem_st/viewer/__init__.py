@@ -25,6 +25,9 @@ from ..errors import require
 
 LAYER_NAMES = {"truth": "measured", "prediction": "predicted", "std": "std over samples",
                "error": "predicted − measured"}
+#: per-spot layers (the same for every gene), from obs: name, scale
+SPOT_LAYERS = {"shift": ("shift from the training data (percentile; > 0.99: beyond the training range)",
+                         [0.0, 1.0])}
 #: a `stem complete apply` output: measured counts, the completion and its spread over K completions
 COMPLETED_NAMES = {"truth": "measured", "prediction": "completed", "std": "sd over K completions"}
 
@@ -165,9 +168,14 @@ def build_view(pred_path: str | Path, out: str | Path | None = None, truth_prep:
     else:
         default = int(np.argmax(p.var(0)))
     sx, sy = xy[:, 0] * scale, xy[:, 1] * scale
+    spot = {k: np.asarray(pred.obs[k], dtype=np.float32) for k in SPOT_LAYERS if k in pred.obs}
+    order += list(spot)
     data = {
         "genes": list(map(str, pred.var_names)), "default_gene": str(pred.var_names[default]), "units": units,
-        "layer_order": order, "layer_names": {k: names[k] for k in order},
+        "layer_order": order, "layer_names": {k: names[k] if k in names else SPOT_LAYERS[k][0] for k in order},
+        "spot_layers": {k: base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode()
+                        for k, v in spot.items()},
+        "spot_scales": {k: SPOT_LAYERS[k][1] for k in spot},
         "layers": {k: base64.b64encode(np.ascontiguousarray(v.T, dtype="<f4").tobytes()).decode()
                    for k, v in layers.items()},
         "scales": _scales(layers),

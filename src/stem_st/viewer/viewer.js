@@ -10,9 +10,11 @@
     for (let i = 0; i < bin.length; i++) buf[i] = bin.charCodeAt(i);
     return new Float32Array(buf.buffer);
   }
-  const layers = {};
+  const layers = {}, spotLayers = {};
   for (const k of Object.keys(D.layers)) layers[k] = decode(D.layers[k]);
-  const value = (layer, gi, si) => layers[layer][gi * n + si];
+  for (const k of Object.keys(D.spot_layers || {})) spotLayers[k] = decode(D.spot_layers[k]);
+  // a per-spot layer (the shift score) is the same for every gene
+  const value = (layer, gi, si) => (layer in spotLayers ? spotLayers[layer][si] : layers[layer][gi * n + si]);
 
   // --- the picture: H&E, spots at their physical diameter, pan and zoom ---------------------
   const svg = document.getElementById("map");
@@ -63,6 +65,7 @@
     return table[Math.min(table.length - 1, Math.floor(t * table.length))];
   }
   function scale(layer, gi) {
+    if (layer in spotLayers) return {lo: D.spot_scales[layer][0], hi: D.spot_scales[layer][1], cmap: "sequential"};
     const s = D.scales[layer === "error" ? "error" : layer === "std" ? "std" : "expression"][gi];
     return {lo: s[0], hi: s[1], cmap: layer === "error" ? "diverging" : "sequential"};
   }
@@ -86,7 +89,7 @@
       `linear-gradient(to right, ${lut(s.cmap).filter((_, k) => k % 16 === 0).join(",")})`;
     document.getElementById("lo").textContent = s.lo.toFixed(2);
     document.getElementById("hi").textContent = s.hi.toFixed(2);
-    document.getElementById("title").textContent =
+    document.getElementById("title").textContent = state.layer in spotLayers ? D.layer_names[state.layer] :
       `${D.genes[state.gene]} — ${D.layer_names[state.layer]} (${D.units})`;
   }
   function pickGene() {
