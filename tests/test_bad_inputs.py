@@ -132,7 +132,7 @@ def stage(tmp_path_factory):
     prep, run, pred = root / "prep", root / "run", root / "C3_pred.h5ad"
     for argv in (prepare_args(data, prep, "--encoder", enc, "--holdout", "C3", sections="C2,C3"),
                  ["train", prep, "--out", run, "--preset", "tiny", "--steps", "4", "--batch-size", "8",
-                  "--aug-ratio", "0", "--checkpoint-every", "2", "--device", "cpu"],
+                  "--aug-ratio", "0", "--checkpoint-every", "2", "--device", "cpu", "--validation", "none"],
                  ["predict", run, "--out", pred, "--num-samples", "2", "--sampler", "ddim:2",
                   "--device", "cpu"]):
         code, err = invoke(argv)

@@ -262,7 +262,7 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
                    check=False)
     assert res.returncode == 2 and "Z9" in res.stderr and not (tmp_path / "z").exists()
     # downstream: a prepared dataset carries the completed counts for `stem train --target-layer`
-    run_stem("prepare", "--data", HER2ST, "--sections", "A1", "--genes", "hmhvg:40",
+    run_stem("prepare", "--data", HER2ST, "--sections", "A1", "--genes", "hmhvg:40", "--views", "1",
              "--completed", tmp_path / "done",
              "--out", tmp_path / "prep")
     from stem_st.data.dataset import open_prepared
@@ -271,7 +271,7 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
     x, c = np.asarray(sec.X, dtype=float), sec.layers["completed"]
     assert np.array_equal(c[x > 0], x[x > 0]) and "panel genes completed" in sec.uns["stem"]["completed"]
     run_stem("train", tmp_path / "prep", "--out", tmp_path / "run", "--preset", "tiny", "--steps", "3",
-             "--batch-size", "8", "--target-layer", "completed", "--device", "cpu",
+             "--batch-size", "8", "--target-layer", "completed", "--device", "cpu", "--validation", "none",
              "--recipe-set", "calibrate_spread=false")  # calibration is test_recipe's
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["target_layer"] == "completed"
 

@@ -97,7 +97,8 @@ def prose_flags(name: str, text: str) -> list[str]:
     """Flags a guide page names in code spans that none of its commands takes."""
     paths = [*PAGES.get(name, []), *(flags_of(line)[0] for line in command_lines(text))]
     known = set().union(*(params_of(p) for p in paths if p and not hasattr(_cmd(p), "commands")))
-    spans = [s for s in re.findall(r"`([^`\n]+)`", text) if "torchrun" not in s]  # torchrun's own flags
+    # torchrun's and the benchmark scripts' own flags are theirs
+    spans = [s for s in re.findall(r"`([^`\n]+)`", text) if "torchrun" not in s and ".py" not in s]
     flags = {f for span in spans for f in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", span)}
     return sorted(f"{name}: {f}" for f in flags - known)
 

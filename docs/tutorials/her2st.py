@@ -87,12 +87,12 @@ print(len(prep.genes), "genes;", {s: prep.section(s).n_obs for s in prep.section
 # chosen by leave-one-section-out; `st.get_recipe("paper")` is the paper's. With one training
 # section, its spots are split into four spatial blocks that stand in for sections: the ridge
 # prior is cross-fitted over them, and one block is kept out of the network's training to score
-# its samples (every 100 steps here) and calibrate their spread, so the intervals are never
+# its samples (once, at the end of this short run) and calibrate their spread, so the intervals are never
 # fitted on spots the model learned from. Train on several sections when you can.
 
 # %%
 settings = st.TrainSettings(prep=str(prep.root), holdout=["C3"], preset="tiny", steps=200,
-                            batch_size=32, lr=5e-4, aug_ratio=0, checkpoint_every=100, val_every=100)
+                            batch_size=32, lr=5e-4, aug_ratio=0, checkpoint_every=100, val_every=200)
 model, result = st.StemModel.fit(prep, OUT / "run", settings, progress=False)
 print("final training loss", round(float(result.losses[-1]["loss"]), 4))
 

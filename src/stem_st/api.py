@@ -12,7 +12,7 @@ from .errors import require
 
 
 def prepare(sections: dict[str, ad.AnnData], out: str | Path, holdout: list[str] | tuple = (),
-            encoder: str = "effnet-lite0-imagenet", weights: str | None = None, views: int = 2,
+            encoder: str = "effnet-lite0-imagenet", weights: str | None = None, views: int | None = None,
             genes: str = "hmhvg:200", device: str = "auto", cache_dir: str | None = None,
             overwrite: bool = False) -> PreparedDataset:
     """Choose the gene panel (on the non-held-out sections), embed every spot's patch and write a

@@ -43,7 +43,7 @@ class PrepareConfig:
     holdout: list[str] = field(default_factory=list)
     encoders: list[str] = field(default_factory=lambda: ["effnet-lite0-imagenet"])
     weights: list[str | None] = field(default_factory=list)
-    views: int = 2
+    views: int | None = None  # None: 2 (1 with precomputed embeddings, which usually hold one)
     genes: str = "hmhvg:200"
     patch_mode: str = "hest"
     batch_size: int = 64
@@ -64,6 +64,8 @@ def prepare(cfg: PrepareConfig, adatas: dict[str, ad.AnnData] | None = None) -> 
     require(len(set(cfg.sections)) == len(cfg.sections), "a section is listed twice")
     unknown = set(cfg.holdout) - set(cfg.sections)
     require(not unknown, f"holdout sections {sorted(unknown)} are not among --sections")
+    if cfg.views is None:  # the benchmarks' 2 views; a precomputed file usually holds one
+        cfg.views = 1 if any(is_precomputed(e) for e in cfg.encoders) else 2
     require(1 <= cfg.views <= len(DIHEDRAL_VIEWS), f"--views must be 1..8, got {cfg.views}")
     require(cfg.embedding_dtype in ("float32", "float16"),
             f"--embedding-dtype must be float32 or float16, got {cfg.embedding_dtype}")

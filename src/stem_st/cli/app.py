@@ -42,8 +42,9 @@ def prepare(
     encoder: str = typer.Option("effnet-lite0-imagenet",
                                 help="Encoder name(s); several joined by '+' are concatenated."),
     weights: str = typer.Option("", help="Checkpoint path(s), comma-separated, one per encoder."),
-    views: int = typer.Option(2, help="Dihedral views per spot (1-8): the original and 1 augmented view per "
-                               "spot, as every committed benchmark trained (stem train --aug-ratio 1)."),
+    views: int | None = typer.Option(None, help="Dihedral views per spot (1-8). Default 2: the original and 1 "
+                                      "augmented view, as every committed benchmark trained (stem train "
+                                      "--aug-ratio 1); 1 with precomputed embeddings."),
     genes: str = typer.Option("hmhvg:200", help="hmhvg:N | hvg:N | deg:N | file:PATH"),
     patch_mode: str = typer.Option("hest", help="hest (112 µm field) | stem (max(224 px, spot))"),
     out: Path = typer.Option(..., help="Output folder for the prepared dataset."),
