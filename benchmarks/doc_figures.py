@@ -1,7 +1,8 @@
-"""The figures the README quotes, written from the committed results files.
+"""The benchmark figures the README and the user guide quote, written from the committed results.
 
-Each block sits between ``<!-- figures:NAME -->`` and ``<!-- /figures -->`` in README.md and is
-rewritten whole from ``benchmarks/results/accuracy_loo.json`` and ``sample_budget.json``, so a
+Each block sits between ``<!-- figures:NAME -->`` and ``<!-- /figures -->`` in a page of
+:data:`PAGES` and is rewritten whole from ``benchmarks/results/accuracy_loo.json``,
+``sample_budget.json`` and ``shift_score.json``, so a
 rerun of a benchmark cannot leave a stale number behind: ``--check`` (run by the test suite)
 fails when a block differs from what the results files give.
 
@@ -30,16 +31,19 @@ ROWS = [(f"Stem `default` as `stem train` ships it (`{SHIPPED}`)", "budget", SHI
         ("`ridge+ctx2` + Gaussian, full covariance", "loo", "ridge+ctx2+mvn"),
         ("`knn+ctx` (20 neighbours as samples)", "loo", "knn+ctx"),
         ("`knn`", "loo", "knn")]
-PAGES = [ROOT / "README.md"]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "guide" / "train.md", ROOT / "docs" / "guide" / "predict.md"]
+LONG = "validated + neighbour targets 16 @ tiny 2400×32"
 
 
-def load() -> dict[str, dict[str, dict]]:
-    """source → row → fold → log2 metrics."""
+def load() -> dict[str, dict]:
+    """source → row → fold → log2 metrics (and the results files' own summaries)."""
     loo = json.loads((RESULTS / "accuracy_loo.json").read_text())["folds"]
-    budget = json.loads((RESULTS / "sample_budget.json").read_text())["folds"]
+    budget = json.loads((RESULTS / "sample_budget.json").read_text())
     return {"loo": {row: {f: loo[f][row]["log2"] for f in FOLDS if row in loo.get(f, {})}
                     for row in {r for f in loo.values() for r in f}},
-            "budget": {row: dict(folds) for row, folds in budget.items()}}
+            "budget": {row: dict(folds) for row, folds in budget["folds"].items()},
+            "budget_paired": budget["vs_reference"], "budget_vs_baselines": budget["vs_baselines"],
+            "shift": json.loads((RESULTS / "shift_score.json").read_text())}
 
 
 def _mean(rows: dict[str, dict], key: str, folds=FOLDS) -> float:
@@ -88,7 +92,38 @@ def fold_table(data) -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"readme-accuracy": accuracy_table, "readme-folds": fold_table}
+def neighbour_text(data) -> str:
+    """The train guide's paragraph on neighbour targets."""
+    p, base = data["budget_paired"][SHIPPED], data["budget_vs_baselines"][SHIPPED]["knn+ctx"]
+    ref = data["budget"]["before @ tiny 600×32"]
+    longer = {k: _mean(data["budget"][LONG], k) for k in ("CRPS", "variogram", "corr_err_sample")}
+    shipped = _mean(data["budget"][SHIPPED], "corr_err_sample")
+    return (f"Paired against the earlier training over six folds: CRPS {p['CRPS']['mean']:+.3f} ± "
+            f"{p['CRPS']['sd']:.3f} and energy {p['energy']['mean']:+.2f} ± {p['energy']['sd']:.2f} "
+            "(within the sd), "
+            f"variogram {p['variogram']['mean']:+.0f} ± {p['variogram']['sd']:.0f} (lower in "
+            f"{p['variogram']['wins']}/6 folds), `corr_err_sample` {shipped:.3f} against "
+            f"{_mean(ref, 'corr_err_sample'):.3f} (lower in {p['corr_err_sample']['wins']}/6); and at four times "
+            f"the steps (2400 × 32) the same scores (CRPS {longer['CRPS']:.3f}, variogram "
+            f"{_int(longer['variogram'])}, `corr_err_sample` {longer['corr_err_sample']:.3f}). Against `knn+ctx` "
+            f"the shipped samples win the energy score in {base['energy']['wins']}/6 folds and CRPS in "
+            f"{base['CRPS']['wins']}/6, and lose the variogram score in {6 - base['variogram']['wins']}/6.")
+
+
+def shift_text(data) -> str:
+    """The predict guide's figures of the shift score."""
+    s = data["shift"]
+    c = [r["flagged"] for f, r in s["folds"].items() if f != "A1"]
+    return (f"Measured on HER2ST ({{doc}}`/benchmarks/results/shift_score`): trained on patient C's sections, "
+            f"the score tells the other patient's section A1 (3.2 µm/px) from C6 with AUROC "
+            f"{s['trained_on_patient_C']['auroc_A1_vs_C6']:.3f}; left out in turn, A1's median spot scores "
+            f"{s['folds']['A1']['median']:.3f} and the section is "
+            f"{'flagged' if s['folds']['A1']['section_flagged'] else 'not flagged'}, no patient-C section is "
+            f"({100 * min(c):.0f}–{100 * max(c):.0f} % of their spots are above {s['thresholds']['spot']}).")
+
+
+BLOCKS = {"readme-accuracy": accuracy_table, "readme-folds": fold_table, "train-neighbour": neighbour_text,
+          "predict-shift": shift_text}
 BLOCK = re.compile(r"(<!-- figures:([a-z-]+) -->)\n(.*?)\n?(<!-- /figures -->)", re.S)
 
 
