@@ -17,7 +17,6 @@ from .. import plotting as plots
 from ..atomic import atomic_path, read_json
 from ..data.context import RADII, graph_matrices
 from ..data.dataset import PreparedDataset, open_prepared
-from ..data.images import open_image
 from ..data.units import UNITS, log2_expression
 from ..defaults import DEFAULT_NUM_SAMPLES
 from ..errors import StemError, require
@@ -28,7 +27,8 @@ from ..stem.summarise import SUMMARIES, summarise
 from ..viewer import build_view
 from .baselines import BASELINES, make_baseline
 from .clustering import label_agreement
-from .metrics import UNIT_NAMES, gene_variation, in_unit, pearson_per_gene, score
+from .figures import report_figures
+from .metrics import UNIT_NAMES, in_unit, pearson_per_gene, score
 from .probabilistic import PROTOCOL as PROB_PROTOCOL
 from .probabilistic import probabilistic_scores
 from .report import write_report
@@ -95,23 +95,6 @@ def _train_sections(ds: PreparedDataset, section: str, preds: list[MethodResult]
             if secs and all(s in ds.sections for s in secs):
                 return [s for s in secs if s != section]
     return [s for s in ds.sections if s != section and s not in ds.holdout]
-
-
-def _section_image(ds: PreparedDataset, a: ad.AnnData, max_side: int = 2000):
-    meta = a.uns.get("stem", {})
-    raw = meta.get("image_path")
-    if not raw:
-        return None, 1.0
-    for cand in (Path(raw), ds.root / raw, ds.root.parent / raw):
-        if cand.is_file():
-            try:
-                with open_image(cand) as img:
-                    return img.thumbnail(max_side)
-            except Exception as exc:  # a map without H&E is still useful
-                log.warning("could not read %s for the maps (%s)", cand, exc)
-                return None, 1.0
-    log.warning("H&E image %s not found; maps are drawn without it", raw)
-    return None, 1.0
 
 
 def default_marker_genes(genes: list[str], r: np.ndarray, top: int = 4) -> list[str]:
@@ -211,7 +194,7 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
 
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.mkdir()
-        figures = _figures(tmp, ds, truth_ad, truth, methods, correlations, marker, UNIT_NAMES[unit])
+        figures = report_figures(tmp, ds, truth_ad, truth, methods, correlations, marker, UNIT_NAMES[unit])
         if pits:
             figures.insert(1, ("PIT histograms of the sampling methods (flat = calibrated)",
                                plots.pit_plot(pits, tmp / "pit.png")))
@@ -271,47 +254,6 @@ def _protocol(ds, section, truth, methods, trained_on, labels) -> dict:
                                        f"{m.info.get('sampler')}, summary {m.info.get('summary')}, "
                                        f"seed {m.info.get('seed')}, checkpoint step {m.info.get('step')}")
     return proto
-
-
-def _figures(folder: Path, ds, truth_ad, truth, methods, correlations, marker,
-             units: str = UNITS) -> list[tuple[str, Path]]:
-    figs = [("Per-gene Pearson r, sorted (the curve behind PCC-k)",
-             plots.pcc_curve_plot(correlations, folder / "pcc_sorted.png"))]
-    for m in methods:
-        figs.append((f"Gene variation, {m.name} (paper App. A)",
-                     plots.gene_variation_plot(gene_variation(truth, m.mean), m.name,
-                                               folder / f"gene_variation_{m.name}.png")))
-    image, scale = _section_image(ds, truth_ad)
-    meta = truth_ad.uns.get("stem", {})
-    radius = float(meta.get("spot_diameter_um", 100.0)) / 2 / float(meta.get("mpp", 1.0))
-    xy = np.asarray(truth_ad.obsm["spatial"])
-    idx = {g: i for i, g in enumerate(ds.genes)}
-    # readable maps: truth, every prediction file, and the baselines with the best mean r (≤ 6 panels)
-    given = [m for m in methods if m.name not in BASELINES]
-    others = sorted((m for m in methods if m.name in BASELINES), key=lambda m: -_mean_r(correlations[m.name]))
-    shown = given + others[: max(0, 5 - len(given))]
-    for m in (m for m in methods if m.shift is not None):
-        figs.append((f"Shift score of each spot from {m.name}'s training data (0–1: the percentile among the "
-                     f"training spots' distances to the other training sections; above {SPOT_THRESHOLD}: beyond "
-                     "the training range, intervals not to be trusted there)",
-                     plots.marker_map_plot("shift score", xy, {m.name: m.shift}, folder / f"shift_{m.name}.png",
-                                           image, scale, radius)))
-    for g in marker:
-        j = idx[g]
-        panels = {"truth": truth[:, j], **{m.name: m.mean[:, j] for m in shown}}
-        pcc = {m.name: float(correlations[m.name][j]) for m in methods if np.isfinite(correlations[m.name][j])}
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in g)
-        figs.append((f"{g}: truth, the predictions and the best baselines by mean r, one colour scale ({units})",
-                     plots.marker_map_plot(g, xy, panels, folder / f"map_{safe}.png", image, scale,
-                                           radius, pcc)))
-    return figs
-
-
-def _mean_r(r: np.ndarray) -> float:
-    """The mean per-gene r over the genes where it is defined; -inf where it is nowhere (a
-    prediction constant per gene, like the ``mean`` baseline)."""
-    r = np.asarray(r, dtype=float)
-    return float(r[np.isfinite(r)].mean()) if np.isfinite(r).any() else -np.inf
 
 
 def _defined(row: dict, missing):
