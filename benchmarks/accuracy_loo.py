@@ -36,7 +36,7 @@ from stem_st.evaluation.clustering import label_agreement
 from stem_st.evaluation.metrics import UNIT_NAMES, in_unit, score
 from stem_st.evaluation.probabilistic import KEYS as PROB_KEYS
 from stem_st.evaluation.probabilistic import probabilistic_scores
-from stem_st.prepare import PrepareConfig, prepare
+from stem_st.preparation import PrepareConfig, prepare
 from stem_st.recipe import get_recipe
 from stem_st.stem import PredictSettings, StemModel, TrainSettings
 from stem_st.training.data import section_counts

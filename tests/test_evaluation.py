@@ -264,7 +264,8 @@ def test_demo_runs_the_whole_chain_on_real_her2st(tmp_path, her2st_prep, embeddi
     res = run_stem_here("demo", "--data", HER2ST, "--out", out, "--sections", "A1,C3", "--holdout", "C3",
                         "--views", "2", "--steps", "30", "--batch-size", "16", "--num-samples", "3",
                         "--sampler", "ddim:3", "--cache", embedding_cache, "--device", "cpu",
-                        "--recipe-set", "calibrate_spread=false")  # tested in test_recipe; most of so short a run
+                        "--validation", "none",  # validation and calibration are tested elsewhere
+                        "--recipe-set", "calibrate_spread=false")
     summary = json.loads((out / "demo.json").read_text())
     rows = {r["method"]: r for r in summary["main"]["rows"]}
     assert list(rows) == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",

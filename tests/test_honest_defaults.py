@@ -117,7 +117,11 @@ def test_the_python_api_uses_a_gpu_when_there_is_one_as_the_commands_do():
     from stem_st.devices import resolve_device
 
     assert st.PredictSettings().device == "auto"
-    for fn in (st.StemModel.fit, st.prepare, st.embed):
+    import stem_st.cli  # noqa: F401  (imports every submodule the commands use)
+    from stem_st.api import embed, prepare
+
+    assert callable(st.prepare) and callable(st.embed)  # no submodule of the same name shadows them
+    for fn in (st.StemModel.fit, prepare, embed):
         assert inspect.signature(fn).parameters["device"].default == "auto", fn
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == "cpu"

@@ -18,8 +18,8 @@ def prepare(sections: dict[str, ad.AnnData], out: str | Path, holdout: list[str]
     """Choose the gene panel (on the non-held-out sections), embed every spot's patch and write a
     prepared dataset to ``out``, as ``stem prepare`` does; the input AnnDatas are not modified."""
     from .encoders.cache import default_cache_dir
-    from .prepare import PrepareConfig
-    from .prepare import prepare as run
+    from .preparation import PrepareConfig
+    from .preparation import prepare as run
 
     require(isinstance(sections, dict) and sections, "give the sections as {section id: AnnData}")
     cfg = PrepareConfig(data="", layout="anndata", sections=list(sections), out=str(out), holdout=list(holdout),

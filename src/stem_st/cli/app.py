@@ -67,8 +67,8 @@ def prepare(
     """Turn H&E images plus spot counts into a prepared dataset (panel counts + embeddings)."""
     from ..data.readers import ReaderOptions, imaged_sections
     from ..encoders.cache import default_cache_dir
-    from ..prepare import PrepareConfig
-    from ..prepare import prepare as run_prepare
+    from ..preparation import PrepareConfig
+    from ..preparation import prepare as run_prepare
 
     require_separate(out, [data])
     ids = csv_list(sections) or imaged_sections(layout, data)
@@ -240,6 +240,7 @@ def demo(
     sampler: str | None = typer.Option(None, help="Sampler (default dpm++:10, as stem predict)."),
     recipe: str = typer.Option("default", help=RECIPE_HELP),
     recipe_set: str = typer.Option("", help=RECIPE_SET_HELP),
+    validation: str = typer.Option("auto", help="As stem train --validation: auto | none | a section."),
     cache: Path | None = typer.Option(None, help="Embedding cache folder (default OUT/cache; another "
                                       "folder shares embeddings with stem prepare runs)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -252,7 +253,8 @@ def demo(
                      sections=csv_list(sections),
                      views=views, aug_ratio=aug_ratio, preset=preset, steps=steps, batch_size=batch_size,
                      lr=lr, num_samples=num_samples, sampler=sampler, leave_one_out=leave_one_out,
-                     cache_dir=str(cache) if cache else None, recipe=recipe_from(recipe, recipe_set))
+                     cache_dir=str(cache) if cache else None, recipe=recipe_from(recipe, recipe_set),
+                     validation=validation)
     summary = run_demo(cfg)
     print_metric_table(summary["main"]["rows"], f"held-out section {holdout}: {UNITS}, per-gene "
                         "PCC over spots, top-k by PCC")

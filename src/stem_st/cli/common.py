@@ -71,7 +71,7 @@ def print_table(rows: list[dict], title: str, caption: str | None = None) -> Non
 
 def print_metric_table(rows: list[dict], title: str) -> None:
     cols = ("method", "PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "CRPS", "energy", "coverage50",
-            "coverage80", "coverage95", "ARI", "NMI")
+            "coverage80", "coverage95", "ARI", "NMI", "shift_median")
     cols = tuple(c for c in cols if any(c in r for r in rows))
     cells = [{c: _cell(r.get(c)) for c in cols} for r in rows]
     print_table(cells, title, UNDEFINED if any(v == "–" for r in cells for v in r.values()) else None)
@@ -79,7 +79,8 @@ def print_metric_table(rows: list[dict], title: str) -> None:
 
 #: the caption under a metric table with "–" cells
 UNDEFINED = ("–: undefined for that method (a prediction constant per gene has no correlation; a point "
-             "prediction draws no samples, so no coverage or proper score)")
+             "prediction draws no samples, so no coverage or proper score; shift_median, how far the section lies "
+             "from the training data, is a trained model's own)")
 
 
 def _cell(v) -> str | int:

@@ -22,7 +22,7 @@ from ..errors import StemError, require
 from ..evaluation.baselines import BASELINES
 from ..evaluation.harness import evaluate
 from ..prediction.output import predict_section
-from ..prepare import PrepareConfig, prepare
+from ..preparation import PrepareConfig, prepare
 from ..recipe import RECIPES, Recipe
 from ..stem import PredictSettings, StemModel, TrainSettings
 from .runs import train_run
@@ -64,6 +64,7 @@ class DemoConfig:
     leave_one_out: bool = False
     cache_dir: str | None = None  # the embedding cache (None: OUT/cache)
     recipe: Recipe = field(default_factory=lambda: RECIPES["default"])
+    validation: str = "auto"  # as stem train --validation
 
     def resolved(self) -> DemoConfig:
         """A copy with the device profile filled in."""
@@ -88,7 +89,7 @@ def run_fold(cfg: DemoConfig, holdout: str, folder: Path) -> dict:
     settings = TrainSettings(prep=str(prep_dir.resolve()), holdout=[holdout], preset=cfg.preset,
                              steps=cfg.steps, batch_size=cfg.batch_size, aug_ratio=cfg.aug_ratio,
                              lr=cfg.lr, seed=cfg.seed, checkpoint_every=max(100, cfg.steps // 5),
-                             recipe=cfg.recipe)
+                             recipe=cfg.recipe, validation=cfg.validation)
     resume = (run_dir / "config.json").is_file()
     try:
         train_run(ds, run_dir, settings, device=cfg.device, resume=resume)
