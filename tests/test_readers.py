@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -105,7 +106,9 @@ def _write_hest(root, section, src):
     st = ad.AnnData(X=src.X.copy(), obs=src.obs.copy(), var=src.var.copy())
     st.obsm["spatial"] = src.obsm["spatial"].copy()
     st.write_h5ad(root / "st" / f"{section}.h5ad")
-    img = np.asarray(Image.open(src.uns["stem"]["image_path"]).convert("RGB"))
+    with warnings.catch_warnings():  # the test's own read of a 92-Mpx image (the package's reads are quiet)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = np.asarray(Image.open(src.uns["stem"]["image_path"]).convert("RGB"))
     mpp = src.uns["stem"]["mpp"]
     tifffile.imwrite(root / "wsis" / f"{section}.tif", img, tile=(256, 256),
                      resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
