@@ -122,7 +122,18 @@ def shift_text(data) -> str:
             f"({100 * min(c):.0f}–{100 * max(c):.0f} % of their spots are above {s['thresholds']['spot']}).")
 
 
-BLOCKS = {"readme-accuracy": accuracy_table, "readme-folds": fold_table, "train-neighbour": neighbour_text,
+def coverage_text(data) -> str:
+    """The predict guide's sentence on how well the shipped intervals hold on new sections."""
+    stem = data["budget"][SHIPPED]
+    c = [stem[f]["coverage80"] for f in FOLDS if f != "A1"]
+    return (f"On HER2ST leave-one-section-out the shipped training's 80 % intervals hold "
+            f"{_mean(stem, 'coverage80'):.2f} of the truth on average, {min(c):.2f}–{max(c):.2f} on patient C but "
+            f"{stem['A1']['coverage80']:.2f} on the other patient's section A1 "
+            "({doc}`/benchmarks/results/sample_budget`).")
+
+
+BLOCKS = {"readme-accuracy": accuracy_table, "predict-coverage": coverage_text, "readme-folds": fold_table,
+          "train-neighbour": neighbour_text,
           "predict-shift": shift_text}
 BLOCK = re.compile(r"(<!-- figures:([a-z-]+) -->)\n(.*?)\n?(<!-- /figures -->)", re.S)
 
