@@ -33,10 +33,13 @@ def page_file(tmp_path_factory):
     pred.layers["std"] = rng.uniform(0.1, 1.0, truth.shape).astype(np.float32)
     pred.obsm["spatial"] = sec.obsm["spatial"]
     pred.obs["shift"] = rng.uniform(0, 1, pred.n_obs).astype(np.float32)  # as stem predict writes it
-    pred.uns["stem"] = {"section": "C3", "units": "log2(1 + count)"}
+    pred.uns["stem"] = {"section": "C3", "units": "log2(1 + count)", "samples_file": "C3_pred.samples.npy"}
     pred.write_h5ad(tmp / "C3_pred.h5ad")
+    draws = (noisy[:, None] + rng.normal(0, 0.3, (truth.shape[0], 3, truth.shape[1]))).astype(np.float32)
+    np.save(tmp / "C3_pred.samples.npy", draws)  # as stem predict --keep-samples writes them
     code, err = invoke(["view", tmp / "C3_pred.h5ad", "--truth", prep])
     assert code == 0, err
+    pred.layers["draw"] = draws[:, 0]  # what the page should show as "one draw"
     return tmp / "C3_pred_view.html", pred, truth
 
 
@@ -90,6 +93,8 @@ def test_pick_a_gene_colours_match_the_anndata_and_hover_reads_out(page_file):
         assert pred.obs_names[101] in tip and gene in tip
         assert f"{pred.X[101, j]:.3f}" in tip and f"{truth[101, j]:.3f}" in tip
         assert f"{pred.layers['std'][101, j]:.3f}" in tip
+        page.select_option("#layer", "draw")  # the first sample, on the expression scale
+        assert page.get_attribute("circle[data-i='101']", "fill") == _expected(pred.layers["draw"][101, j], lo, hi)
         shift = pred.obs["shift"].to_numpy()
         page.select_option("#layer", "shift")  # per spot, the same for every gene, on its own 0–1 scale
         assert [page.get_attribute(f"circle[data-i='{i}']", "fill") for i in (3, 101)] == \

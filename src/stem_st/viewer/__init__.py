@@ -23,8 +23,8 @@ from ..data.readers.anndata_file import load_h5ad
 from ..data.units import UNITS
 from ..errors import require
 
-LAYER_NAMES = {"truth": "measured", "prediction": "predicted", "std": "std over samples",
-               "error": "predicted − measured"}
+LAYER_NAMES = {"truth": "measured", "prediction": "predicted", "draw": "one draw (the first sample)",
+               "std": "std over samples", "error": "predicted − measured"}
 #: per-spot layers (the same for every gene), from obs: name, scale
 SPOT_LAYERS = {"shift": ("shift from the training data (percentile; > 0.99: beyond the training range)",
                          [0.0, 1.0])}
@@ -56,6 +56,18 @@ def _layers(pred: ad.AnnData, truth: ad.AnnData | None) -> tuple[dict[str, np.nd
     if "truth" in out:
         out["error"] = out["prediction"] - out["truth"]
     return out, str(pred.uns.get("stem", {}).get("units", UNITS))
+
+
+def _one_draw(pred_path: Path, pred: ad.AnnData) -> np.ndarray | None:
+    """The first sample of every spot (spots × genes), when the prediction kept its samples
+    (``--keep-samples``: ``<name>.samples.npy`` beside it, named in ``uns['stem']``)."""
+    path = pred_path.with_name(pred_path.stem + ".samples.npy")
+    if not path.is_file() or pred.uns.get("stem", {}).get("samples_file") != path.name:
+        return None  # none kept, or a stale file of an older prediction
+    samples = np.load(path, mmap_mode="r")
+    if samples.ndim != 3 or samples.shape[0] != pred.n_obs or samples.shape[2] != pred.n_vars:
+        return None
+    return np.asarray(samples[:, 0], dtype=np.float32)
 
 
 def _completed_layers(pred: ad.AnnData) -> dict[str, np.ndarray]:
@@ -148,7 +160,10 @@ def build_view(pred_path: str | Path, out: str | Path | None = None, truth_prep:
     truth = _truth_section(Path(truth_prep), section, pred) if truth_prep else None
     layers, units = (_completed_layers(pred), "count") if completed else _layers(pred, truth)
     names = COMPLETED_NAMES if completed else LAYER_NAMES
-    order = [k for k in ("truth", "prediction", "std", "error") if k in layers]
+    draw = None if completed else _one_draw(pred_path, pred)
+    if draw is not None:  # one sampled map: the spread seen as tissue
+        layers["draw"] = draw
+    order = [k for k in ("truth", "prediction", "draw", "std", "error") if k in layers]
     xy_full = np.asarray(pred.obsm["spatial"], dtype=np.float64)
     xy = xy_full.copy()
     img, scale, diameter = _image(pred, truth, image_side)
