@@ -31,7 +31,8 @@ ROWS = [(f"Stem `default` as `stem train` ships it (`{SHIPPED}`)", "budget", SHI
         ("`ridge+ctx2` + Gaussian, full covariance", "loo", "ridge+ctx2+mvn"),
         ("`knn+ctx` (20 neighbours as samples)", "loo", "knn+ctx"),
         ("`knn`", "loo", "knn")]
-PAGES = [ROOT / "README.md", ROOT / "docs" / "guide" / "train.md", ROOT / "docs" / "guide" / "predict.md"]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "guide" / "train.md", ROOT / "docs" / "guide" / "predict.md",
+         ROOT / "benchmarks" / "README.md"]
 LONG = "validated + neighbour targets 16 @ tiny 2400×32"
 
 
@@ -43,7 +44,8 @@ def load() -> dict[str, dict]:
                     for row in {r for f in loo.values() for r in f}},
             "budget": {row: dict(folds) for row, folds in budget["folds"].items()},
             "budget_paired": budget["vs_reference"], "budget_vs_baselines": budget["vs_baselines"],
-            "shift": json.loads((RESULTS / "shift_score.json").read_text())}
+            "shift": json.loads((RESULTS / "shift_score.json").read_text()),
+            "calibration": json.loads((RESULTS / "calibration_cost.json").read_text())}
 
 
 def _mean(rows: dict[str, dict], key: str, folds=FOLDS) -> float:
@@ -132,19 +134,52 @@ def coverage_text(data) -> str:
             "({doc}`/benchmarks/results/sample_budget`).")
 
 
-BLOCKS = {"readme-accuracy": accuracy_table, "predict-coverage": coverage_text, "readme-folds": fold_table,
+def index_budget(data) -> str:
+    """The benchmarks index's headline cell for sample_budget."""
+    p = data["budget_paired"][SHIPPED]
+    longer = {k: _mean(data["budget"][LONG], k) for k in ("CRPS", "corr_err_sample")}
+    return (f"against the CPU demo's former training (`before @ tiny 600×32`), paired over 6 folds: `{SHIPPED}` "
+            f"(shipped) CRPS {p['CRPS']['mean']:+.4f} ± {p['CRPS']['sd']:.4f}, variogram "
+            f"{p['variogram']['mean']:+.0f} ± {p['variogram']['sd']:.0f} ({p['variogram']['wins']}/6 lower), "
+            f"corr_err_sample {_mean(data['budget'][SHIPPED], 'corr_err_sample'):.3f} vs "
+            f"{_mean(data['budget']['before @ tiny 600×32'], 'corr_err_sample'):.3f}; at 2400 × 32 CRPS "
+            f"{longer['CRPS']:.3f}, corr_err_sample {longer['corr_err_sample']:.3f} (without neighbour targets "
+            f"{_mean(data['budget']['validated @ tiny 2400×32'], 'corr_err_sample'):.3f})")
+
+
+def index_shift(data) -> str:
+    s = data["shift"]
+    return (f"trained on C2–C5: A1 vs C6 spot AUROC {s['trained_on_patient_C']['auroc_A1_vs_C6']:.3f}; "
+            f"left out in turn, A1's median score {s['folds']['A1']['median']:.3f} (flagged), the C sections' "
+            f"{min(r['median'] for f, r in s['folds'].items() if f != 'A1'):.2f}–"
+            f"{max(r['median'] for f, r in s['folds'].items() if f != 'A1'):.2f} (none flagged)")
+
+
+def index_calibration(data) -> str:
+    c = data["calibration"]
+    row = {(r["spots"], r["samples"]): r for r in c["rows"]}
+    r128, r10 = row[(128, 20)], row[(max(r["spots"] for r in c["rows"]), 10)]
+    return (f"C6, reference factor {c['reference_factor']:.2f} (all {c['spots']} spots × 20 samples): 128 spots "
+            f"× 20 samples {r128['factor_mean']:.3f} ± {r128['factor_sd']:.3f}; 10 samples bias it to "
+            f"{r10['factor_mean']:.2f}")
+
+
+BLOCKS = {"readme-accuracy": accuracy_table, "index-budget": index_budget, "index-shift": index_shift,
+          "index-calibration": index_calibration, "predict-coverage": coverage_text, "readme-folds": fold_table,
           "train-neighbour": neighbour_text,
           "predict-shift": shift_text}
-BLOCK = re.compile(r"(<!-- figures:([a-z-]+) -->)\n(.*?)\n?(<!-- /figures -->)", re.S)
+#: a block on lines of its own, or inline (a table cell of the benchmarks index)
+BLOCK = re.compile(r"(<!-- figures:([a-z-]+) -->)(\n?)(.*?)(\n?)(<!-- /figures -->)", re.S)
 
 
 def render(text: str, data) -> str:
-    return BLOCK.sub(lambda m: f"{m.group(1)}\n{BLOCKS[m.group(2)](data)}\n{m.group(4)}", text)
+    return BLOCK.sub(lambda m: m.group(1) + m.group(3) + BLOCKS[m.group(2)](data) + m.group(3) + m.group(6),
+                     text)
 
 
 def stale(text: str, data) -> list[str]:
     """Names of the blocks in ``text`` that differ from what the results give."""
-    return [m.group(2) for m in BLOCK.finditer(text) if m.group(3) != BLOCKS[m.group(2)](data)]
+    return [m.group(2) for m in BLOCK.finditer(text) if m.group(4) != BLOCKS[m.group(2)](data)]
 
 
 def main() -> None:
