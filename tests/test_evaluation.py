@@ -245,7 +245,7 @@ def test_report_renders_table_and_every_image_in_headless_chromium(report):
         page.wait_for_selector("body[data-ready='1']")
         viewer_layers = page.eval_on_selector_all("#layer option", "els => els.map(e => e.value)")
         browser.close()
-    assert viewer_layers == ["truth", "prediction", "std", "error"]
+    assert viewer_layers == ["truth", "prediction", "draw", "std", "error"]  # _write_pred kept its samples
     assert header[:3] == ["method", "PCC-10", "PCC-50"]
     assert methods == ["stem", "mean", "knn", "ridge", "mlp", "knn+ctx", "ridge+ctx", "knn+ctx2", "ridge+ctx2",
                        *SAMPLED_RIDGE, "truth (reference)"]
