@@ -66,6 +66,10 @@ VARIANTS = {
     "cond-neighbourhood+target-complete": {**BASE, "condition": "neighbourhood", "dit_target": "complete"},
     # what `stem complete fit` ships (CompletionSettings' defaults)
     "default": {},
+    # stage 2 sees the spot it completes, through a noised copy of its latent (it cannot copy it)
+    "centre-noise 1": {"condition": "neighbourhood", "centre_noise": 1.0},
+    "centre-noise 1+target-complete": {"condition": "neighbourhood", "centre_noise": 1.0,
+                                       "dit_target": "complete"},
 }
 #: K draws per entry for every sampled method, and the sampler of the LGDiST draws
 K, SAMPLER = 20, "dpm++:10"
@@ -150,7 +154,8 @@ def settings_of(name: str) -> CompletionSettings:
 #: settings that shape stage 1's training / stage 2's (the rest act at completion only)
 STAGE1_FIELDS = ("ae_steps", "batch_size", "ae_lr", "seed", "checkpoint_every", "latent_noise", "panel_weight",
                  "prefill", "train_masking", "copies", "select", "masking", "val_every")
-DIT_FIELDS = ("dit_steps", "lr", "objective", "point", "condition", "dit_target", "rounds", "val_sampler")
+DIT_FIELDS = ("dit_steps", "lr", "objective", "point", "condition", "dit_target", "rounds", "val_sampler",
+              "centre_noise")
 
 
 def _donor(work: Path, name: str) -> tuple[Path | None, list[str]]:

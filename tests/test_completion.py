@@ -233,11 +233,13 @@ def test_complete_cli_end_to_end_on_two_her2st_sections(tmp_path):
     fit = run_stem("complete", "fit", "--data", HER2ST, "--train", "A2,A3", "--val", "B1", "--out", comp,
                    "--panel", "16", "--total", "48", "--ae-steps", "30", "--dit-steps", "30", "--batch-size", "32",
                    "--ae-hidden", "32", "--latent", "8", "--dit-hidden", "32", "--dit-depth", "1",
-                   "--rounds", "2", "--masking", "spared", "--device", "cpu")
+                   "--rounds", "2", "--masking", "spared", "--condition", "neighbourhood", "--centre-noise", "0.5",
+                   "--device", "cpu")
     assert "validation" in fit.stdout and "adaptive_median" in fit.stdout
     conf = json.loads((comp / "config.json").read_text())
     assert len(conf["panel"]) == 16 and len(conf["context"]) == 32 and conf["train"] == ["A2", "A3"]
     assert conf["settings"]["rounds"] == 2 and conf["settings"]["prefill"] == "median"
+    assert conf["settings"]["condition"] == "neighbourhood" and conf["settings"]["centre_noise"] == 0.5
     for stage in ("ae", "dit", "dit2"):  # each stage validated on B1 and its best state kept
         assert list((comp / stage / "best" / "checkpoints").glob("step_*.pt"))
     ev = run_stem("complete", "evaluate", comp, "--sections", "B1", "--num-samples", "1", "--sampler", "ddim:3",

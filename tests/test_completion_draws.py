@@ -3,6 +3,8 @@ what stage 2 is conditioned on and learns, and the stage-1 point."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -129,6 +131,57 @@ def test_stage_two_sees_the_centre_latent_only_when_conditioned_on_the_neighbour
     assert base.shape == values.shape
 
 
+def test_a_noised_centre_reaches_the_condition_at_training_and_at_every_draw(monkeypatch):
+    sd = 0.7
+    m = _tiny(condition="neighbourhood", centre_noise=sd)
+    seen = []
+    inner = m.dits[0].forward
+
+    def spy(z, t, cond):
+        seen.append(cond.clone())
+        return inner(z, t, cond)
+
+    m.dits[0].forward = spy
+    values, xy = _section()
+    data = stack([mask_section(values, xy, 2, "median")], m.gene_means)
+    known = m.normalise(m.encode(data), 0) * data.present.unsqueeze(-1)
+    m.predict_round(data, 0, 1, "ddim:3", seed=4, device="cpu")
+    cond = seen[-1]
+    assert torch.equal(cond[:, 1:], known[:, 1:])  # neighbours clean
+    gap = cond[:, 0] - known[:, 0]  # the centre: its own latent plus sd × standard normal noise
+    assert abs(float(gap.std()) - sd) < 0.25 and float(gap.abs().min()) > 0
+    a = m.diffusion_completion(values, xy, 2, "ddim:3", seed=4)
+    assert np.array_equal(a, m.diffusion_completion(values, xy, 2, "ddim:3", seed=4))  # seeded
+    assert not np.array_equal(a, m.diffusion_completion(values, xy, 2, "ddim:3", seed=5))
+    # training: fresh noise on the centre token of the condition, the neighbours clean
+    captured = {}
+
+    def training_loss(model_fn, x0, t, noise, mask=None):
+        captured["out"] = model_fn(x0, t)
+        return {"loss": x0.sum() * 0}
+
+    monkeypatch.setattr(m.diffusion, "training_loss", training_loss)
+    loss = fit_mod._dit_loss(m, known, known[:, 0], 8, torch.device("cpu"))
+    loss(m.dits[0], torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), slice(None))
+    rows = torch.randint(len(known), (8,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(seen[-1][:, 1:], known[rows][:, 1:])
+    assert float((seen[-1][:, 0] - known[rows][:, 0]).abs().min()) > 0
+
+
+def test_settings_are_frozen_and_centre_noise_needs_the_centre_in_the_condition():
+    from dataclasses import FrozenInstanceError
+
+    s = CompletionSettings()
+    with pytest.raises(FrozenInstanceError):
+        s.spread = 2.0  # type: ignore[misc]
+    assert replace(s, spread=2.0).spread == 2.0 and s.spread == 1.0
+    with pytest.raises(StemError, match="--condition neighbourhood"):
+        CompletionSettings(centre_noise=0.5).check()
+    with pytest.raises(StemError, match="centre-noise"):
+        CompletionSettings(condition="neighbourhood", centre_noise=-1.0).check()
+    assert CompletionSettings.from_dict({"objective": "x0"}).centre_noise == 0.0
+
+
 @pytest.mark.parametrize("target", ["input", "complete"])
 def test_stage_two_learns_the_latent_of_the_complete_target_when_asked(target, monkeypatch):
     m = _tiny(dit_target=target, train_masking="dropout")
@@ -169,7 +222,7 @@ def test_stage_one_point_with_draws_centred_on_it():
     assert np.allclose(d, centred(raw, point, 0.5), atol=1e-6)
     inside = (d > 0).all(1)  # no clipping there: the draws' mean is the point
     assert inside.any() and np.allclose(d.mean(1)[inside], point[inside], atol=1e-5)
-    m.settings.centre_draws, m.settings.spread = False, 1.0
+    m.settings = replace(m.settings, centre_draws=False, spread=1.0)
     assert np.allclose(model_draws(m, values, xy, 4, "ddim:3", 0), raw)
 
 

@@ -50,6 +50,17 @@ def complete_fit(
     point: str = typer.Option("posterior_mean", help="Stage-2 estimate: posterior_mean (E[centre latent | "
                               "neighbours] from the x0 network) | samples (mean of --num-samples sampled "
                               "latents)."),
+    condition: str = typer.Option("neighbours", help="Stage 2's condition: neighbours (the six neighbour "
+                                  "latents, centre zeroed) | neighbourhood (the centre's own latent too)."),
+    centre_noise: float = typer.Option(0.0, help="With --condition neighbourhood: sd of fresh Gaussian noise on "
+                                       "the centre's latent in the condition (normalised units), so stage 2 "
+                                       "cannot copy it; 0 = none."),
+    dit_target: str = typer.Option("input", help="Centre latent stage 2 learns: input (encoding of the input) | "
+                                   "complete (of the training target, hidden entries at their values)."),
+    point_source: str = typer.Option("stage1", help="The point: stage1 (the autoencoder's decoding) | "
+                                     "diffusion (stage 2's estimate, as --point says)."),
+    centre_draws: bool = typer.Option(True, help="Centre the draws on the point before the fitted spread "
+                                      "scales their deviations."),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     resume: bool = typer.Option(False, help="Continue an interrupted fit in --out (with its stored settings)."),
@@ -67,7 +78,9 @@ def complete_fit(
                                   checkpoint_every=checkpoint_every, val_every=checkpoint_every,
                                   ae_lr=ae_lr, seed=seed, prefill=prefill, train_masking=train_masking,
                                   copies=copies, select=select, rounds=rounds, masking=masking,
-                                  objective=objective, point=point)
+                                  objective=objective, point=point, condition=condition,
+                                  centre_noise=centre_noise, dit_target=dit_target, point_source=point_source,
+                                  centre_draws=centre_draws)
     settings.check()
     res = fit_completion(str(data), layout, csv_list(train), val=csv_list(val), out=out, settings=settings,
                          n_panel=panel, n_total=total,

@@ -5,6 +5,7 @@ hidden entries, and their per-entry spread in counts."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,12 +27,12 @@ CALIBRATION_DRAWS, CALIBRATION_SAMPLER = DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
 @contextlib.contextmanager
 def _sampled(model: LGDiST) -> Iterator[LGDiST]:
     """``model`` whose stage-2 estimate is a sampled centre latent (not the posterior mean)."""
-    old = model.settings.point
-    model.settings.point = "samples"
+    old = model.settings
+    model.settings = replace(old, point="samples")
     try:
         yield model
     finally:
-        model.settings.point = old
+        model.settings = old
 
 
 def draw_seeds(seed: int, num_samples: int) -> list[int]:
@@ -95,9 +96,9 @@ def fit_spread(truth: np.ndarray, draws: np.ndarray, hidden: np.ndarray, point: 
 
 
 def calibrate_spread(model: LGDiST, val: list[MaskedSection], seed: int = 0, device: str = "cpu") -> dict:
-    """Fit ``model.settings.spread`` on the hidden panel entries of masked validation sections:
-    :data:`CALIBRATION_DRAWS` raw draws per entry, centred on the point when
-    ``settings.centre_draws``, spread chosen for 80 % central coverage (:func:`fit_spread`)."""
+    """Fit the spread on the hidden panel entries of masked validation sections (``model.settings``
+    becomes a copy with it): :data:`CALIBRATION_DRAWS` raw draws per entry, centred on the point
+    when ``settings.centre_draws``, spread chosen for 80 % central coverage (:func:`fit_spread`)."""
     k, s = len(model.panel), model.settings
     truth, draws, points, hidden = [], [], [], []
     for sec in val:
@@ -108,9 +109,10 @@ def calibrate_spread(model: LGDiST, val: list[MaskedSection], seed: int = 0, dev
         truth.append(sec.target[:, :k])  # hidden entries are measured: the target is their value
         hidden.append(sec.hidden[:, :k])
     point = np.concatenate(points) if s.centre_draws else None
-    s.spread, rows = fit_spread(np.concatenate(truth), np.concatenate(draws), np.concatenate(hidden), point)
-    best = next(r for r in rows if r["spread"] == s.spread)
-    return {"spread": s.spread, "centred": s.centre_draws, "coverage80": best["coverage80"], "CRPS": best["CRPS"],
+    spread, rows = fit_spread(np.concatenate(truth), np.concatenate(draws), np.concatenate(hidden), point)
+    model.settings = replace(s, spread=spread)
+    best = next(r for r in rows if r["spread"] == spread)
+    return {"spread": spread, "centred": s.centre_draws, "coverage80": best["coverage80"], "CRPS": best["CRPS"],
             "draws": CALIBRATION_DRAWS, "sampler": CALIBRATION_SAMPLER}
 
 

@@ -124,8 +124,9 @@ def _dit_loss(model, zn: torch.Tensor, goal: torch.Tensor, batch: int, dev: torc
         rows = torch.randint(n, (batch,), generator=data_gen)[share].to(dev)
         known = zn[rows]
         x0 = torch.cat([goal[rows].unsqueeze(1), known[:, 1:]], dim=1)
-        cond = model.condition_of(known)
         t = torch.randint(diffusion.num_steps, (batch,), generator=noise_gen, device=dev)[share]
+        extra = model.condition_noise(batch, noise_gen, dev)
+        cond = model.condition_of(known, None if extra is None else extra[share])
         noise = torch.randn((batch, *x0.shape[1:]), generator=noise_gen, device=dev)[share]
         terms = diffusion.training_loss(lambda xt, tt: net(xt, tt, cond), x0, t, noise,
                                         mask=centre.expand(len(x0), -1, -1))

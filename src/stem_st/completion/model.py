@@ -95,12 +95,23 @@ class LGDiST:
         return (dec + torch.as_tensor(self.gene_means, device=dec.device)).clamp_min(0.0)
 
     @torch.no_grad()
-    def condition_of(self, known: torch.Tensor) -> torch.Tensor:
+    def condition_of(self, known: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Stage 2's condition tokens from normalised input latents ``(B, 7, latent)``: the
-        neighbours with the centre zeroed, or (``condition = neighbourhood``) all seven."""
+        neighbours with the centre zeroed, or (``condition = neighbourhood``) all seven, the
+        centre's own plus ``centre_noise`` × ``noise`` (standard normal ``(B, latent)``)."""
         if self.settings.condition == "neighbourhood":
-            return known
+            if self.settings.centre_noise == 0:
+                return known
+            require(noise is not None, "centre_noise needs noise for the centre token")
+            centre = known[:, :1] + self.settings.centre_noise * noise.unsqueeze(1)
+            return torch.cat([centre, known[:, 1:]], dim=1)
         return torch.cat([torch.zeros_like(known[:, :1]), known[:, 1:]], dim=1)
+
+    def condition_noise(self, n: int, gen: torch.Generator, device: str | torch.device) -> torch.Tensor | None:
+        """Standard normal noise for :meth:`condition_of` (``None`` when ``centre_noise`` is 0)."""
+        if self.settings.centre_noise == 0:
+            return None
+        return torch.randn((n, self.cfg.latent), generator=gen, device=device)
 
     @torch.no_grad()
     def predict_round(self, data: Neighbourhoods, r: int, num_samples: int, sampler: str, seed: int,
@@ -122,7 +133,7 @@ class LGDiST:
         centres = []
         for start in range(0, len(rows), batch):
             known = rows[start:start + batch]
-            cond = self.condition_of(known)
+            cond = self.condition_of(known, self.condition_noise(len(known), gen, device))
             if posterior:  # neighbour tokens clean, the centre at the noisiest step
                 x = self.diffusion.posterior_mean(
                     lambda xt, tt, c=cond, k=known: dit(torch.where(mask, xt, k), tt, c), known.shape,

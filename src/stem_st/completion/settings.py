@@ -1,5 +1,6 @@
 """Settings of an LGDiST fit: training sizes of both stages and every design switch, stored
-with the model (``config.json``) so a loaded model completes as it was fitted."""
+with the model (``config.json``) so a loaded model completes as it was fitted. Frozen: a
+changed value (the fitted spread) is a new object (``dataclasses.replace``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ DIT_TARGETS = ("input", "complete")
 POINT_SOURCES = ("diffusion", "stage1")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompletionSettings:
     """Training settings of both stages and the design switches (CPU-sized defaults)."""
 
@@ -56,6 +57,10 @@ class CompletionSettings:
     point: str = "posterior_mean"
     #: stage 2's condition (:data:`CONDITIONS`)
     condition: str = "neighbours"
+    #: sd of the Gaussian noise on the centre's own latent in stage 2's condition (normalised
+    #: latent units; ``condition = neighbourhood`` only): stage 2 sees the spot it completes
+    #: without being able to copy it. Fresh noise at every training step and every draw.
+    centre_noise: float = 0.0
     #: the centre latent stage 2 learns (:data:`DIT_TARGETS`)
     dit_target: str = "input"
     #: where the point comes from (:data:`POINT_SOURCES`): stage 1, whose masked MSE stage 2
@@ -81,6 +86,9 @@ class CompletionSettings:
         require(self.dit_target in DIT_TARGETS, f"dit_target must be one of {', '.join(DIT_TARGETS)}")
         require(self.point_source in POINT_SOURCES, f"point_source must be one of {', '.join(POINT_SOURCES)}")
         require(self.spread > 0, "spread must be positive")
+        require(self.centre_noise >= 0, "--centre-noise must be at least 0")
+        require(self.centre_noise == 0 or self.condition == "neighbourhood",
+                "--centre-noise needs --condition neighbourhood (the centre's latent in the condition)")
 
     @classmethod
     def from_dict(cls, d: dict) -> CompletionSettings:
@@ -91,4 +99,4 @@ class CompletionSettings:
 
 #: the behaviour of models saved before these fields existed
 LEGACY = {"condition": "neighbours", "dit_target": "input", "point_source": "diffusion", "spread": 1.0,
-          "centre_draws": False}
+          "centre_draws": False, "centre_noise": 0.0}
