@@ -5,8 +5,8 @@ hidden entries, and their per-entry spread in counts."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
