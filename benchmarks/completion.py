@@ -322,6 +322,17 @@ def fits(results: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def carried(results: list[dict]) -> list[str]:
+    """A note naming the rows carried from an earlier run's work folder (their own stage-1 fit)."""
+    names = [r["variant"] for r in results if r.get("carried")]
+    if not names:
+        return []
+    return [f"Rows of {', '.join(f'`{n}`' for n in names)} are carried from an earlier run (its work folder, "
+            "not refitted here): their stage 1 is an earlier fit of the same settings. A refit of the same settings "
+            "on the same machine does not repeat a fit exactly: `default` against `default (earlier fit)` shows by "
+            "how much.", ""]
+
+
 def markdown(results: list[dict], earlier: dict, meta: dict) -> str:
     lines = ["# LGDiST completion vs baselines (HER2ST, train A–F, validate G, test H)", "",
              f"Machine: {meta['machine']}. Units: log1p(count). Scores over hidden panel entries (128 genes), "
@@ -329,7 +340,8 @@ def markdown(results: list[dict], earlier: dict, meta: dict) -> str:
              f"(LGDiST: {SAMPLER}, one run per draw). Spreads s fitted on G (dropout) only: coverage of the "
              "central 80 % interval closest to 0.80 (`× s (CRPS)`: lowest CRPS), on a grid 0.25–8 (× 8.00: the "
              "grid's end binds). Regenerate: "
-             "`.venv/bin/python benchmarks/completion.py`.", "", *shipped(results), *fits(results)]
+             "`.venv/bin/python benchmarks/completion.py`.", "", *carried(results), *shipped(results),
+             *fits(results)]
     for protocol in PROTOCOLS:
         for split in SPLITS:
             key = f"{protocol}|{split}"
@@ -389,11 +401,21 @@ def main() -> None:
         logging.info("variant %s", name)
         fit_variant(d, name, work)
         score_variant(d, name, work, [(pr, sp) for pr in PROTOCOLS for sp in args.splits.split(",")])
+    before = Path(args.out + ".json")
+    committed = {r["variant"]: r for r in json.loads(before.read_text())["variants"]} if before.is_file() else {}
     results = []
     for name in VARIANTS:
         if (folder(work, name) / "scores.json").is_file():
             fit = json.loads((folder(work, name) / "fit.json").read_text())
             results.append({**fit, **json.loads((folder(work, name) / "scores.json").read_text())})
+        elif name in committed:  # every row is kept: one not refitted here comes from the results file
+            results.append({**committed[name], "carried": True})
+    for name, row in committed.items():  # rows of earlier fits (a refitted variant's former row)
+        local = next((r for r in results if r["variant"] == name and not r.get("carried")), None)
+        if name not in VARIANTS:
+            results.append({**row, "carried": True})
+        elif local and local["scores"] != row["scores"] and f"{name} (earlier fit)" not in committed:
+            results.append({**row, "variant": f"{name} (earlier fit)", "carried": True})
     earlier = json.loads((ROOT / "benchmarks" / "results" / "completion_v1.json").read_text())
     meta = {"machine": machine(args.threads), "config": CONFIG, "budget": BUDGET, "K": K, "sampler": SAMPLER,
             "num_samples": NUM_SAMPLES, "train": TRAIN, "splits": SPLITS}
