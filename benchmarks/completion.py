@@ -66,10 +66,14 @@ VARIANTS = {
     "cond-neighbourhood+target-complete": {**BASE, "condition": "neighbourhood", "dit_target": "complete"},
     # what `stem complete fit` ships (CompletionSettings' defaults)
     "default": {},
+    # the shipped default before stage 2 saw the spot: the paper's neighbours-only condition
+    "neighbours-only stage 2": {"condition": "neighbours", "centre_noise": 0.0},
     # stage 2 sees the spot it completes, through a noised copy of its latent (it cannot copy it)
     "centre-noise 1": {"condition": "neighbourhood", "centre_noise": 1.0},
     "centre-noise 1+target-complete": {"condition": "neighbourhood", "centre_noise": 1.0,
                                        "dit_target": "complete"},
+    "centre-noise 0.5": {"condition": "neighbourhood", "centre_noise": 0.5},
+    "centre-noise 2": {"condition": "neighbourhood", "centre_noise": 2.0},
 }
 #: K draws per entry for every sampled method, and the sampler of the LGDiST draws
 K, SAMPLER = 20, "dpm++:10"
@@ -327,10 +331,11 @@ def carried(results: list[dict]) -> list[str]:
     names = [r["variant"] for r in results if r.get("carried")]
     if not names:
         return []
-    return [f"Rows of {', '.join(f'`{n}`' for n in names)} are carried from an earlier run (its work folder, "
-            "not refitted here): their stage 1 is an earlier fit of the same settings. A refit of the same settings "
-            "on the same machine does not repeat a fit exactly: `default` against `default (earlier fit)` shows by "
-            "how much.", ""]
+    pairs = [n for n in names if n.endswith(" (earlier fit)")]
+    pair = f": `{pairs[0][:-14]}` against `{pairs[0]}` shows by how much" if pairs else ""
+    return [f"Rows of {', '.join(f'`{n}`' for n in names)} are carried from an earlier run (its work "
+            "folder, not refitted here): their stage 1 is an earlier fit of the same settings. A refit "
+            f"of the same settings on the same machine does not repeat a fit exactly{pair}.", ""]
 
 
 def markdown(results: list[dict], earlier: dict, meta: dict) -> str:

@@ -47,7 +47,8 @@ def load() -> dict[str, dict]:
             "budget_paired": budget["vs_reference"], "budget_vs_baselines": budget["vs_baselines"],
             "shift": json.loads((RESULTS / "shift_score.json").read_text()),
             "calibration": json.loads((RESULTS / "calibration_cost.json").read_text()),
-            "completion": {r["variant"]: r for r in completion["variants"]}, "completion_k": completion["meta"]["K"]}
+            "completion": {r["variant"]: r for r in completion["variants"]},
+            "completion_k": completion["meta"]["K"]}
 
 
 def _mean(rows: dict[str, dict], key: str, folds=FOLDS) -> float:
@@ -208,35 +209,37 @@ def completion_text(data) -> str:
         return sum(sc[k]["draws"][DRAWS][key] < sc[k]["draws"][b][key] for k in sc)
 
     others = min(beaten(b, key) for b in SAMPLED[1:] for key in ("CRPS", "energy"))
+    def d(method: str, key: str, fmt: str = ".3f") -> str:
+        return _pair(sc, "draws", method, key, fmt)
+
+    def pt(method: str) -> str:
+        return _pair(sc, pts, method, "MSE")
+
+    n, gauss = len(sc), "stage1+gaussian"
+    cov = ", ".join(d(DRAWS, f"coverage{c}", ".2f") for c in (50, 80, 95))
     return (f"Fit of both stages {v['fit_seconds']:.0f} s, scoring on G and H under both maskings with "
             f"{data['completion_k']} draws {v['score_seconds'] / 60:.0f} min. "
-            f"On the test patient H the shipped point (stage 1) has masked MSE {_pair(sc, pts, 'lgdist stage 1', 'MSE')} "
-            f"under `dropout` / `spared` masking, against the adaptive median's "
-            f"{_pair(sc, pts, 'adaptive_median', 'MSE')} and stage 2's posterior mean "
-            f"{_pair(sc, pts, 'lgdist stage 2 posterior mean', 'MSE')} (stage 2 is "
+            f"On the test patient H the shipped point (stage 1) has masked MSE {pt('lgdist stage 1')} "
+            f"under `dropout` / `spared` masking, against the adaptive median's {pt('adaptive_median')} "
+            f"and stage 2's posterior mean {pt('lgdist stage 2 posterior mean')} (stage 2 is "
             f"{100 * ratio['dropout|H']:+.0f} % / {100 * ratio['spared|H']:+.0f} % against stage 1 on H, "
             f"{100 * ratio['dropout|G']:+.0f} % / {100 * ratio['spared|G']:+.0f} % on G). The shipped draws "
-            f"({data['completion_k']} per entry, spread {v['spreads']['stage1']:.2f} fitted on G) on H's hidden entries: CRPS "
-            f"{_pair(sc, 'draws', DRAWS, 'CRPS')}, energy score over each spot's hidden entries "
-            f"{_pair(sc, 'draws', DRAWS, 'energy')}, coverage of the 50 / 80 / 95 % intervals "
-            f"{_pair(sc, 'draws', DRAWS, 'coverage50', '.2f')}, {_pair(sc, 'draws', DRAWS, 'coverage80', '.2f')}, "
-            f"{_pair(sc, 'draws', DRAWS, 'coverage95', '.2f')}. Sampled baselines with as many draws: stage 1 + "
-            f"Gaussian noise of its validation residual variance CRPS {_pair(sc, 'draws', 'stage1+gaussian', 'CRPS')} "
-            f"(energy {_pair(sc, 'draws', 'stage1+gaussian', 'energy')}), adaptive median + residual bootstrap "
-            f"{_pair(sc, 'draws', 'median+bootstrap', 'CRPS')}, the 20 nearest spots in expression space "
-            f"{_pair(sc, 'draws', 'knn draws', 'CRPS')}. Over the {len(sc)} cases (G and H, both maskings) the draws "
-            f"beat stage 1 + Gaussian noise on CRPS in {beaten('stage1+gaussian', 'CRPS')}/{len(sc)} and on the energy "
-            f"score in {beaten('stage1+gaussian', 'energy')}/{len(sc)}, the other two baselines on both in "
-            f"{others}/{len(sc)}"
-            + f"; the raw draws are far too narrow (coverage80 "
-            f"{_pair(sc, 'draws', 'lgdist draws centred on stage 1', 'coverage80', '.2f')}) until the fitted spread "
-            "widens them.")
+            f"({data['completion_k']} per entry, spread {v['spreads']['stage1']:.2f} fitted on G) on H's "
+            f"hidden entries: CRPS {d(DRAWS, 'CRPS')}, energy score over each spot's hidden entries "
+            f"{d(DRAWS, 'energy')}, coverage of the 50 / 80 / 95 % intervals {cov}. Sampled baselines with "
+            f"as many draws: stage 1 + Gaussian noise of its validation residual variance CRPS "
+            f"{d(gauss, 'CRPS')} (energy {d(gauss, 'energy')}), adaptive median + residual bootstrap "
+            f"{d('median+bootstrap', 'CRPS')}, the 20 nearest spots in expression space "
+            f"{d('knn draws', 'CRPS')}. Over the {n} cases (G and H, both maskings) the draws "
+            f"beat stage 1 + Gaussian noise on CRPS in {beaten(gauss, 'CRPS')}/{n} and on the energy "
+            f"score in {beaten(gauss, 'energy')}/{n}, the other two baselines on both in {others}/{n}; "
+            f"the raw draws are far too narrow (coverage80 "
+            f"{d('lgdist draws centred on stage 1', 'coverage80', '.2f')}) until the fitted spread widens them.")
 
 
-BLOCKS = {"complete-measured": completion_text, "readme-accuracy": accuracy_table, "train-decay": decay_text, "index-budget": index_budget,
-          "index-shift": index_shift,
-          "index-calibration": index_calibration, "predict-coverage": coverage_text, "readme-folds": fold_table,
-          "train-neighbour": neighbour_text,
+BLOCKS = {"complete-measured": completion_text, "readme-accuracy": accuracy_table, "train-decay": decay_text,
+          "index-budget": index_budget, "index-shift": index_shift, "index-calibration": index_calibration,
+          "predict-coverage": coverage_text, "readme-folds": fold_table, "train-neighbour": neighbour_text,
           "predict-shift": shift_text}
 #: a block on lines of its own, or inline (a table cell of the benchmarks index)
 BLOCK = re.compile(r"(<!-- figures:([a-z-]+) -->)(\n?)(.*?)(\n?)(<!-- /figures -->)", re.S)

@@ -542,7 +542,7 @@ CASES = [
          "--panel"),
     Case("lgdist-unknown-masking-protocol", _complete(None, "--masking", "random"), "--masking"),
     Case("lgdist-three-rounds", _complete(None, "--rounds", "3"), "--rounds"),
-    Case("lgdist-centre-noise-without-the-centre", _complete(None, "--centre-noise", "0.5"), "--condition"),
+    Case("lgdist-negative-centre-noise", _complete(None, "--centre-noise", "-0.5"), "--centre-noise"),
 ]
 
 

@@ -203,7 +203,7 @@ def test_completion_keeps_neighbour_latents_fixed(point):
     torch.manual_seed(0)
     cfg = LGDiSTConfig(num_genes=6, ae_hidden=16, ae_layers=1, latent=4, dit_hidden=16, dit_depth=1, dit_heads=2)
     s = CompletionSettings(point=point, objective="eps" if point == "samples" else "x0",
-                           point_source="diffusion")
+                           point_source="diffusion", condition="neighbours")  # the paper's condition
     m = LGDiST(cfg, ["a", "b"], ["c", "d", "e", "f"], np.zeros(6), s)
     seen = []
     inner = m.dits[0].forward

@@ -50,9 +50,10 @@ def complete_fit(
     point: str = typer.Option("posterior_mean", help="Stage-2 estimate: posterior_mean (E[centre latent | "
                               "neighbours] from the x0 network) | samples (mean of --num-samples sampled "
                               "latents)."),
-    condition: str = typer.Option("neighbours", help="Stage 2's condition: neighbours (the six neighbour "
-                                  "latents, centre zeroed) | neighbourhood (the centre's own latent too)."),
-    centre_noise: float = typer.Option(0.0, help="With --condition neighbourhood: sd of fresh Gaussian noise on "
+    condition: str = typer.Option("neighbourhood", help="Stage 2's condition: neighbourhood (the centre's own "
+                                  "latent, noised, and its six neighbours) | neighbours (the paper's: centre "
+                                  "zeroed)."),
+    centre_noise: float = typer.Option(1.0, help="With --condition neighbourhood: sd of fresh Gaussian noise on "
                                        "the centre's latent in the condition (normalised units), so stage 2 "
                                        "cannot copy it; 0 = none."),
     dit_target: str = typer.Option("input", help="Centre latent stage 2 learns: input (encoding of the input) | "

@@ -108,8 +108,8 @@ class LGDiST:
         return torch.cat([torch.zeros_like(known[:, :1]), known[:, 1:]], dim=1)
 
     def condition_noise(self, n: int, gen: torch.Generator, device: str | torch.device) -> torch.Tensor | None:
-        """Standard normal noise for :meth:`condition_of` (``None`` when ``centre_noise`` is 0)."""
-        if self.settings.centre_noise == 0:
+        """Standard normal noise for :meth:`condition_of` (``None`` when no centre is noised)."""
+        if self.settings.centre_noise == 0 or self.settings.condition != "neighbourhood":
             return None
         return torch.randn((n, self.cfg.latent), generator=gen, device=device)
 

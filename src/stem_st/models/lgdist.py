@@ -2,8 +2,9 @@
 
 Stage 1 encodes a spot and its 6 neighbours (7 × G values) into one 128-d latent per spot
 and decodes the centre's G genes from the centre latent. Stage 2 is a DiT over the 7 latents:
-the centre token is diffused; the condition of each token is time plus the neighbour latents
-(centre zeroed), through adaLN-Zero per token.
+the centre token is diffused; the condition of each token is time plus the neighbourhood's
+latents (the paper's: the centre zeroed; ours by default: the centre's own latent under noise,
+``CompletionSettings.centre_noise``), through adaLN-Zero per token.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class LatentDiT(nn.Module):
     def forward(self, z: torch.Tensor, t: torch.Tensor, neighbours: torch.Tensor
                 ) -> tuple[torch.Tensor, None]:
         """``z`` (B, 7, latent) with a noisy centre, ``t`` (B,), ``neighbours`` (B, 7, latent)
-        clean latents with the centre zeroed. Returns ε (B, 7, latent)."""
+        the condition latents (centre zeroed or noised). Returns ε or x₀ (B, 7, latent)."""
         h = self.inp(z) + self.pos
         c = self.time_mlp(timestep_embedding(t)).unsqueeze(1) + self.cond_mlp(neighbours)
         for block in self.blocks:
