@@ -524,6 +524,8 @@ CASES = [
     Case("option-views-not-a-number", _spots_edit(lambda s: None, "--views", "two"), "--views"),
     Case("option-num-samples-0", _predict("--num-samples", "0"), "--num-samples", stage=True),
     Case("option-sampler-unknown", _predict("--sampler", "euler:5"), "euler:5", stage=True),
+    Case("option-depth-not-a-number", _predict("--depth", "deep"), "--depth", stage=True),
+    Case("option-depth-negative", _predict("--depth", "-0.5"), "--depth", stage=True),
     Case("option-sampler-zero-steps", _predict("--sampler", "ddim:0"), "ddim:0", stage=True),
     Case("option-out-in-read-only-folder",
          _predict(out=lambda tmp, _: _readonly_dir(tmp) / "p.h5ad"), "cannot write", stage=True),

@@ -8,9 +8,19 @@ import typer
 
 from ..atomic import require_separate
 from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
-from ..errors import require
+from ..errors import StemError, require
 from .app import app
 from .common import COMPILE_HELP, DEVICE_HELP, SAMPLER_HELP, csv_list, out_console, print_table, resolve_device
+
+
+def depth_option(text: str) -> float | str:
+    """``--depth``: auto or a positive ratio."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise StemError(f"--depth must be auto or a positive ratio, got '{text}'") from None
 
 
 @app.command()
@@ -24,6 +34,11 @@ def predict(
     summary: str = typer.Option("recipe", help="recipe (the run's: posterior mean or sample mean) | "
                                 "mean | median | mode of the samples"),
     keep_samples: bool = typer.Option(False, help="Also write every sample (.samples.npy)."),
+    shift_widening: bool = typer.Option(True, help="Widen each spot's samples with its shift score (how "
+                                        "unlike the training spots it is; see the predict guide)."),
+    depth: str = typer.Option("1", help="The sections' sequencing depth relative to the training sections' "
+                              "(a ratio; auto: measured from each section's counts against its prediction). "
+                              "Below 1 the samples are thinned as a shallower run would measure them."),
     seed: int = typer.Option(0, help="Sampling seed."),
     checkpoint: Path | None = typer.Option(None, help="A specific checkpoint (default: the run's best "
                                            "validated state, else its latest)."),
@@ -43,7 +58,8 @@ def predict(
     run_config = read_json(cfg_path, "training run")
     settings = PredictSettings(num_samples=num_samples, sampler=sampler,
                                summary=None if summary == "recipe" else summary, seed=seed,
-                               device=resolve_device(device), compile=compile)
+                               device=resolve_device(device), compile=compile, shift_widening=shift_widening,
+                               depth=depth_option(depth))
     model = StemModel.from_run(run, checkpoint)
     parse_sampler(sampler, model.diffusion.num_steps)
     ds = open_prepared(prep or run_config["train"]["prep"])
@@ -73,6 +89,11 @@ def predict_slide_cmd(
     min_tissue: float = typer.Option(0.5, help="Minimum tissue fraction of a spot's patch."),
     num_samples: int = typer.Option(DEFAULT_NUM_SAMPLES, help="Expression samples per spot."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, help=SAMPLER_HELP),
+    shift_widening: bool = typer.Option(True, help="Widen each spot's samples with its shift score (how "
+                                        "unlike the training spots it is; see the predict guide)."),
+    depth: float = typer.Option(1.0, help="The slide's expected sequencing depth relative to the training "
+                                "sections' (a ratio; below 1 the samples are thinned as a shallower run would "
+                                "measure them)."),
     weights: str = typer.Option("", help="Encoder checkpoint(s), as given to stem prepare."),
     batch_size: int = typer.Option(64, help="Patches per encoder batch."),
     seed: int = typer.Option(0, help="Sampling seed."),
@@ -97,7 +118,7 @@ def predict_slide_cmd(
     require(mpp is None or mpp > 0, f"--mpp must be positive, got {mpp}")
     parse_sampler(sampler, 1000)
     settings = PredictSettings(num_samples=num_samples, sampler=sampler, seed=seed, device=resolve_device(device),
-                               compile=compile)
+                               compile=compile, shift_widening=shift_widening, depth=depth)
     cfg = SlideConfig(
         run=str(run), image=str(image), out=str(out), mpp=mpp, pitch_um=pitch, layout=layout,
         genes=csv_list(genes), predict=settings, batch_size=batch_size, min_tissue=min_tissue,

@@ -11,3 +11,19 @@ UNITS = "log2(1 + count)"
 def log2_expression(counts: np.ndarray) -> np.ndarray:
     """Counts → log2(1 + count), float32: the space the model works in."""
     return np.log2(1.0 + np.asarray(counts, dtype=np.float32))
+
+
+def resample_depth(log2_values: np.ndarray, depth: float, seed: int = 0) -> np.ndarray:
+    """log2(1 + count) values (truth-like samples at the training depth) as a section sequenced
+    at ``depth`` × that depth would measure them: counts ``c`` → Poisson(depth · c) below 1 (the
+    binomial thinning of a count, in the limit of many molecules), depth · c above (a deeper
+    section: the level scales, no noise is taken away), back in log2(1 + count)."""
+    counts = np.maximum(np.exp2(np.asarray(log2_values, dtype=np.float64)) - 1.0, 0.0)
+    if depth >= 1:
+        return log2_expression(depth * counts)
+    return log2_expression(np.random.default_rng(seed).poisson(depth * counts))
+
+
+def panel_depth(log2_values: np.ndarray) -> float:
+    """The median over spots of the panel's total count, from log2(1 + count) ``(spots, genes)``."""
+    return float(np.median(np.maximum(np.exp2(np.asarray(log2_values, dtype=np.float64)) - 1.0, 0.0).sum(-1)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import anndata as ad
@@ -77,19 +78,22 @@ def predict_section(model: StemModel, ds: PreparedDataset, section: str, target:
     t0 = time.perf_counter()
     emb, xy = ds.embeddings(section)[:, 0], np.asarray(spots.obsm["spatial"])
     with phase(f"{section}: predict", model.work(spots.n_obs, settings), progress) as advance:
-        mean, std, samples = model.predict(emb, xy, settings, advance)
+        observed = float(np.median(np.asarray(spots.X.sum(1)).ravel())) if settings.depth == "auto" else None
+        mean, std, samples = model.predict(emb, xy, replace(settings, depth=1.0), advance)
+        mean, samples, depth = model.at_depth(mean, samples, settings, observed)
+        std = samples.std(axis=1) if depth != 1 else std
     secs = time.perf_counter() - t0
     prov = {"section": section, "method": "stem", **settings.provenance(),
             "summary": settings.summary or model.recipe.point, "recipe": model.recipe.to_dict(),
             "checkpoint": model.meta.get("checkpoint"), "step": model.meta.get("step"), "weights": "ema",
             "encoders": [p["encoder"] for p in model.encoders],
-            "prepared": str(ds.root.resolve()), "seconds": round(secs, 2)}
+            "prepared": str(ds.root.resolve()), "seconds": round(secs, 2), "depth_ratio": depth}
     pred = prediction_anndata(spots, model.genes, mean, std, prov)
     spatial = section_spatial(dict(spots.uns.get("stem", {})), PREDICT_IMAGE_SIDE)
     if spatial:  # the H&E for sc.pl.spatial / squidpy.pl.spatial_scatter (library id = section)
         pred.uns["spatial"] = spatial
         pred.uns["stem"]["library_id"] = next(iter(spatial))
-    shift = attach_shift(model, pred, emb, xy, section)
+    shift = attach_shift(model, pred, emb, xy, section, settings)
     write_prediction(pred, target, samples if keep_samples else None, overwrite)
     return {"section": section, "spots": pred.n_obs, "genes": pred.n_vars, "samples": settings.num_samples,
             "sampler": settings.sampler, "seconds": round(secs, 1),

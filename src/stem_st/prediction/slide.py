@@ -165,7 +165,7 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
                        "step": model.meta.get("step"), "weights": "ema",
                        "encoders": [e["encoder"] for e in model.encoders], "library_id": lib,
                        "seconds": {k: round(v, 1) for k, v in times.items()}}
-    attach_shift(model, res, emb, xy, Path(cfg.image).name)
+    attach_shift(model, res, emb, xy, Path(cfg.image).name, cfg.predict)
     with atomic_path(out, overwrite=cfg.overwrite) as tmp:
         write_h5ad(res, tmp)
     mask_png = out.with_name(out.stem + "_tissue.png")

@@ -3,6 +3,8 @@ embeddings (``stem_st.embed`` or a prepared section)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -33,8 +35,15 @@ def predict_anndata(model, adata: ad.AnnData, settings: PredictSettings = DEFAUL
     emb = np.asarray(adata.obsm["embedding"], dtype=np.float32)
     emb = emb[:, 0] if emb.ndim == 3 else emb
     xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)
-    mean, std, _ = model.predict(emb, xy, settings)
-    prov = {"units": UNITS, "method": "stem", **settings.provenance(),
+    observed = None
+    if settings.depth == "auto":  # the section's own counts of the model's genes measure its depth
+        require(all(g in adata.var_names for g in model.genes),
+                "depth 'auto' needs the AnnData's counts of every gene of the model; give the ratio instead")
+        observed = float(np.median(np.asarray(adata[:, model.genes].X.sum(1)).ravel()))
+    mean, std, samples = model.predict(emb, xy, replace(settings, depth=1.0))
+    mean, samples, depth = model.at_depth(mean, samples, settings, observed)
+    std = samples.std(axis=1) if depth != 1 else std
+    prov = {"units": UNITS, "method": "stem", **settings.provenance(), "depth_ratio": depth,
             "summary": settings.summary or model.recipe.point, "recipe": model.recipe.to_dict(),
             "checkpoint": model.meta.get("checkpoint"), "step": model.meta.get("step")}
     if inplace:
@@ -53,5 +62,5 @@ def predict_anndata(model, adata: ad.AnnData, settings: PredictSettings = DEFAUL
     out.layers["stem_mean"] = mean.astype(np.float32)
     out.layers["stem_std"] = std.astype(np.float32)
     out.uns["stem"] = {**dict(out.uns.get("stem", {})), "prediction": prov}
-    attach_shift(model, out, emb, xy, str(prov.get("library_id") or "the section"))
+    attach_shift(model, out, emb, xy, str(prov.get("library_id") or "the section"), settings)
     return None if inplace else out

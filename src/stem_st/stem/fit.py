@@ -27,7 +27,7 @@ from ..training.data import TrainingData, build_training_data, pair_bytes
 from ..training.distributed import DistInfo
 from ..training.loop import BEST_DIR, KEEP_CHECKPOINTS, LoopConfig, LoopResult, checkpoint_bytes, train_loop
 from ..training.pairs import TrainingPairs, calibration_rows, fit_statistics, neighbour_table
-from ..training.targets import spread_factor
+from ..training.targets import scale_deviations, spread_factor
 from .settings import PredictSettings, TrainSettings, network_config, training_geometry
 from .shift import REFERENCE_SPOTS, fit_reference
 from .validation import (
@@ -102,7 +102,8 @@ def _fit(cls: type, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig,
 
     spots = np.flatnonzero(data.original)
     spots = np.sort(np.random.default_rng(settings.seed).permutation(spots)[:REFERENCE_SPOTS])
-    model.shift_ref = fit_reference(pairs.numpy(spots)[0], data.group[spots], settings.seed)
+    ref_cond, ref_z = pairs.numpy(spots)  # z: residuals of the ridge prior fitted without the spot's section
+    model.shift_ref = fit_reference(ref_cond, data.group[spots], settings.seed, z=ref_z)
 
     nearest = None
     if recipe.neighbour_targets:
@@ -170,7 +171,7 @@ def _select_best(model, vs: ValidationSet, run_dir: Path, settings: TrainSetting
     model.meta["validation"].update(best_step=int(best.get("step", ck["step"])),
                                     best_score=float(best.get("score", float("nan"))))
     if model.recipe.calibrate_spread and info.main:
-        calibrate_spread(model, vs.cond, vs.z, np.zeros(len(vs.z), dtype=int),
+        calibrate_spread(model, vs.cond, vs.z, np.full(len(vs.z), vs.group),
                          PredictSettings(seed=settings.seed, device=device), progress)
         model.meta["spread_calibrated_on"] = vs.section
         log.info("sample spread calibrated on %s: × %.3f (median over genes)", vs.section,
@@ -203,19 +204,26 @@ def calibrate_spread(model, cond: np.ndarray, z: np.ndarray, groups: np.ndarray,
     """Set the samples' spread factor from training spots (their cross-fitted z): the median
     over training sections (``groups``) of each section's factor, so one atypical section
     (another patient, another depth) does not set everyone's width. Drawn with the sampler and
-    sample count that prediction uses by default (recorded in ``meta``); ``progress``: a bar."""
+    sample count that prediction uses by default (recorded in ``meta``). ``spread`` goes with
+    each spot's deviations widened by its cross-fitted shift (as prediction widens them),
+    ``spread_plain`` without (``shift_widening=False``); ``progress``: a bar."""
     settings = PredictSettings(num_samples=DEFAULT_NUM_SAMPLES, sampler=DEFAULT_SAMPLER, seed=settings.seed,
                                device=settings.device)
-    factors = []
+    widened, plain = [], []
     total = len(cond) * (settings.num_samples + model.recipe.centre_samples)
+    kw = {"per_gene": model.recipe.spread_per_gene, "criterion": model.recipe.spread_criterion}
     with phase(f"calibrate the spread ({len(cond)} spots × {settings.num_samples} samples)", total,
                progress) as advance:
         for g in np.unique(groups):
             rows = groups == g
             draws = model.draw_z(cond[rows], settings, progress=advance)
-            factors.append(spread_factor(z[rows], draws, model.centre_z(cond[rows], settings, advance),
-                                         per_gene=model.recipe.spread_per_gene,
-                                         criterion=model.recipe.spread_criterion))
-    model.target.spread = np.asarray(np.median(np.asarray(factors), axis=0), dtype=np.float32)
+            centre = model.centre_z(cond[rows], settings, advance)
+            plain.append(spread_factor(z[rows], draws, centre, **kw))
+            per_spot = model.widening(cond[rows], settings, exclude=int(g))
+            mean = draws.mean(1, keepdims=True)
+            widened.append(plain[-1] if per_spot is None else
+                           spread_factor(z[rows], mean + scale_deviations(draws - mean, per_spot), centre, **kw))
+    model.target.spread = np.asarray(np.median(np.asarray(widened), axis=0), dtype=np.float32)
+    model.target.spread_plain = np.asarray(np.median(np.asarray(plain), axis=0), dtype=np.float32)
     model.meta["spread_calibrated_with"] = {"sampler": settings.sampler, "num_samples": settings.num_samples}
     return float(np.median(model.target.spread))

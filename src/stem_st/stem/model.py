@@ -15,6 +15,7 @@ import torch
 
 from ..atomic import write_json
 from ..data.context import add_context, context_blocks
+from ..data.units import panel_depth, resample_depth
 from ..devices import resolve_device
 from ..diffusion import GaussianDiffusion
 from ..diffusion.gaussian import parse_sampler
@@ -168,6 +169,14 @@ class StemModel:
         spots its condition is; None for a model trained before the score existed."""
         return None if self.shift_ref is None else self.shift_ref.score(self.condition(embeddings, xy))
 
+    def widening(self, cond: np.ndarray, settings: PredictSettings = DEFAULT_PREDICT,
+                 exclude: int | None = None) -> np.ndarray | None:
+        """Each spot's multiplier of its sample deviations from its shift (None: off, or a run
+        from before it; :mod:`stem_st.stem.shift`)."""
+        if not settings.shift_widening or self.shift_ref is None:
+            return None
+        return self.shift_ref.widening(cond, exclude)
+
     @torch.no_grad()
     def draw_z(self, cond: np.ndarray, settings: PredictSettings = DEFAULT_PREDICT, point: bool = False,
                progress=None) -> np.ndarray:
@@ -240,7 +249,8 @@ class StemModel:
                             progress=None) -> np.ndarray:
         """Samples in log2(1 + count) for standardised conditions, widened by the calibrated
         spread and placed at ``centre`` (z units; None: their own mean)."""
-        z = self.target.widen(self.draw_z(cond, settings, progress=progress), centre)
+        draws = self.draw_z(cond, settings, progress=progress)
+        z = self.target.widen(draws, centre, self.widening(cond, settings))
         return np.maximum(self.target.decode(z, self.target.prior(cond)[:, None]), 0)
 
     def sample(self, embeddings: np.ndarray, xy: np.ndarray | None = None,
@@ -257,12 +267,13 @@ class StemModel:
         return np.maximum(self.target.decode(self.point_z(cond, settings), self.target.prior(cond)), 0)
 
     def predict(self, embeddings: np.ndarray, xy: np.ndarray | None = None,
-                settings: PredictSettings = DEFAULT_PREDICT, progress=None,
+                settings: PredictSettings = DEFAULT_PREDICT, progress=None, observed_depth: float | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (point estimate, per-gene std across samples, samples) for ``(N, C)``
         embeddings. The point estimate is the recipe's (``settings.summary=None``) or the named
         summary of the samples (mean, median, mode); ``progress(n)`` is called as rows are done
-        (:meth:`work` in all)."""
+        (:meth:`work` in all). ``observed_depth``: the section's median panel count per spot,
+        for ``settings.depth = 'auto'`` (:meth:`at_depth`)."""
         cond = self.condition(embeddings, xy)
         pz = self.point_z(cond, settings, progress) if self.recipe.point == "posterior_mean" else None
         samples = self._expression_samples(cond, settings, pz if self.recipe.centre_samples else None, progress)
@@ -270,7 +281,25 @@ class StemModel:
             point = np.maximum(self.target.decode(pz, self.target.prior(cond)), 0)
         else:
             point = summarise(samples, settings.summary or "mean")
+        point, samples, _ = self.at_depth(point, samples, settings, observed_depth)
         return point, samples.std(axis=1), samples
+
+    @staticmethod
+    def at_depth(point: np.ndarray, samples: np.ndarray, settings: PredictSettings,
+                 observed_depth: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+        """(point, samples, depth ratio) of a section sequenced at ``settings.depth`` × the
+        training depth (:func:`~stem_st.data.units.resample_depth`; the point becomes the
+        samples' summary). ``auto``: the ratio of the section's observed median panel count per
+        spot to the prediction's, so the tissue's own expression level does not count as depth."""
+        depth = settings.depth
+        if depth == "auto":
+            require(observed_depth is not None and observed_depth > 0,
+                    "--depth auto needs the section's counts (none are measured); give the ratio instead")
+            depth = observed_depth / max(panel_depth(point), 1e-6)
+        if float(depth) == 1.0:
+            return point, samples, 1.0
+        samples = resample_depth(samples, float(depth), settings.seed)
+        return summarise(samples, settings.summary or "mean"), samples, round(float(depth), 4)
 
     def predict_adata(self, adata, settings: PredictSettings = DEFAULT_PREDICT, inplace: bool = False):
         """AnnData in, AnnData out: see :func:`stem_st.stem.adata.predict_anndata`."""

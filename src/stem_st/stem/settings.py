@@ -48,7 +48,11 @@ class PredictSettings:
     ``summary``: the reported point, None = the recipe's own (``Recipe.point``), else a summary
     of the samples (mean, median, mode). ``compile``/``bf16``/``batch_rows``: how the network
     runs (:mod:`stem_st.stem.runtime`); they change the output by rounding at most. Row r's noise
-    depends only on (``seed``, r), so the rows per forward pass never change the draws."""
+    depends only on (``seed``, r), so the rows per forward pass never change the draws.
+    ``shift_widening``: widen each spot's samples with its shift score (:mod:`stem_st.stem.shift`).
+    ``depth``: the section's sequencing depth relative to the training sections' (median panel
+    counts per spot; ``auto``: from the section's own counts); at a depth other than 1 every
+    sample is Poisson-resampled at that rate and the point is the samples' mean."""
 
     num_samples: int = DEFAULT_NUM_SAMPLES
     sampler: str = DEFAULT_SAMPLER
@@ -58,12 +62,16 @@ class PredictSettings:
     compile: bool = False
     bf16: bool = True
     batch_rows: int | None = None
+    shift_widening: bool = True
+    depth: float | str = 1.0
 
     def __post_init__(self) -> None:
         require(self.num_samples >= 1, "--num-samples must be at least 1")
         require(self.summary is None or self.summary in SUMMARIES,
                 f"unknown summary '{self.summary}'; choose {', '.join(SUMMARIES)}")
         require(self.batch_rows is None or self.batch_rows > 0, "rows per forward pass must be positive")
+        require(self.depth == "auto" or (isinstance(self.depth, (int, float)) and self.depth > 0),
+                f"--depth must be auto or a positive ratio, got {self.depth}")
 
     def runtime(self) -> Runtime:
         return Runtime(bf16=self.bf16, compile=self.compile, batch_rows=self.batch_rows)

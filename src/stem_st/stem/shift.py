@@ -14,6 +14,15 @@ from the training data than 99 % of the training spots are from the other sectio
 :data:`SPOT_THRESHOLD`. A section is flagged when its median spot is beyond
 :data:`SECTION_THRESHOLD`: then most of it lies outside the range the model was trained and
 calibrated on, and its intervals are not to be trusted.
+
+Intervals widen with shift (:meth:`ShiftReference.widening`): the training spots' squared
+residuals of the *cross-fitted* ridge prior (fitted without their section, so each saw a real
+shift between sections) are regressed on their cross-fitted distance by isotonic regression
+(scikit-learn; non-decreasing, no shape assumed beyond that), and a spot's sample deviations are
+multiplied by the square root of the fitted value over its mean. The spread is then calibrated
+with these multipliers applied, so a typical spot keeps its width on average while a spot
+farther from the training data than the training sections are from each other gets wider
+intervals, up to the widest the training data showed (the fit is flat beyond its range).
 """
 
 from __future__ import annotations
@@ -49,16 +58,28 @@ class ShiftReference:
     width: int          # the condition's width
     seed: int = 0
     k: int = NEIGHBOURS
+    groups: np.ndarray | None = None    # (n,) each point's training section (or block)
+    widen_d: np.ndarray | None = None   # knots of the widening: cross-fitted distance …
+    widen_m: np.ndarray | None = None   # … → multiplier of the sample deviations
 
     def project(self, cond: np.ndarray) -> np.ndarray:
         return np.asarray(cond, dtype=np.float32) @ projection(self.width, self.seed, self.points.shape[1])
 
-    def distances(self, cond: np.ndarray) -> np.ndarray:
-        """Mean distance of each spot to its ``k`` nearest training spots."""
+    def distances(self, cond: np.ndarray, exclude: int | None = None) -> np.ndarray:
+        """Mean distance of each spot to its ``k`` nearest training spots (those of training
+        section ``exclude`` left out: a cross-fitted distance for that section's own spots)."""
         from sklearn.neighbors import NearestNeighbors
 
-        nn = NearestNeighbors(n_neighbors=min(self.k, len(self.points))).fit(self.points)
+        points = self.points if exclude is None or self.groups is None else self.points[self.groups != exclude]
+        nn = NearestNeighbors(n_neighbors=min(self.k, len(points))).fit(points)
         return nn.kneighbors(self.project(cond))[0].mean(1)
+
+    def widening(self, cond: np.ndarray, exclude: int | None = None) -> np.ndarray | None:
+        """Each spot's multiplier of its sample deviations (module docstring); None for a
+        reference without the fit (runs from before it)."""
+        if self.widen_d is None:
+            return None
+        return np.interp(self.distances(cond, exclude), self.widen_d, self.widen_m).astype(np.float32)
 
     def score(self, cond: np.ndarray) -> np.ndarray:
         """Each spot's shift score in [0, 1] (see the module docstring)."""
@@ -66,20 +87,37 @@ class ShiftReference:
         return (np.searchsorted(self.cross, d, side="right") / len(self.cross)).astype(np.float32)
 
     def state(self) -> dict:
-        return {"points": torch.from_numpy(self.points.astype(np.float16)), "cross": torch.from_numpy(self.cross),
-                "width": self.width, "seed": self.seed, "k": self.k}
+        out = {"points": torch.from_numpy(self.points.astype(np.float16)), "cross": torch.from_numpy(self.cross),
+               "width": self.width, "seed": self.seed, "k": self.k}
+        for key in ("groups", "widen_d", "widen_m"):
+            if getattr(self, key) is not None:
+                out[key] = torch.from_numpy(np.ascontiguousarray(getattr(self, key)))
+        return out
 
     @classmethod
     def from_state(cls, state: dict | None) -> ShiftReference | None:
         if not state:
             return None
+        extra = {k: np.asarray(state[k]) for k in ("groups", "widen_d", "widen_m") if k in state}
         return cls(np.asarray(state["points"], dtype=np.float32), np.asarray(state["cross"], dtype=np.float32),
-                   int(state["width"]), int(state["seed"]), int(state["k"]))
+                   int(state["width"]), int(state["seed"]), int(state["k"]), **extra)
 
 
-def fit_reference(cond: np.ndarray, groups: np.ndarray, seed: int = 0) -> ShiftReference | None:
-    """The reference of training spots ``cond`` (one row per spot) from sections/blocks ``groups``;
-    None with fewer than two groups (nothing to cross-fit on)."""
+def fit_widening(dist: np.ndarray, sq_resid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (distance, multiplier): the square root of the isotonic fit of the spots' mean
+    squared cross-fitted residual ``sq_resid`` on their cross-fitted distance ``dist``, over its mean."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(dist, sq_resid)
+    m = np.sqrt(np.maximum(iso.y_thresholds_, 1e-6) / max(float(np.mean(sq_resid)), 1e-6))
+    return iso.X_thresholds_.astype(np.float32), m.astype(np.float32)
+
+
+def fit_reference(cond: np.ndarray, groups: np.ndarray, seed: int = 0,
+                  z: np.ndarray | None = None) -> ShiftReference | None:
+    """The reference of training spots ``cond`` (one row per spot) from sections/blocks ``groups``,
+    with the widening fitted on their cross-fitted residuals ``z`` (standardised, ``(n, genes)``)
+    when given; None with fewer than two groups (nothing to cross-fit on)."""
     from sklearn.neighbors import NearestNeighbors
 
     cond, groups = np.asarray(cond, dtype=np.float32), np.asarray(groups)
@@ -94,7 +132,9 @@ def fit_reference(cond: np.ndarray, groups: np.ndarray, seed: int = 0) -> ShiftR
         own, rest = groups == g, groups != g
         nn = NearestNeighbors(n_neighbors=min(NEIGHBOURS, int(rest.sum()))).fit(points[rest])
         cross[own] = nn.kneighbors(points[own])[0].mean(1)
-    ref.points, ref.cross = points, np.sort(cross)
+    ref.points, ref.cross, ref.groups = points, np.sort(cross), groups.astype(np.int32)
+    if z is not None:
+        ref.widen_d, ref.widen_m = fit_widening(cross, (np.asarray(z, dtype=np.float32)[keep] ** 2).mean(1))
     return ref
 
 
@@ -114,13 +154,18 @@ def summarise_shift(scores: np.ndarray, section: str) -> dict:
     return out
 
 
-def attach_shift(model, adata, embeddings: np.ndarray, xy: np.ndarray | None, name: str) -> dict | None:
-    """``obs['shift']`` and the summary ``uns['stem']['shift']`` of a prediction AnnData (nothing
-    for a model trained before the score existed); returns the summary."""
+def attach_shift(model, adata, embeddings: np.ndarray, xy: np.ndarray | None, name: str,
+                 settings=None) -> dict | None:
+    """``obs['shift']``, ``obs['widening']`` (each spot's multiplier of its sample deviations, when
+    ``settings`` widen with shift) and the summary ``uns['stem']['shift']`` of a prediction
+    AnnData (nothing for a model trained before the score existed); returns the summary."""
     scores = model.shift(embeddings, xy)
     if scores is None:
         return None
     adata.obs["shift"] = scores
+    widening = None if settings is None else model.widening(model.condition(embeddings, xy), settings)
+    if widening is not None:
+        adata.obs["widening"] = widening
     summary = summarise_shift(scores, name)
     adata.uns["stem"] = {**dict(adata.uns.get("stem", {})), "shift": summary}
     return summary

@@ -126,7 +126,8 @@ def score_network(model, net: torch.nn.Module, vs: ValidationSet, settings: Pred
     recipe = model.recipe
     spread = spread_factor(z_true, draws, centre, per_gene=recipe.spread_per_gene,
                            criterion=recipe.spread_criterion) if recipe.calibrate_spread else 1.0
-    widened = replace(model.target, spread=np.asarray(spread, dtype=np.float32)).widen(draws, centre)
+    at = replace(model.target, spread=np.asarray(spread, dtype=np.float32), spread_plain=None)
+    widened = at.widen(draws, centre)
     x, prior = vs.x[vs.scored], vs.prior[vs.scored]
     samples = _expression(model.target, widened, prior)
     s = _scores(x, samples)

@@ -33,6 +33,7 @@ class TargetTransform:
     prior_bias: np.ndarray | None = None
     spread: np.ndarray | None = None  # () or (G,) factor on samples' deviations from their mean
     noise_chol: np.ndarray | None = None  # (G, G) L with L Lᵀ the residuals' gene covariance (z units)
+    spread_plain: np.ndarray | None = None  # the spread calibrated without per-spot widening
 
     def prior(self, cond: np.ndarray) -> np.ndarray:
         """The prior mean ``(N, G)`` for standardised conditions (zeros without a prior)."""
@@ -47,13 +48,17 @@ class TargetTransform:
         """Expression from z; broadcasting ``prior`` (N, 1, G) over samples is fine."""
         return (z * self.sd + self.mu + prior).astype(np.float32)
 
-    def widen(self, z: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+    def widen(self, z: np.ndarray, centre: np.ndarray | None = None,
+              per_spot: np.ndarray | None = None) -> np.ndarray:
         """Samples ``(N, S, G)``: their deviations from each spot's sample mean scaled by the
-        calibrated spread and placed at ``centre`` ``(N, G)`` (default: the sample mean)."""
+        calibrated spread (and each spot's ``per_spot`` multiplier ``(N,)``; without it, the
+        spread calibrated without multipliers) and placed at ``centre`` ``(N, G)`` (default: the
+        sample mean)."""
         m = z.mean(1, keepdims=True)
         c = m if centre is None else centre[:, None]
-        s = 1.0 if self.spread is None or z.shape[1] < 2 else np.asarray(self.spread, dtype=np.float32)
-        return (c + s * (z - m)).astype(np.float32)
+        spread = self.spread if per_spot is not None or self.spread_plain is None else self.spread_plain
+        s = 1.0 if spread is None or z.shape[1] < 2 else np.asarray(spread, dtype=np.float32)
+        return (c + s * scale_deviations(z - m, per_spot)).astype(np.float32)
 
     def noise_colour(self, device: torch.device) -> torch.Tensor | None:
         """Lᵀ on ``device`` (diffusion noise ε Lᵀ has the residuals' gene covariance), or None."""
@@ -63,7 +68,7 @@ class TargetTransform:
         return torch.from_numpy(self.lo), torch.from_numpy(self.hi)
 
     def state(self) -> dict:
-        keys = ("mu", "sd", "lo", "hi", "prior_weight", "prior_bias", "spread", "noise_chol")
+        keys = ("mu", "sd", "lo", "hi", "prior_weight", "prior_bias", "spread", "noise_chol", "spread_plain")
         return {k: None if getattr(self, k) is None else torch.from_numpy(getattr(self, k))
                 for k in keys}
 
@@ -142,6 +147,11 @@ def noise_cholesky(z: np.ndarray) -> np.ndarray:
 
     cov = LedoitWolf().fit(np.asarray(z, dtype=np.float64)).covariance_
     return np.linalg.cholesky(cov + 1e-6 * np.eye(len(cov))).astype(np.float32)
+
+
+def scale_deviations(dev: np.ndarray, per_spot: np.ndarray | None) -> np.ndarray:
+    """``(N, S, G)`` deviations times each spot's multiplier ``(N,)`` (None: unchanged)."""
+    return dev if per_spot is None else dev * np.asarray(per_spot, dtype=np.float32)[:, None, None]
 
 
 def spread_factor(z_true: np.ndarray, z_samples: np.ndarray, centre: np.ndarray | None = None,
