@@ -15,7 +15,6 @@ import torch
 
 from ..atomic import write_json
 from ..data.context import add_context, context_blocks
-from ..data.units import panel_depth, resample_depth
 from ..devices import resolve_device
 from ..diffusion import GaussianDiffusion
 from ..diffusion.gaussian import parse_sampler
@@ -32,7 +31,7 @@ from .adata import predict_anndata
 from .fit import fit_model
 from .settings import DEFAULT_PREDICT, PredictSettings
 from .shift import ShiftReference
-from .summarise import summarise
+from .summarise import at_depth, summarise
 
 if TYPE_CHECKING:
     from ..data.dataset import PreparedDataset
@@ -284,22 +283,7 @@ class StemModel:
         point, samples, _ = self.at_depth(point, samples, settings, observed_depth)
         return point, samples.std(axis=1), samples
 
-    @staticmethod
-    def at_depth(point: np.ndarray, samples: np.ndarray, settings: PredictSettings,
-                 observed_depth: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-        """(point, samples, depth ratio) of a section sequenced at ``settings.depth`` × the
-        training depth (:func:`~stem_st.data.units.resample_depth`; the point becomes the
-        samples' summary). ``auto``: the ratio of the section's observed median panel count per
-        spot to the prediction's, so the tissue's own expression level does not count as depth."""
-        depth = settings.depth
-        if depth == "auto":
-            require(observed_depth is not None and observed_depth > 0,
-                    "--depth auto needs the section's counts (none are measured); give the ratio instead")
-            depth = observed_depth / max(panel_depth(point), 1e-6)
-        if float(depth) == 1.0:
-            return point, samples, 1.0
-        samples = resample_depth(samples, float(depth), settings.seed)
-        return summarise(samples, settings.summary or "mean"), samples, round(float(depth), 4)
+    at_depth = staticmethod(at_depth)
 
     def predict_adata(self, adata, settings: PredictSettings = DEFAULT_PREDICT, inplace: bool = False):
         """AnnData in, AnnData out: see :func:`stem_st.stem.adata.predict_anndata`."""

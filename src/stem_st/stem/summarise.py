@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.units import panel_depth, resample_depth
 from ..errors import require
 
 SUMMARIES = ("mean", "median", "mode")
@@ -32,3 +33,20 @@ def summarise(samples: np.ndarray, how: str = "mean") -> np.ndarray:
     if how == "median":
         return np.median(samples, axis=1)
     return sample_mode(samples)
+
+
+def at_depth(point: np.ndarray, samples: np.ndarray, settings,  # a PredictSettings
+             observed_depth: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """(point, samples, depth ratio) of a section sequenced at ``settings.depth`` × the
+    training depth (:func:`~stem_st.data.units.resample_depth`; the point becomes the
+    samples' summary). ``auto``: the ratio of the section's observed median panel count per
+    spot to the prediction's, so the tissue's own expression level does not count as depth."""
+    depth = settings.depth
+    if depth == "auto":
+        require(observed_depth is not None and observed_depth > 0,
+                "--depth auto needs the section's counts (none are measured); give the ratio instead")
+        depth = observed_depth / max(panel_depth(point), 1e-6)
+    if float(depth) == 1.0:
+        return point, samples, 1.0
+    samples = resample_depth(samples, float(depth), settings.seed)
+    return summarise(samples, settings.summary or "mean"), samples, round(float(depth), 4)
