@@ -32,7 +32,8 @@ ROWS = [(f"Stem `default` as `stem train` ships it (`{SHIPPED}`)", "budget", SHI
         ("`knn+ctx` (20 neighbours as samples)", "loo", "knn+ctx"),
         ("`knn`", "loo", "knn")]
 PAGES = [ROOT / "README.md", ROOT / "docs" / "guide" / "train.md", ROOT / "docs" / "guide" / "predict.md",
-         ROOT / "docs" / "guide" / "complete.md", ROOT / "benchmarks" / "README.md"]
+         ROOT / "docs" / "guide" / "complete.md", ROOT / "docs" / "guide" / "slides.md",
+         ROOT / "benchmarks" / "README.md"]
 LONG = "validated + neighbour targets 16 @ tiny 2400×32"
 
 
@@ -48,6 +49,7 @@ def load() -> dict[str, dict]:
             "shift": json.loads((RESULTS / "shift_score.json").read_text()),
             "calibration": json.loads((RESULTS / "calibration_cost.json").read_text()),
             "intervals": json.loads((RESULTS / "shift_intervals.json").read_text())["folds"],
+            "slide": json.loads((RESULTS / "slide_throughput.json").read_text()),
             "completion": {r["variant"]: r for r in completion["variants"]},
             "completion_k": completion["meta"]["K"]}
 
@@ -179,6 +181,12 @@ def widening_text(data) -> str:
             "rather than confidently wrong (many thinned counts are 0, inside every interval).")
 
 
+def slide_rate(data) -> str:
+    """The slides guide's embedding rate of the whole-slide benchmark."""
+    s = data["slide"]
+    return f"{s['embed_spots_per_second']:.0f} spots/s on {s['machine']}, {s['threads']} threads"
+
+
 def coverage_text(data) -> str:
     """The predict guide's sentence on how well the shipped intervals hold on new sections."""
     stem = data["budget"][SHIPPED]
@@ -270,7 +278,8 @@ def completion_text(data) -> str:
 BLOCKS = {"complete-measured": completion_text, "readme-accuracy": accuracy_table, "train-decay": decay_text,
           "index-budget": index_budget, "index-shift": index_shift, "index-calibration": index_calibration,
           "predict-coverage": coverage_text, "readme-folds": fold_table, "train-neighbour": neighbour_text,
-          "predict-shift": shift_text, "predict-widening": widening_text}
+          "predict-shift": shift_text, "predict-widening": widening_text,
+          "slides-rate": slide_rate}
 #: a block on lines of its own, or inline (a table cell of the benchmarks index)
 BLOCK = re.compile(r"(<!-- figures:([a-z-]+) -->)(\n?)(.*?)(\n?)(<!-- /figures -->)", re.S)
 
