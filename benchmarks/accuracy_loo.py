@@ -157,7 +157,7 @@ def run_method(args, ds, fold: str, name: str) -> dict:
             model, _ = StemModel.fit(ds, run_dir, settings, net_overrides=budget.get("net"), progress=False)
         t_train = time.perf_counter() - t0
         mean, _, samples = model.predict(emb, xy, PredictSettings(num_samples=args.samples, sampler=args.sampler,
-                                                               seed=args.seed))
+                                                               seed=args.seed, spatial_noise=False))  # committed
         info = {"train_seconds": round(t_train, 1), "steps": steps, "batch": batch,
                 "net": model.net_cfg.to_dict(), "recipe": recipe.to_dict(),
                 "samples": args.samples, "sampler": args.sampler,

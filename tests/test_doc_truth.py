@@ -270,3 +270,43 @@ def test_the_figure_check_catches_a_planted_stale_number():
     assert planted != text and figures.stale(planted, data) == ["readme-accuracy"]
     a1 = next(r for r in text.splitlines() if r.startswith("| A1"))
     assert figures.stale(text.replace(a1, a1.replace("0.", "0.0", 1)), data) == ["readme-folds"]
+
+
+# --- The benchmarks index: each headline figure is in the results file its row links to ---
+
+_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?: \d{3})+(?:\.\d+)?|\d+\.\d+|\d{3,})(?![\w])")
+
+
+def _numbers(text: str) -> list[str]:
+    return [n.replace(" ", "") for n in _NUMBER.findall(text.replace("\u202f", " "))]
+
+
+def _unsourced(line: str) -> list[str]:
+    """The figures of an index row's headline cell (outside generated blocks) that no number of
+    its linked results files gives, at the cell's precision."""
+    cell = re.sub(r"<!-- figures:[a-z-]+ -->.*?<!-- /figures -->", "", line.split(" | ")[4])
+    source = ""
+    for name in re.findall(r"\(results/([a-z0-9_]+)\.md\)", line):
+        for ext in (".md", ".json"):
+            path = ROOT / "benchmarks" / "results" / (name + ext)
+            source += path.read_text() if path.is_file() else ""
+    have = set(_numbers(source))
+    missing = []
+    for n in _numbers(cell):
+        places = len(n.split(".")[1]) if "." in n else 0
+        if n not in have and not any(f"{float(h):.{places}f}" == n for h in have if "." in h):
+            missing.append(n)
+    return missing
+
+
+def test_every_figure_of_the_benchmarks_index_is_in_its_results_file():
+    rows = [r for r in (ROOT / "benchmarks" / "README.md").read_text().splitlines() if r.startswith("| `")]
+    assert len(rows) > 15
+    assert {r.split(" | ")[0]: _unsourced(r) for r in rows if _unsourced(r)} == {}
+
+
+def test_the_index_check_catches_a_planted_stale_figure():
+    row = next(r for r in (ROOT / "benchmarks" / "README.md").read_text().splitlines()
+               if r.startswith("| `embed_speed.py`"))
+    assert _unsourced(row) == []
+    assert _unsourced(row.replace("1.65 s", "1.75 s")) == ["1.75"]

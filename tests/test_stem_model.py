@@ -231,7 +231,7 @@ def test_predict_settings_are_checked_and_recorded():
         PredictSettings(summary="average")
     s = PredictSettings(num_samples=3, sampler="ddim:4", seed=5, device="cpu", batch_rows=128)
     assert s.provenance() == {"num_samples": 3, "sampler": "ddim:4", "summary": None, "seed": 5,
-                              "compile": False, "shift_widening": True, "depth": 1.0}
+                              "compile": False, "shift_widening": True, "depth": 1.0, "spatial_noise": True}
     with pytest.raises(StemError, match="--depth"):
         PredictSettings(depth=0)
     assert s.runtime().batch_rows == 128 and s.runtime().bf16

@@ -136,3 +136,13 @@ def test_stem_train_shows_progress_through_validation_and_the_spread_calibration
     spots = StemModel.from_run(tmp_path / "run").meta["validation"]["spots"]
     done = spots * 21  # 20 samples and the point each
     assert re.search(rf"calibrate the spread \({spots} spots × 20 samples\) \S+ {done}/{done}", out), out
+
+
+def test_a_validated_run_fits_its_noise_field_on_the_validation_section(validated):
+    _, model, _, run = validated
+    fit = model.spatial
+    assert fit["section"] == model.meta["validation"]["section"]
+    assert len(fit["target"]) == 3 and 0.0 <= fit["rho"] <= 1.0
+    # the synthetic spots are scattered at random with independent residuals: little to share
+    assert max(fit["target"]) < 0.15
+    assert StemModel.from_run(run).spatial == fit

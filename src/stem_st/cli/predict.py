@@ -36,6 +36,10 @@ def predict(
     keep_samples: bool = typer.Option(False, help="Also write every sample (.samples.npy)."),
     shift_widening: bool = typer.Option(True, help="Widen each spot's samples with its shift score (how "
                                         "unlike the training spots it is; see the predict guide)."),
+    spatial_noise: bool = typer.Option(True, "--spatial-noise/--independent-spots",
+                                       help="Draw whole sections: neighbouring spots' samples co-vary as the "
+                                       "validation section's residuals did, so one draw is a coherent map "
+                                       "(each spot's own distribution is unchanged; see the predict guide)."),
     depth: str = typer.Option("1", help="The sections' sequencing depth relative to the training sections' "
                               "(a ratio; auto: measured from each section's counts against its prediction). "
                               "Below 1 the samples are thinned as a shallower run would measure them."),
@@ -59,7 +63,7 @@ def predict(
     settings = PredictSettings(num_samples=num_samples, sampler=sampler,
                                summary=None if summary == "recipe" else summary, seed=seed,
                                device=resolve_device(device), compile=compile, shift_widening=shift_widening,
-                               depth=depth_option(depth))
+                               depth=depth_option(depth), spatial_noise=spatial_noise)
     model = StemModel.from_run(run, checkpoint)
     parse_sampler(sampler, model.diffusion.num_steps)
     ds = open_prepared(prep or run_config["train"]["prep"])
@@ -91,6 +95,10 @@ def predict_slide_cmd(
     sampler: str = typer.Option(DEFAULT_SAMPLER, help=SAMPLER_HELP),
     shift_widening: bool = typer.Option(True, help="Widen each spot's samples with its shift score (how "
                                         "unlike the training spots it is; see the predict guide)."),
+    spatial_noise: bool = typer.Option(True, "--spatial-noise/--independent-spots",
+                                       help="Draw whole sections: neighbouring spots' samples co-vary as the "
+                                       "validation section's residuals did, so one draw is a coherent map "
+                                       "(each spot's own distribution is unchanged; see the predict guide)."),
     depth: float = typer.Option(1.0, help="The slide's expected sequencing depth relative to the training "
                                 "sections' (a ratio; below 1 the samples are thinned as a shallower run would "
                                 "measure them)."),
@@ -118,7 +126,8 @@ def predict_slide_cmd(
     require(mpp is None or mpp > 0, f"--mpp must be positive, got {mpp}")
     parse_sampler(sampler, 1000)
     settings = PredictSettings(num_samples=num_samples, sampler=sampler, seed=seed, device=resolve_device(device),
-                               compile=compile, shift_widening=shift_widening, depth=depth)
+                               compile=compile, shift_widening=shift_widening, depth=depth,
+                               spatial_noise=spatial_noise)
     cfg = SlideConfig(
         run=str(run), image=str(image), out=str(out), mpp=mpp, pitch_um=pitch, layout=layout,
         genes=csv_list(genes), predict=settings, batch_size=batch_size, min_tissue=min_tissue,

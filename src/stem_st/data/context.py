@@ -40,9 +40,33 @@ def ring_neighbours(xy: np.ndarray, factor: float = 1.5) -> list[np.ndarray]:
     if n < 2:
         return [np.zeros(0, dtype=np.int64) for _ in range(n)]
     tree = cKDTree(xy)
-    pitch = float(np.median(tree.query(xy, k=2)[0][:, 1]))
+    pitch = spot_pitch(xy, tree)
     found = tree.query_ball_point(xy, r=factor * pitch) if pitch > 0 else [[i] for i in range(n)]
     return [np.array(sorted(j for j in nb if j != i), dtype=np.int64) for i, nb in enumerate(found)]
+
+
+def spot_pitch(xy: np.ndarray, tree: cKDTree | None = None) -> float:
+    """The section's spot pitch: the median nearest-neighbour distance (0 for fewer than 2 spots)."""
+    xy = np.asarray(xy, dtype=np.float64)
+    if len(xy) < 2:
+        return 0.0
+    return float(np.median((tree or cKDTree(xy)).query(xy, k=2)[0][:, 1]))
+
+
+#: the distance shells ("rings") of spatial structure, in spot pitches: ring k holds the pairs of
+#: spots between SHELLS[k-1] and SHELLS[k] apart (ring 1 = the ring-1 neighbours of the context)
+SHELLS = (0.0, 1.5, 2.5, 3.5)
+
+
+def shell_pairs(xy_pitch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each ring of :data:`SHELLS`, the pairs (i < j) of spots at that distance, as index
+    arrays; ``xy_pitch`` in spot pitches (so a subset of a section keeps its rings)."""
+    xy = np.asarray(xy_pitch, dtype=np.float64)
+    pairs = cKDTree(xy).query_pairs(SHELLS[-1], output_type="ndarray") if len(xy) > 1 \
+        else np.zeros((0, 2), dtype=np.int64)
+    d = np.linalg.norm(xy[pairs[:, 0]] - xy[pairs[:, 1]], axis=1) if len(pairs) else np.zeros(0)
+    return [(pairs[m, 0], pairs[m, 1]) for lo, hi in zip(SHELLS[:-1], SHELLS[1:])
+            for m in [(d > lo) & (d <= hi)]]
 
 
 def neighbour_mean(values: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:

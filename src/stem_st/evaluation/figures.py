@@ -1,4 +1,4 @@
-"""The report's figures: sorted per-gene r, gene variation, the shift map and marker maps."""
+"""The report's figures: sorted per-gene r, gene variation, the shift map, marker maps and one draw."""
 
 from __future__ import annotations
 
@@ -67,6 +67,15 @@ def report_figures(folder: Path, ds, truth_ad, truth, methods, correlations, mar
         figs.append((f"{g}: truth, the predictions and the best baselines by mean r, one colour scale ({units})",
                      plots.marker_map_plot(g, xy, panels, folder / f"map_{safe}.png", image, scale,
                                            radius, pcc)))
+    for m in [m for m in given if m.samples is not None and m.samples.shape[1] > 1][:1]:
+        for g in marker[:2]:  # what a sampled map looks like: one draw of every spot as one section
+            j = idx[g]
+            panels = {"truth": truth[:, j], f"{m.name}: point": m.mean[:, j],
+                      f"{m.name}: one draw": m.samples[:, 0, j]}
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in g)
+            figs.append((f"{g}: one draw of {m.name} (draw 1 of every spot, one sampled section) beside the truth "
+                         f"and the point, one colour scale ({units})",
+                         plots.marker_map_plot(g, xy, panels, folder / f"draw_{safe}.png", image, scale, radius)))
     return figs
 
 

@@ -103,7 +103,7 @@ def default_marker_genes(genes: list[str], r: np.ndarray, top: int = 4) -> list[
     return order + [g for g in HER2ST_MARKERS if g in genes and g not in order]
 
 
-def _score_methods(methods: list, truth: np.ndarray, graph, labels, seed: int, advance
+def _score_methods(methods: list, truth: np.ndarray, graph, labels, seed: int, advance, xy=None
                    ) -> tuple[list[dict], dict, list[dict], dict]:
     """The metric rows, per-gene correlations, sample statistics (paper Table 7) and PIT
     histograms of every method."""
@@ -113,7 +113,7 @@ def _score_methods(methods: list, truth: np.ndarray, graph, labels, seed: int, a
         if m.samples is not None:
             row["num_samples"] = int(m.samples.shape[1])
             if m.samples.shape[1] > 1:
-                prob = probabilistic_scores(truth, m.mean, m.samples, graph, seed)
+                prob = probabilistic_scores(truth, m.mean, m.samples, graph, seed, xy)
                 pits[m.name] = prob.pop("PIT")
                 row.update(prob)
         if labels is not None:
@@ -182,7 +182,8 @@ def evaluate(prep: str | Path, section: str, pred_files: list[str | Path], basel
     labels = truth_ad.obs["label"].to_numpy() if "label" in truth_ad.obs else None
     graph = graph_matrices(np.asarray(truth_ad.obsm["spatial"]), RADII["ring1"][0])[0]
     with phase(f"{section}: score", len(methods), progress) as advance:
-        rows, correlations, sample_stats, pits = _score_methods(methods, truth, graph, labels, seed, advance)
+        rows, correlations, sample_stats, pits = _score_methods(methods, truth, graph, labels, seed, advance,
+                                                                np.asarray(truth_ad.obsm["spatial"]))
     if labels is not None:
         rows.append({"method": "truth (reference)", **label_agreement(truth, labels, seed)})
 

@@ -40,7 +40,8 @@ LEVELS = (0.5, 0.8, 0.95)
 PIT_BINS = 10
 #: the scalar keys :func:`probabilistic_scores` returns (lower is better unless noted)
 KEYS = ("CRPS", "energy", "variogram", *(f"coverage{round(100 * lv)}" for lv in LEVELS),
-        "corr_err_sample", "corr_err_point", "moran_err_sample", "moran_err_point", "spread_error_rho")
+        "corr_err_sample", "corr_err_point", "moran_err_sample", "moran_err_point", "svgm_err_sample",
+        "spread_error_rho")
 
 
 #: the protocol text of each score, as written into metrics.json and the report
@@ -59,6 +60,9 @@ PROTOCOL = {
                                         "sampled section (one draw per spot) / the point estimate",
     "moran_err_sample / moran_err_point": "mean over genes of |Moran's I − the truth's| on the ring-1 "
                                           "spot graph (scanpy), for one sampled section / the point",
+    "svgm_err_sample": "spatial variogram of one sampled section against the truth's: γ_k = mean over genes "
+                       "and spot pairs of ring k (1, 2, 3 spot pitches) of (y_i − y_j)²/2; the mean over the "
+                       "rings of |γ_k(draw) / γ_k(truth) − 1| (0.2 = 20 % off)",
     "spread_error_rho": "Spearman ρ across spots between the predicted spread (mean sample sd) and the "
                         "absolute error (mean |point − truth|); > 0: the uncertainty follows the error",
 }
@@ -136,6 +140,13 @@ def morans_i(values: np.ndarray, graph) -> np.ndarray:
     return out
 
 
+def spatial_variogram(values: np.ndarray, rings: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """γ_k for each ring of spot pairs (:func:`stem_st.data.context.shell_pairs`): the mean over
+    genes and pairs of (y_i − y_j)² / 2 of ``values`` ``(spots, genes)``; NaN for an empty ring."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.array([float(0.5 * ((v[i] - v[j]) ** 2).mean()) if len(i) else np.nan for i, j in rings])
+
+
 def spread_error_rho(truth: np.ndarray, point: np.ndarray, samples: np.ndarray) -> float:
     """Spearman ρ across spots between predicted spread and absolute error (NaN if either is
     constant)."""
@@ -150,10 +161,11 @@ def spread_error_rho(truth: np.ndarray, point: np.ndarray, samples: np.ndarray) 
 
 
 def probabilistic_scores(truth: np.ndarray, point: np.ndarray, samples: np.ndarray, graph=None,
-                         seed: int = 0) -> dict[str, float | list[float]]:
+                         seed: int = 0, xy: np.ndarray | None = None) -> dict[str, float | list[float]]:
     """Every distributional score of one method on one section (see the module docstring).
     ``graph``: the section's ring-1 spot graph (sparse ``(spots, spots)``) for Moran's I, or
-    None to skip it; the sampled section is draw ``seed mod samples`` of each spot."""
+    None to skip it; ``xy``: spot centres for the spatial variogram (None skips it); the
+    sampled section is draw ``seed mod samples`` of each spot."""
     y, s = _check(truth, samples)
     p = np.asarray(point, dtype=np.float64)
     require(p.shape == y.shape, f"point {p.shape} does not match truth {y.shape} as (spots, genes)")
@@ -166,6 +178,14 @@ def probabilistic_scores(truth: np.ndarray, point: np.ndarray, samples: np.ndarr
         m_true = morans_i(y, graph)
         out["moran_err_sample"] = float(np.abs(morans_i(draw, graph) - m_true).mean())
         out["moran_err_point"] = float(np.abs(morans_i(p, graph) - m_true).mean())
+    if xy is not None:
+        from ..data.context import shell_pairs, spot_pitch
+
+        rings = shell_pairs(np.asarray(xy, dtype=np.float64) / (spot_pitch(xy) or 1.0))
+        g_true, g_draw = spatial_variogram(y, rings), spatial_variogram(draw, rings)
+        ok = np.isfinite(g_true) & (g_true > 0)
+        if ok.any():
+            out["svgm_err_sample"] = float(np.abs(g_draw[ok] / g_true[ok] - 1).mean())
     out["spread_error_rho"] = spread_error_rho(y, p, s)
     out["PIT"] = [float(v) for v in pit_histogram(y, s, seed=seed)]
     return out

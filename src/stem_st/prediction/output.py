@@ -22,6 +22,7 @@ from ..errors import require
 from ..progress import phase
 from ..stem import PredictSettings, StemModel
 from ..stem.shift import attach_shift
+from ..stem.spatial import field_provenance
 
 SAMPLES_SUFFIX = ".samples.npy"
 
@@ -87,7 +88,8 @@ def predict_section(model: StemModel, ds: PreparedDataset, section: str, target:
             "summary": settings.summary or model.recipe.point, "recipe": model.recipe.to_dict(),
             "checkpoint": model.meta.get("checkpoint"), "step": model.meta.get("step"), "weights": "ema",
             "encoders": [p["encoder"] for p in model.encoders],
-            "prepared": str(ds.root.resolve()), "seconds": round(secs, 2), "depth_ratio": depth}
+            "prepared": str(ds.root.resolve()), "seconds": round(secs, 2), "depth_ratio": depth,
+            **field_provenance(model, settings)}
     pred = prediction_anndata(spots, model.genes, mean, std, prov)
     spatial = section_spatial(dict(spots.uns.get("stem", {})), PREDICT_IMAGE_SIDE)
     if spatial:  # the H&E for sc.pl.spatial / squidpy.pl.spatial_scatter (library id = section)

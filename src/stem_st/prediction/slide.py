@@ -35,6 +35,7 @@ from ..plotting import marker_map_plot
 from ..progress import progress_bar
 from ..stem import PredictSettings, StemModel
 from ..stem.shift import attach_shift
+from ..stem.spatial import field_provenance
 
 log = logging.getLogger(__name__)
 #: virtual spots per cached embedding chunk (the unit an interrupted run resumes from)
@@ -164,7 +165,8 @@ def predict_slide(cfg: SlideConfig, model: StemModel | None = None) -> dict:
                        "checkpoint": model.meta.get("checkpoint"),
                        "step": model.meta.get("step"), "weights": "ema",
                        "encoders": [e["encoder"] for e in model.encoders], "library_id": lib,
-                       "seconds": {k: round(v, 1) for k, v in times.items()}}
+                       "seconds": {k: round(v, 1) for k, v in times.items()},
+                       **field_provenance(model, cfg.predict)}
     attach_shift(model, res, emb, xy, Path(cfg.image).name, cfg.predict)
     with atomic_path(out, overwrite=cfg.overwrite) as tmp:
         write_h5ad(res, tmp)

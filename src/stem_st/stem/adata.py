@@ -15,6 +15,7 @@ from ..data.units import UNITS
 from ..errors import require
 from .settings import DEFAULT_PREDICT, PredictSettings
 from .shift import attach_shift
+from .spatial import field_provenance
 
 
 def predict_anndata(model, adata: ad.AnnData, settings: PredictSettings = DEFAULT_PREDICT,
@@ -45,7 +46,8 @@ def predict_anndata(model, adata: ad.AnnData, settings: PredictSettings = DEFAUL
     std = samples.std(axis=1) if depth != 1 else std
     prov = {"units": UNITS, "method": "stem", **settings.provenance(), "depth_ratio": depth,
             "summary": settings.summary or model.recipe.point, "recipe": model.recipe.to_dict(),
-            "checkpoint": model.meta.get("checkpoint"), "step": model.meta.get("step")}
+            "checkpoint": model.meta.get("checkpoint"), "step": model.meta.get("step"),
+            **field_provenance(model, settings)}
     if inplace:
         out = adata
     else:

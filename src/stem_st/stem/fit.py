@@ -30,6 +30,7 @@ from ..training.pairs import TrainingPairs, calibration_rows, fit_statistics, ne
 from ..training.targets import scale_deviations, spread_factor
 from .settings import PredictSettings, TrainSettings, network_config, training_geometry
 from .shift import REFERENCE_SPOTS, fit_reference
+from .spatial import calibrate_spatial
 from .validation import (
     ValidationSet,
     choose_section,
@@ -176,6 +177,9 @@ def _select_best(model, vs: ValidationSet, run_dir: Path, settings: TrainSetting
         model.meta["spread_calibrated_on"] = vs.section
         log.info("sample spread calibrated on %s: × %.3f (median over genes)", vs.section,
                  float(np.median(model.target.spread)))
+    if info.main and vs.xy is not None and np.isfinite(vs.xy).all():
+        calibrate_spatial(model, vs.cond, vs.z, vs.xy, PredictSettings(seed=settings.seed, device=device),
+                          vs.section)
     if info.main:
         state = {**ck, **model.extra_state(), "selected": True}
         save_checkpoint(state, run_dir / BEST_DIR, int(ck["step"]), keep=1)

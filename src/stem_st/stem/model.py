@@ -31,6 +31,7 @@ from .adata import predict_anndata
 from .fit import fit_model
 from .settings import DEFAULT_PREDICT, PredictSettings
 from .shift import ShiftReference
+from .spatial import section_field
 from .summarise import at_depth, summarise
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class StemModel:
         self.target = target or TargetTransform.identity(len(self.genes), None)
         self._compiled: dict = {}  # torch.compile'd networks per device (PredictSettings.compile)
         self.shift_ref: ShiftReference | None = None  # the training spots, for the shift score
+        self.spatial: dict | None = None  # the fitted noise field of whole-section draws (stem.spatial)
 
     @classmethod
     def fit(cls, ds: PreparedDataset, run_dir: str | Path, settings: TrainSettings,
@@ -88,7 +90,8 @@ class StemModel:
                               "schedule": self.diffusion.schedule_kind},
                 "recipe": self.recipe.to_dict(), "target": self.target.state(),
                 "meta_json": json.dumps(self.meta, default=str),
-                "shift": None if self.shift_ref is None else self.shift_ref.state()}
+                "shift": None if self.shift_ref is None else self.shift_ref.state(),
+                "spatial_json": json.dumps(self.spatial)}
 
     # --- persistence --------------------------------------------------------------------
     @classmethod
@@ -103,6 +106,7 @@ class StemModel:
         m.net.load_state_dict(weights)
         m.net.eval()
         m.shift_ref = ShiftReference.from_state(state.get("shift"))  # None for runs from before it
+        m.spatial = json.loads(state.get("spatial_json") or "null")
         return m
 
     @classmethod
@@ -178,10 +182,11 @@ class StemModel:
 
     @torch.no_grad()
     def draw_z(self, cond: np.ndarray, settings: PredictSettings = DEFAULT_PREDICT, point: bool = False,
-               progress=None) -> np.ndarray:
+               progress=None, xy: np.ndarray | None = None, pitch: float | None = None) -> np.ndarray:
         """z for each condition row: ``settings.num_samples`` draws with ``settings.sampler``
         ``(N, samples, G)``, or with ``point`` the posterior-mean estimate ``(N, 1, G)``. Row r's
-        noise depends only on (seed, r), not on the rows per forward pass."""
+        noise depends only on (seed, r), not on the rows per forward pass; with the spots' ``xy``
+        (and ``pitch``), x_T of neighbouring spots co-varies (:mod:`stem_st.stem.spatial`)."""
         num_samples = 1 if point else settings.num_samples
         runtime = settings.runtime()
         dev = torch.device(resolve_device(settings.device))
@@ -195,10 +200,11 @@ class StemModel:
         genes = self.net_cfg.num_genes
         colour = self.target.noise_colour(dev)
         stream = 1 if point else 0  # the point estimate's noise differs from the samples'
+        field = None if point else section_field(self, xy, settings, num_samples, dev, pitch)
 
         def batch(start: int, n: int, full: int) -> torch.Tensor:
             c = spots[torch.arange(start, start + full) % total // num_samples].to(dev)
-            noise = RowNoise(settings.seed, stream, start, n, dev, colour)
+            noise = RowNoise(settings.seed, stream, start, n, dev, colour, field)
 
             def call(xt, tt, cc):  # a short last batch is padded: a compiled network keeps one shape
                 pad = full - n
@@ -245,10 +251,10 @@ class StemModel:
         return spots * (settings.num_samples + (self.recipe.point == "posterior_mean"))
 
     def _expression_samples(self, cond: np.ndarray, settings: PredictSettings, centre: np.ndarray | None,
-                            progress=None) -> np.ndarray:
-        """Samples in log2(1 + count) for standardised conditions, widened by the calibrated
-        spread and placed at ``centre`` (z units; None: their own mean)."""
-        draws = self.draw_z(cond, settings, progress=progress)
+                            progress=None, xy: np.ndarray | None = None) -> np.ndarray:
+        """Samples in log2(1 + count) for standardised conditions (spots at ``xy``), widened by
+        the calibrated spread and placed at ``centre`` (z units; None: their own mean)."""
+        draws = self.draw_z(cond, settings, progress=progress, xy=xy)
         z = self.target.widen(draws, centre, self.widening(cond, settings))
         return np.maximum(self.target.decode(z, self.target.prior(cond)[:, None]), 0)
 
@@ -257,7 +263,7 @@ class StemModel:
         """Draw ``settings.num_samples`` expression profiles per spot: ``(spots, samples, genes)``
         in log2(1 + count), clipped at 0."""
         cond = self.condition(embeddings, xy)
-        return self._expression_samples(cond, settings, self.centre_z(cond, settings), progress)
+        return self._expression_samples(cond, settings, self.centre_z(cond, settings), progress, xy)
 
     def posterior_mean(self, embeddings: np.ndarray, xy: np.ndarray | None = None,
                        settings: PredictSettings = DEFAULT_PREDICT) -> np.ndarray:
@@ -275,7 +281,8 @@ class StemModel:
         for ``settings.depth = 'auto'`` (:meth:`at_depth`)."""
         cond = self.condition(embeddings, xy)
         pz = self.point_z(cond, settings, progress) if self.recipe.point == "posterior_mean" else None
-        samples = self._expression_samples(cond, settings, pz if self.recipe.centre_samples else None, progress)
+        centre = pz if self.recipe.centre_samples else None
+        samples = self._expression_samples(cond, settings, centre, progress, xy)
         if settings.summary is None and pz is not None:
             point = np.maximum(self.target.decode(pz, self.target.prior(cond)), 0)
         else:

@@ -52,7 +52,9 @@ class PredictSettings:
     ``shift_widening``: widen each spot's samples with its shift score (:mod:`stem_st.stem.shift`).
     ``depth``: the section's sequencing depth relative to the training sections' (median panel
     counts per spot; ``auto``: from the section's own counts); at a depth other than 1 every
-    sample is Poisson-resampled at that rate and the point is the samples' mean."""
+    sample is Poisson-resampled at that rate and the point is the samples' mean.
+    ``spatial_noise``: draw whole sections — neighbouring spots' starting noise co-varies as the
+    validation section's residuals did (:mod:`stem_st.stem.spatial`); off: independent spots."""
 
     num_samples: int = DEFAULT_NUM_SAMPLES
     sampler: str = DEFAULT_SAMPLER
@@ -64,6 +66,7 @@ class PredictSettings:
     batch_rows: int | None = None
     shift_widening: bool = True
     depth: float | str = 1.0
+    spatial_noise: bool = True
 
     def __post_init__(self) -> None:
         require(self.num_samples >= 1, "--num-samples must be at least 1")

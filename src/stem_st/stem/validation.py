@@ -49,6 +49,7 @@ class ValidationSet:
     rows: np.ndarray   # sorted original-view pair indices of the section (up to CALIBRATION_SPOTS)
     scored: np.ndarray  # positions in ``rows`` of the spots scored every few steps (up to VAL_SPOTS)
     x: np.ndarray      # (rows, G) log2(1 + count)
+    xy: np.ndarray | None = None  # (rows, 2) spot centres in the section's spot pitches
     cond: np.ndarray | None = None
     z: np.ndarray | None = None
     prior: np.ndarray | None = None
@@ -86,7 +87,8 @@ def start_validation(data: TrainingData, group: int, seed: int) -> ValidationSet
     rows = np.flatnonzero((data.group == group) & data.original)
     rows = np.sort(rng.permutation(rows)[:CALIBRATION_SPOTS])
     scored = np.sort(rng.permutation(len(rows))[:VAL_SPOTS])
-    return ValidationSet(data.groups[group], group, rows, scored, data.x.rows(rows))
+    return ValidationSet(data.groups[group], group, rows, scored, data.x.rows(rows),
+                         None if data.xy is None else data.xy[rows].astype(np.float64))
 
 
 def finish_validation(vs: ValidationSet, pairs, target) -> ValidationSet:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.context import add_context, context_blocks
+from ..data.context import add_context, context_blocks, spot_pitch
 from ..data.dataset import EMBEDDING_KEY, PreparedDataset
 from ..data.units import log2_expression
 from ..errors import require
@@ -59,6 +59,7 @@ class TrainingData:
     n_spots: int
     x_max: float
     groups: list[str] | None = None  # each group's name (default: the sections)
+    xy: np.ndarray | None = None  # (N, 2) each pair's spot centre in its section's spot pitches
 
     def __post_init__(self) -> None:
         if self.groups is None:
@@ -95,7 +96,7 @@ def build_training_data(ds: PreparedDataset, sections: list[str], aug_ratio: int
     folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="stem_pairs_"))
     rng = np.random.default_rng(seed)
     inputs = x_store = None
-    groups, orig, n_spots, x_max = [], [], 0, 0.0
+    groups, orig, positions, n_spots, x_max = [], [], [], 0, 0.0
     names = list(sections)
     for gi, sid in enumerate(sections):
         a = ds.section(sid, cache=False)
@@ -105,6 +106,8 @@ def build_training_data(ds: PreparedDataset, sections: list[str], aug_ratio: int
             log.info("%s: %d spots with no panel counts dropped", sid, int((~keep).sum()))
         emb = spot_inputs(a, context)[keep]
         x = log2_expression(counts[keep])
+        xy = np.asarray(a.obsm["spatial"], dtype=np.float64)
+        xy = (xy / (spot_pitch(xy) or 1.0))[keep] if np.isfinite(xy).all() else np.full((len(x), 2), np.nan)
         block = np.zeros(len(x), dtype=np.int64)
         if len(sections) == 1 and len(x) >= 8 * SPATIAL_BLOCKS:
             block = spatial_blocks(np.asarray(a.obsm["spatial"], dtype=np.float64)[keep], SPATIAL_BLOCKS, seed)
@@ -130,11 +133,13 @@ def build_training_data(ds: PreparedDataset, sections: list[str], aug_ratio: int
         x_store.append(x[spots])
         groups.append(np.full(len(spots), gi) + block[spots])
         orig.append(views == 0)
+        positions.append(xy[spots].astype(np.float32))
         n_spots += len(x)
         x_max = max(x_max, float(x.max()) if x.size else 0.0)
     require(n_spots > 0, "the training sections hold no spot with counts")
     return TrainingData(inputs=inputs, x=x_store, group=np.concatenate(groups), original=np.concatenate(orig),
-                        sections=list(sections), n_spots=n_spots, x_max=x_max, groups=names)
+                        sections=list(sections), n_spots=n_spots, x_max=x_max, groups=names,
+                        xy=np.concatenate(positions))
 
 
 def spatial_blocks(xy: np.ndarray, blocks: int, seed: int) -> np.ndarray:

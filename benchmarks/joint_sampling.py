@@ -1,0 +1,233 @@
+"""Whole sections, not independent spots: does one draw of Stem look like tissue?
+
+For each leave-one-section-out fold of the six imaged HER2ST sections (the prepared folds of
+``accuracy_loo.py``: panel hmhvg:200, ImageNet EfficientNet-Lite0, 2 views), Stem is trained as
+``stem train`` ships it (the default recipe and budget, validation on a training section, the
+noise field fitted there) and the held-out section is predicted with 20 samples per spot
+(dpm++:10) twice from the same network: ``joint`` (the shipped whole-section draws: x_T of
+neighbouring spots co-varies) and ``independent`` (``--independent-spots``). The sampled
+baselines (knn, knn+ctx, knn+ctx2, ridge+ctx2 with Gaussian / bootstrap / MVN residuals) draw
+20 profiles per spot on the same folds.
+
+Scores in log2(1 + count): CRPS, energy, variogram, coverage 50/80/95 (per spot; unchanged by
+construction up to Monte Carlo noise), and the structure of one sampled section (draw 0 of each
+spot): Moran's I error on the ring-1 graph and the spatial variogram γ_k (mean over genes and
+spot pairs of ring k = 1, 2, 3 pitches of (y_i − y_j)²/2) of the draw over the truth's, with
+the residual correlations the field was fitted to. One figure: one draw beside the truth and
+the point for two genes on one fold, joint and independent.
+
+Usage (repository root, after ``benchmarks/sample_budget.py prepare``):
+  .venv/bin/python benchmarks/joint_sampling.py run --workers 2
+  .venv/bin/python benchmarks/joint_sampling.py summary   # results/joint_sampling.{json,md,png}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ["C2", "C3", "C4", "C5", "C6", "A1"]
+BASELINES = ("knn+ctx", "knn+ctx2", "knn", "ridge+ctx2+gauss", "ridge+ctx2+boot", "ridge+ctx2+mvn")
+KEYS = ("CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95", "moran_err_sample",
+        "svgm_err_sample")
+FIGURE_FOLD, FIGURE_GENES = "C6", ("ERBB2", "MGP")
+
+
+def structure(truth, point, samples, xy, graph) -> dict:
+    """Per-spot scores and the structure of draw 0: Moran's I error, γ ratio per ring."""
+    import numpy as np
+
+    from stem_st.data.context import shell_pairs, spot_pitch
+    from stem_st.evaluation.probabilistic import probabilistic_scores, spatial_variogram
+
+    out = {k: v for k, v in probabilistic_scores(truth, point, samples, graph, xy=xy).items() if k in KEYS}
+    rings = shell_pairs(np.asarray(xy, dtype=np.float64) / spot_pitch(xy))
+    out["svgm_ratio"] = (spatial_variogram(samples[:, 0], rings) / spatial_variogram(truth, rings)).tolist()
+    return out
+
+
+def run_fold(preps: str, work: str, fold: str) -> dict:
+    """Train (or load the fold's saved model), predict joint and independent, score with the
+    baselines; written to the fold's JSON."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = "1"
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from stem_st.data.context import RADII, graph_matrices
+    from stem_st.data.dataset import open_prepared
+    from stem_st.data.units import log2_expression
+    from stem_st.defaults import DEFAULT_BUDGET, DEFAULT_NUM_SAMPLES
+    from stem_st.evaluation.baselines import make_baseline
+    from stem_st.stem import PredictSettings, StemModel, TrainSettings
+    from stem_st.training.data import section_counts
+
+    torch.set_num_threads(1)
+    ds = open_prepared(Path(preps) / f"prep_{fold}")
+    saved = Path(work) / "models" / fold
+    t0 = time.perf_counter()
+    if (saved / "model.pt").is_file():
+        model = StemModel.load(saved)
+    else:
+        settings = TrainSettings(prep=str(ds.root), holdout=[fold], **DEFAULT_BUDGET, aug_ratio=1, seed=0,
+                                 checkpoint_every=10 ** 9, compile=False, validation="auto")
+        with tempfile.TemporaryDirectory() as run_dir:
+            model, _ = StemModel.fit(ds, run_dir, settings, device="cpu", progress=False)
+        model.save(saved)
+    train_seconds = time.perf_counter() - t0
+    a = ds.section(fold)
+    truth = log2_expression(section_counts(ds, fold))
+    emb, xy = ds.embeddings(fold)[:, 0], np.asarray(a.obsm["spatial"])
+    graph = graph_matrices(xy, RADII["ring1"][0])[0]
+    out = {"fold": fold, "train_seconds": round(train_seconds, 1), "spots": len(truth), "spatial": model.spatial,
+           "validation": model.meta.get("validation", {}).get("section"), "methods": {}}
+    keep, fitted = {}, dict(model.spatial or {})
+    for name, joint, rho in (("stem joint", True, None), ("stem independent", False, None),
+                             ("stem joint rho=1", True, 1.0)):
+        model.spatial = fitted if rho is None else {**fitted, "rho": rho}
+        t = time.perf_counter()
+        point, _, samples = model.predict(emb, xy, PredictSettings(seed=0, device="cpu", spatial_noise=joint))
+        out["methods"][name] = {**structure(truth, point, samples, xy, graph),
+                                "seconds": round(time.perf_counter() - t, 1)}
+        keep[name] = (point, samples)
+    train = [s for s in ds.sections if s != fold]
+    for name in BASELINES:
+        mean, _, samples = make_baseline(name, DEFAULT_NUM_SAMPLES, 0).fit(ds, train).predict(emb, xy)
+        out["methods"][name] = structure(truth, mean, samples, xy, graph)
+    if fold == FIGURE_FOLD:
+        genes = [ds.genes.index(g) for g in FIGURE_GENES if g in ds.genes]
+        np.savez_compressed(Path(work) / f"figure_{fold}.npz", xy=xy, genes=np.array(FIGURE_GENES)[:len(genes)],
+                            truth=truth[:, genes], point=keep["stem joint"][0][:, genes],
+                            joint=keep["stem joint"][1][:, 0][:, genes],
+                            independent=keep["stem independent"][1][:, 0][:, genes])
+    path = Path(work) / f"{fold}.json"
+    path.with_suffix(".tmp").write_text(json.dumps(out, indent=1))
+    path.with_suffix(".tmp").replace(path)
+    print(f"{fold}: done in {round(time.perf_counter() - t0, 1)} s", flush=True)
+    return out
+
+
+def cmd_run(args) -> None:
+    todo = [f for f in args.folds.split(",") if not (Path(args.work) / f"{f}.json").is_file()]
+    (Path(args.work) / "models").mkdir(parents=True, exist_ok=True)
+    print(f"{len(todo)} folds with {args.workers} workers", flush=True)
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        for fut in [pool.submit(run_fold, args.preps, args.work, f) for f in todo]:
+            fut.result()
+
+
+def figure(npz: Path, dest: Path) -> None:
+    """One draw beside the truth and the point for two genes: joint and independent."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = np.load(npz)
+    cols = (("truth", "truth"), ("point", "point (posterior mean)"), ("joint", "one draw: whole section"),
+            ("independent", "one draw: independent spots"))
+    fig, axes = plt.subplots(len(d["genes"]), len(cols), figsize=(3.2 * len(cols), 3.2 * len(d["genes"])))
+    for r, gene in enumerate(d["genes"]):
+        lo, hi = np.percentile(d["truth"][:, r], [1, 99])
+        for c, (key, title) in enumerate(cols):
+            ax = axes[r, c]
+            ax.scatter(d["xy"][:, 0], d["xy"][:, 1], c=d[key][:, r], s=9, cmap="viridis", vmin=lo, vmax=hi)
+            ax.set_title(f"{gene}: {title}", fontsize=9)
+            ax.invert_yaxis()
+            ax.set_aspect("equal")
+            ax.axis("off")
+    fold = npz.stem.split("_")[1]
+    fig.suptitle(f"HER2ST {fold} held out, log2(1 + count), one colour scale per gene", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(dest, dpi=90)
+    plt.close(fig)
+
+
+def cmd_summary(args) -> None:
+    import numpy as np
+    from report import machine, write_results
+
+    folds = {f: json.loads((Path(args.work) / f"{f}.json").read_text()) for f in SECTIONS
+             if (Path(args.work) / f"{f}.json").is_file()}
+    methods = ["stem joint", "stem independent", *BASELINES, "stem joint rho=1"]
+    md = ["# Whole-section draws (`benchmarks/joint_sampling.py`)", "",
+          f"Machine: {machine()}, one thread per fold. HER2ST leave-one-section-out folds of `accuracy_loo.py` "
+          "(panel hmhvg:200, ImageNet EfficientNet-Lite0, 2 views); Stem as `stem train` ships it (default recipe "
+          "and budget, validation on a training section where the noise field is fitted); 20 samples per spot, "
+          "dpm++:10, log2(1 + count). `stem joint`: the shipped draws (x_T of neighbouring spots co-varies); "
+          "`stem independent`: the same network with `--independent-spots`; `stem joint rho=1` (sensitivity, "
+          "not a choice: chosen on no data): the fitted kernel at full strength. moran_err_sample and "
+          "svgm_err_sample score draw 0 of every spot as one map. Regenerate: "
+          "`.venv/bin/python benchmarks/joint_sampling.py run && … summary`.", "",
+          "## Mean ± sd over folds", "", "| method | folds | " + " | ".join(KEYS) + " |",
+          "|---|---|" + "---|" * len(KEYS)]
+    for m in methods:
+        rows = [r["methods"][m] for r in folds.values() if m in r["methods"]]
+        cells = [f"{np.mean([x[k] for x in rows]):.3f} ± {np.std([x[k] for x in rows], ddof=1):.3f}"
+                 if len(rows) > 1 else "–" for k in KEYS]
+        md.append(f"| {m} | {len(rows)} | " + " | ".join(cells) + " |")
+    paired = {}
+    md += ["", "## Paired per fold: stem joint − other (mean ± sd of the difference; folds where joint is better)",
+           "", "| other | " + " | ".join(KEYS) + " |", "|---|" + "---|" * len(KEYS)]
+    for o in methods[1:]:
+        cells, paired[o] = [], {}
+        for k in KEYS:
+            d = np.array([r["methods"]["stem joint"][k] - r["methods"][o][k] for r in folds.values()])
+            better = None if k.startswith("coverage") else int((d < 0).sum())
+            paired[o][k] = {"mean": float(d.mean()), "sd": float(d.std(ddof=1)), "better": better}
+            cells.append(f"{d.mean():+.4f} ± {d.std(ddof=1):.4f}" + ("" if k.startswith("coverage")
+                                                                      else f" ({better}/{len(d)})"))
+        md.append(f"| {o} | " + " | ".join(cells) + " |")
+    md += ["", "## One draw's spatial variogram over the truth's, ring by ring (1 = the truth's)", "",
+           "| fold | " + " | ".join(f"{m} rings 1/2/3" for m in (*methods[:3], methods[-1])) + " |",
+           "|---|---|---|---|---|"]
+    for f, r in folds.items():
+        md.append(f"| {f} | " + " | ".join(" / ".join(f"{v:.2f}" for v in r["methods"][m]["svgm_ratio"])
+                                           for m in (*methods[:3], methods[-1])) + " |")
+    md += ["", "## The fitted noise field (on the validation section)", "",
+           "| fold | validation | residual corr. rings 1/2/3 | kernel | length (pitches) | ρ (kernel fit) | "
+           "passed to the draws | ρ shipped | draws' corr. rings 1/2/3 |", "|---|---|---|---|---|---|---|---|---|"]
+    for f, r in folds.items():
+        s = r["spatial"] or {}
+        md.append(f"| {f} | {r['validation']} | " + " / ".join(f"{v:.3f}" for v in s.get("target", []))
+                  + f" | {s.get('kernel')} | {s.get('length', 0):.2f} | {s.get('rho_kernel', 0):.3f} | "
+                  f"{s.get('passed', float('nan')):.2f} | {s.get('rho', 0):.3f} | "
+                  + " / ".join(f"{v:.3f}" for v in s.get("achieved", [])) + " |")
+    md += ["", "## Cost", "", "| fold | train s | predict s (joint) | predict s (independent) |",
+           "|---|---|---|---|"]
+    md += [f"| {f} | {r['train_seconds']} | {r['methods']['stem joint']['seconds']} | "
+           f"{r['methods']['stem independent']['seconds']} |" for f, r in folds.items()]
+    npz = Path(args.work) / f"figure_{FIGURE_FOLD}.npz"
+    if npz.is_file():
+        figure(npz, Path(args.out).with_suffix(".png"))
+        md += ["", f"![one draw]({Path(args.out).with_suffix('.png').name})"]
+    data = {"machine": machine(), "folds": folds, "paired": paired,
+            "command": "python benchmarks/joint_sampling.py run && python benchmarks/joint_sampling.py summary"}
+    write_results(args.out, data, "\n".join(md))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("run", "summary"):
+        s = sub.add_parser(name)
+        s.add_argument("--work", default=str(ROOT / "runs/joint_sampling"))
+    sub.choices["run"].add_argument("--preps", default=str(ROOT / "runs/accuracy_loo"))
+    sub.choices["run"].add_argument("--folds", default=",".join(SECTIONS))
+    sub.choices["run"].add_argument("--workers", type=int, default=2)
+    sub.choices["summary"].add_argument("--out", default=str(ROOT / "benchmarks/results/joint_sampling"))
+    args = p.parse_args()
+    {"run": cmd_run, "summary": cmd_summary}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

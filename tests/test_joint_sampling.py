@@ -1,0 +1,121 @@
+"""Whole-section draws: the noise field (stem_st.diffusion.noise.SpatialField), its fit on the
+validation section (stem_st.stem.spatial) and the spatial variogram of a draw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stem_st.data.context import shell_pairs
+from stem_st.data.dataset import open_prepared
+from stem_st.diffusion.noise import RowNoise, SpatialField
+from stem_st.evaluation.probabilistic import probabilistic_scores, spatial_variogram
+from stem_st.stem import PredictSettings, StemModel
+from stem_st.stem.spatial import deviation_correlations, fit_kernel, kernel, ring_correlations
+
+
+def _grid(n: int) -> np.ndarray:
+    return np.stack(np.meshgrid(np.arange(n), np.arange(n)), -1).reshape(-1, 2).astype(float)
+
+
+def test_the_field_is_standard_normal_at_every_spot_and_correlated_as_its_kernel():
+    xy = _grid(12)
+    samples, genes = 300, 4
+    field = SpatialField(xy, samples, genes, length=2.0, kernel="gauss", seed=3)
+    f = field.rows(0, len(xy) * samples).view(len(xy), samples, genes).numpy()
+    # each spot: N(0, 1) over samples and genes
+    assert np.allclose(f.reshape(len(xy), -1).var(1).mean(), 1.0, atol=0.03)
+    assert abs(f.mean()) < 0.03
+    # neighbours one pitch apart (spots 0 and 1) and far apart (spot 0 and the opposite corner)
+    near = float((f[0] * f[1]).mean())
+    far = float((f[0] * f[-1]).mean())
+    assert near == pytest.approx(kernel("gauss", np.array(1.0), 2.0), abs=0.08)
+    assert abs(far) < 0.08
+
+
+def test_a_spot_gets_the_same_field_in_any_job_so_chunks_join_without_seams():
+    xy = _grid(10) * 37.0 + 5.0
+    whole = SpatialField(xy / 37.0, 3, 5, length=1.5, kernel="exp", seed=0)
+    chunk = SpatialField(xy[60:] / 37.0, 3, 5, length=1.5, kernel="exp", seed=0)
+    a = whole.rows(60 * 3, 40 * 3)
+    b = chunk.rows(0, 40 * 3)
+    assert torch.allclose(a, b, atol=1e-6)
+    other_seed = SpatialField(xy[60:] / 37.0, 3, 5, length=1.5, kernel="exp", seed=1).rows(0, 40 * 3)
+    assert not torch.allclose(b, other_seed)
+
+
+def test_row_noise_mixes_the_field_into_x_t_only():
+    xy = _grid(8)
+    field = SpatialField(xy, 2, 6, length=2.0, seed=0)
+    plain = RowNoise(0, 0, 64, 64, "cpu")
+    mixed = RowNoise(0, 0, 64, 64, "cpu", field=(field, 0.7))
+    e0, m0 = plain.randn((64, 6)), mixed.randn((64, 6))
+    expect = np.sqrt(0.3) * e0 + np.sqrt(0.7) * field.rows(64, 64)
+    assert torch.allclose(m0, expect, atol=1e-6)
+    # later draws (ancestral samplers' per-step noise) are the independent ones
+    assert torch.equal(plain.randn((64, 6)), mixed.randn((64, 6)))
+
+
+def test_the_kernel_fit_recovers_a_known_residual_field():
+    rng = np.random.default_rng(0)
+    xy = _grid(22)
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    chol = np.linalg.cholesky(np.exp(-d / 2.0) + 1e-8 * np.eye(len(xy)))
+    genes, rho = 300, 0.4
+    res = np.sqrt(rho) * chol @ rng.standard_normal((len(xy), genes)) \
+        + np.sqrt(1 - rho) * rng.standard_normal((len(xy), genes))
+    rings = shell_pairs(xy)
+    target = ring_correlations(res, rings)
+    fit = fit_kernel(target, xy, rings)
+    truth = [rho * np.exp(-np.linalg.norm(xy[i] - xy[j], axis=1) / 2.0).mean() for i, j in rings]
+    assert np.allclose(target, truth, atol=0.03)
+    got = [fit["rho"] * kernel(fit["kernel"], np.linalg.norm(xy[i] - xy[j], axis=1), fit["length"]).mean()
+           for i, j in rings]
+    assert np.allclose(got, target, atol=0.01)
+    assert 0.25 < fit["rho"] < 0.7
+    # residuals without spatial structure get (almost) no field
+    flat = fit_kernel(ring_correlations(rng.standard_normal((len(xy), genes)), rings), xy, rings)
+    assert flat["rho"] * kernel(flat["kernel"], np.array(1.0), flat["length"]) < 0.03
+
+
+def test_a_draw_of_the_section_is_a_map_and_each_spot_keeps_its_distribution(her2st_prep, her2st_run, tmp_path):
+    ds = open_prepared(her2st_prep[0])
+    model = StemModel.from_run(her2st_run)
+    a = ds.section("A1")
+    emb, xy = ds.embeddings("A1")[:, 0], np.asarray(a.obsm["spatial"])
+    model.spatial = {"kernel": "gauss", "length": 3.0, "rho": 0.9, "section": "test"}
+    s = PredictSettings(num_samples=6, sampler="dpm++:3", device="cpu")
+    joint = model.sample(emb, xy, s)
+    independent = model.sample(emb, xy, PredictSettings(num_samples=6, sampler="dpm++:3", device="cpu",
+                                                        spatial_noise=False))
+    pitch = np.median(np.sort(np.linalg.norm(xy[:, None] - xy[None], axis=-1), 1)[:, 1])
+    rings = shell_pairs(xy / pitch)
+    c_joint, c_ind = deviation_correlations(joint, rings), deviation_correlations(independent, rings)
+    assert c_joint[0] > 0.4 and c_joint[0] > c_joint[2]
+    assert abs(c_ind[0]) < 0.1
+    # each spot's spread is the same distribution either way (same network, same calibration)
+    assert joint.std(1).mean() == pytest.approx(independent.std(1).mean(), rel=0.1)
+    # saved with the model and recorded in a prediction
+    model.save(tmp_path / "m")
+    assert StemModel.load(tmp_path / "m").spatial == model.spatial
+    out = model.predict_adata(a, PredictSettings(num_samples=2, sampler="dpm++:2", device="cpu"))
+    assert out.uns["stem"]["prediction"]["spatial_field"]["rho"] == pytest.approx(0.9)
+    assert "spatial_field" not in model.predict_adata(a, PredictSettings(num_samples=2, sampler="dpm++:2",
+                                                                         device="cpu", spatial_noise=False)
+                                                      ).uns["stem"]["prediction"]
+
+
+def test_the_spatial_variogram_of_a_draw_is_scored_against_the_truth():
+    rng = np.random.default_rng(0)
+    xy = _grid(15) * 100.0
+    smooth = np.sin(xy[:, :1] / 300.0) + np.cos(xy[:, 1:] / 400.0) + 0.1 * rng.standard_normal((len(xy), 3))
+    rings = shell_pairs(xy / 100.0)
+    g = spatial_variogram(smooth, rings)
+    assert np.all(np.diff(g) > 0)  # a smooth map: further spots differ more
+    same = np.repeat(smooth[:, None], 4, axis=1)
+    assert probabilistic_scores(smooth, smooth, same + 1e-6 * rng.standard_normal(same.shape),
+                                xy=xy)["svgm_err_sample"] < 1e-3
+    shuffled = same[rng.permutation(len(xy))]
+    assert probabilistic_scores(smooth, smooth, shuffled, xy=xy)["svgm_err_sample"] > 1.0
+    assert "svgm_err_sample" not in probabilistic_scores(smooth, smooth, shuffled)
