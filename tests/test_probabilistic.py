@@ -165,12 +165,13 @@ def test_probabilistic_scores_keys_and_input_checks():
     xy, graph = _grid(6)
     y = rng.normal(size=(36, 5))
     s = y[:, None] + rng.normal(size=(36, 8, 5))
-    out = P.probabilistic_scores(y, s.mean(1), s, graph=graph)
+    out = P.probabilistic_scores(y, s.mean(1), s, graph=graph, xy=xy)
     assert set(out) == {*P.KEYS, "PIT"} and len(out["PIT"]) == P.PIT_BINS
     assert all(np.isfinite(out[k]) for k in P.KEYS)
     assert out["CRPS"] == pytest.approx(P.crps(y, s))
     no_graph = P.probabilistic_scores(y, s.mean(1), s)
     assert "moran_err_sample" not in no_graph and "moran_err_point" not in no_graph
+    assert "svgm_err_sample" not in no_graph
     for bad in (s[:, :, :4], s[:10], s[:, :1], s[:, 0]):
         with pytest.raises(StemError):
             P.probabilistic_scores(y, s.mean(1), bad)
