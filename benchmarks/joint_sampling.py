@@ -23,16 +23,15 @@ Usage (repository root, after ``benchmarks/sample_budget.py prepare``):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
+from report import LOO_SECTIONS as SECTIONS
+from report import fold_commands, run_folds, write_fold
+
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ["C2", "C3", "C4", "C5", "C6", "A1"]
 BASELINES = ("knn+ctx", "knn+ctx2", "knn", "ridge+ctx2+gauss", "ridge+ctx2+boot", "ridge+ctx2+mvn")
 KEYS = ("CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95", "moran_err_sample",
         "svgm_err_sample")
@@ -108,20 +107,13 @@ def run_fold(preps: str, work: str, fold: str) -> dict:
                             truth=truth[:, genes], point=keep["stem joint"][0][:, genes],
                             joint=keep["stem joint"][1][:, 0][:, genes],
                             independent=keep["stem independent"][1][:, 0][:, genes])
-    path = Path(work) / f"{fold}.json"
-    path.with_suffix(".tmp").write_text(json.dumps(out, indent=1))
-    path.with_suffix(".tmp").replace(path)
+    write_fold(work, fold, out)
     print(f"{fold}: done in {round(time.perf_counter() - t0, 1)} s", flush=True)
     return out
 
 
 def cmd_run(args) -> None:
-    todo = [f for f in args.folds.split(",") if not (Path(args.work) / f"{f}.json").is_file()]
-    (Path(args.work) / "models").mkdir(parents=True, exist_ok=True)
-    print(f"{len(todo)} folds with {args.workers} workers", flush=True)
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        for fut in [pool.submit(run_fold, args.preps, args.work, f) for f in todo]:
-            fut.result()
+    run_folds(run_fold, args.work, args.folds, args.workers, args.preps, args.work)
 
 
 def figure(npz: Path, dest: Path) -> None:
@@ -216,17 +208,7 @@ def cmd_summary(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("run", "summary"):
-        s = sub.add_parser(name)
-        s.add_argument("--work", default=str(ROOT / "runs/joint_sampling"))
-    sub.choices["run"].add_argument("--preps", default=str(ROOT / "runs/accuracy_loo"))
-    sub.choices["run"].add_argument("--folds", default=",".join(SECTIONS))
-    sub.choices["run"].add_argument("--workers", type=int, default=2)
-    sub.choices["summary"].add_argument("--out", default=str(ROOT / "benchmarks/results/joint_sampling"))
-    args = p.parse_args()
-    {"run": cmd_run, "summary": cmd_summary}[args.cmd](args)
+    fold_commands(__doc__, "joint_sampling", cmd_run, cmd_summary)
 
 
 if __name__ == "__main__":

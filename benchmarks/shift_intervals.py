@@ -20,17 +20,16 @@ Usage (repository root, after ``benchmarks/sample_budget.py prepare``):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
+from report import LOO_SECTIONS as SECTIONS
+from report import fold_commands, run_folds, write_fold
+
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ["C2", "C3", "C4", "C5", "C6", "A1"]
 THIN, KEYS = 0.1, ("CRPS", "energy", "coverage50", "coverage80", "coverage95")
 #: shift-score bins of the by-shift coverage (the upper one: beyond the warning's spot threshold)
 BINS = ((0.0, 0.5), (0.5, 0.95), (0.95, 1.01))
@@ -96,20 +95,13 @@ def run_fold(preps: str, work: str, fold: str) -> dict:
         _, samples, ratio = model.at_depth(*shipped, PredictSettings(seed=0, depth="auto"),
                                            float(np.median(np.asarray(c).sum(1))))
         out[name] = {"ratio": ratio, "log2": scores(y, samples)}
-    path = Path(work) / f"{fold}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".tmp").write_text(json.dumps(out, indent=1))
-    path.with_suffix(".tmp").replace(path)
+    write_fold(work, fold, out)
     print(f"{fold}: done in {out['train_seconds']} s", flush=True)
     return out
 
 
 def cmd_run(args) -> None:
-    todo = [f for f in args.folds.split(",") if not (Path(args.work) / f"{f}.json").is_file()]
-    print(f"{len(todo)} folds with {args.workers} workers", flush=True)
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        for fut in [pool.submit(run_fold, args.preps, args.work, f) for f in todo]:
-            fut.result()
+    run_folds(run_fold, args.work, args.folds, args.workers, args.preps, args.work)
 
 
 def cmd_summary(args) -> None:
@@ -159,17 +151,7 @@ def cmd_summary(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("run", "summary"):
-        s = sub.add_parser(name)
-        s.add_argument("--work", default=str(ROOT / "runs/shift_intervals"))
-    sub.choices["run"].add_argument("--preps", default=str(ROOT / "runs/accuracy_loo"))
-    sub.choices["run"].add_argument("--folds", default=",".join(SECTIONS))
-    sub.choices["run"].add_argument("--workers", type=int, default=2)
-    sub.choices["summary"].add_argument("--out", default=str(ROOT / "benchmarks/results/shift_intervals"))
-    args = p.parse_args()
-    {"run": cmd_run, "summary": cmd_summary}[args.cmd](args)
+    fold_commands(__doc__, "shift_intervals", cmd_run, cmd_summary)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,15 @@ Usage (repository root, after ``joint_sampling.py run``):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
+from report import LOO_SECTIONS as SECTIONS
+from report import fold_commands, run_folds, write_fold
+
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ["C2", "C3", "C4", "C5", "C6", "A1"]
 #: variant → (spread_per_gene, spread_criterion)
 VARIANTS = {"panel coverage (shipped)": (False, "coverage"), "per-gene coverage": (True, "coverage"),
             "panel CRPS": (False, "crps"), "per-gene CRPS": (True, "crps")}
@@ -97,19 +96,13 @@ def run_fold(models: str, preps: str, work: str, fold: str) -> dict:
         out["variants"][name] = {**structure(truth, point, samples, xy, graph),
                                  "spread_quantiles": np.quantile(spread, [0.1, 0.5, 0.9]).tolist(),
                                  "seconds": round(time.perf_counter() - t, 1)}
-    path = Path(work) / f"{fold}.json"
-    path.with_suffix(".tmp").write_text(json.dumps(out, indent=1))
-    path.with_suffix(".tmp").replace(path)
+    write_fold(work, fold, out)
     print(f"{fold}: done", flush=True)
     return out
 
 
 def cmd_run(args) -> None:
-    Path(args.work).mkdir(parents=True, exist_ok=True)
-    todo = [f for f in args.folds.split(",") if not (Path(args.work) / f"{f}.json").is_file()]
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        for fut in [pool.submit(run_fold, args.models, args.preps, args.work, f) for f in todo]:
-            fut.result()
+    run_folds(run_fold, args.work, args.folds, args.workers, args.models, args.preps, args.work)
 
 
 def cmd_summary(args) -> None:
@@ -156,19 +149,11 @@ def cmd_summary(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("run", "summary"):
-        s = sub.add_parser(name)
-        s.add_argument("--work", default=str(ROOT / "runs/spread_levers"))
-    sub.choices["run"].add_argument("--models", default=str(ROOT / "runs/joint_sampling/models"))
-    sub.choices["run"].add_argument("--preps", default=str(ROOT / "runs/accuracy_loo"))
-    sub.choices["run"].add_argument("--folds", default=",".join(SECTIONS))
-    sub.choices["run"].add_argument("--workers", type=int, default=2)
-    sub.choices["summary"].add_argument("--joint", default=str(ROOT / "runs/joint_sampling"))
-    sub.choices["summary"].add_argument("--out", default=str(ROOT / "benchmarks/results/spread_levers"))
-    args = p.parse_args()
-    {"run": cmd_run, "summary": cmd_summary}[args.cmd](args)
+    def options(run, summary) -> None:
+        run.add_argument("--models", default=str(ROOT / "runs/joint_sampling/models"))
+        summary.add_argument("--joint", default=str(ROOT / "runs/joint_sampling"))
+
+    fold_commands(__doc__, "spread_levers", cmd_run, cmd_summary, options)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,7 @@ def _fit(cls: type, ds: PreparedDataset, data: TrainingData, cfg: StemDiTConfig,
             save_checkpoint({**ck, **model.extra_state()}, run_dir, int(ck["step"]))
             log.info("sample spread calibrated: × %.3f (median over genes; %s)",
                      float(np.median(model.target.spread)), path.name)
+        log.info("no validation section: a section's spots are drawn independently (no noise field fitted)")
     model.net.to("cpu")
     return model, result
 
