@@ -39,7 +39,8 @@ FIGURE_FOLD, FIGURE_GENES = "C6", ("ERBB2", "MGP")
 
 
 def structure(truth, point, samples, xy, graph) -> dict:
-    """Per-spot scores and the structure of draw 0: Moran's I error, γ ratio per ring."""
+    """Per-spot scores, the structure of draw 0 (Moran's I error, γ ratio per ring) and the
+    draws' mean variance over the truth's mean squared distance from the point."""
     import numpy as np
 
     from stem_st.data.context import shell_pairs, spot_pitch
@@ -48,7 +49,30 @@ def structure(truth, point, samples, xy, graph) -> dict:
     out = {k: v for k, v in probabilistic_scores(truth, point, samples, graph, xy=xy).items() if k in KEYS}
     rings = shell_pairs(np.asarray(xy, dtype=np.float64) / spot_pitch(xy))
     out["svgm_ratio"] = (spatial_variogram(samples[:, 0], rings) / spatial_variogram(truth, rings)).tolist()
+    # how wide the draws are per spot against how far the truth lies from the point (1: as wide)
+    out["width_ratio"] = float(samples.var(1).mean() / ((truth - point) ** 2).mean())
     return out
+
+
+def validation_set(ds, model, fold: str, work: Path):
+    """The validation section's conditions and cross-fitted z, rebuilt as training built them."""
+    import torch
+
+    from stem_st.stem.validation import choose_section, finish_validation, start_validation
+    from stem_st.training.data import build_training_data
+    from stem_st.training.pairs import TrainingPairs, fit_statistics
+
+    train = model.meta["train"]
+    data = build_training_data(ds, model.meta["train_sections"], train["aug_ratio"], train["seed"],
+                               train["target_layer"], model.recipe.context, work / f".pairs-{fold}")
+    try:
+        group = choose_section(data, train["validation"], train["seed"])
+        vs = start_validation(data, group, train["seed"])
+        scaler, target, _ = fit_statistics(data, model.recipe, train["seed"])
+        finish_validation(vs, TrainingPairs(data, scaler, target, torch.device("cpu")), target)
+    finally:
+        data.close(remove=True)
+    return vs
 
 
 def run_fold(preps: str, work: str, fold: str) -> dict:
@@ -67,14 +91,20 @@ def run_fold(preps: str, work: str, fold: str) -> dict:
     from stem_st.defaults import DEFAULT_BUDGET, DEFAULT_NUM_SAMPLES
     from stem_st.evaluation.baselines import make_baseline
     from stem_st.stem import PredictSettings, StemModel, TrainSettings
+    from stem_st.stem.spatial import calibrate_spatial
     from stem_st.training.data import section_counts
 
     torch.set_num_threads(1)
     ds = open_prepared(Path(preps) / f"prep_{fold}")
     saved = Path(work) / "models" / fold
     t0 = time.perf_counter()
-    if (saved / "model.pt").is_file():
+    if (saved / "model.pt").is_file():  # a model of an earlier run: its noise field fitted afresh
         model = StemModel.load(saved)
+        before = dict(model.spatial or {})
+        vs = validation_set(ds, model, fold, Path(work))
+        calibrate_spatial(model, vs.cond, vs.z, vs.xy, PredictSettings(seed=0, device="cpu"), vs.section,
+                          vs.prior, vs.group)
+        model.spatial["target_reproduced"] = bool(np.allclose(before.get("target", []), model.spatial["target"]))
     else:
         settings = TrainSettings(prep=str(ds.root), holdout=[fold], **DEFAULT_BUDGET, aug_ratio=1, seed=0,
                                  checkpoint_every=10 ** 9, compile=False, validation="auto")
@@ -89,9 +119,13 @@ def run_fold(preps: str, work: str, fold: str) -> dict:
     out = {"fold": fold, "train_seconds": round(train_seconds, 1), "spots": len(truth), "spatial": model.spatial,
            "validation": model.meta.get("validation", {}).get("section"), "methods": {}}
     keep, fitted = {}, dict(model.spatial or {})
-    for name, joint, rho in (("stem joint", True, None), ("stem independent", False, None),
-                             ("stem joint rho=1", True, 1.0)):
-        model.spatial = fitted if rho is None else {**fitted, "rho": rho}
+    one = {**fitted, "rho_genes": None, "rho": fitted.get("rho_panel", fitted.get("rho", 0.0))}
+    for name, joint, field in (("stem joint", True, fitted), ("stem independent", False, fitted),
+                               ("stem joint (one rho)", True, one),
+                               ("stem joint (residual correlation)", True,
+                                {**fitted, "rho_genes": fitted.get("rho_genes_corr")}),
+                               ("stem joint rho=1", True, {**fitted, "rho_genes": None, "rho": 1.0})):
+        model.spatial = field
         t = time.perf_counter()
         point, _, samples = model.predict(emb, xy, PredictSettings(seed=0, device="cpu", spatial_noise=joint))
         out["methods"][name] = {**structure(truth, point, samples, xy, graph),
@@ -150,22 +184,28 @@ def cmd_summary(args) -> None:
 
     folds = {f: json.loads((Path(args.work) / f"{f}.json").read_text()) for f in SECTIONS
              if (Path(args.work) / f"{f}.json").is_file()}
-    methods = ["stem joint", "stem independent", *BASELINES, "stem joint rho=1"]
+    methods = ["stem joint", "stem independent", *BASELINES, "stem joint (residual correlation)",
+               "stem joint (one rho)", "stem joint rho=1"]
     md = ["# Whole-section draws (`benchmarks/joint_sampling.py`)", "",
           f"Machine: {machine()}, one thread per fold. HER2ST leave-one-section-out folds of `accuracy_loo.py` "
           "(panel hmhvg:200, ImageNet EfficientNet-Lite0, 2 views); Stem as `stem train` ships it (default recipe "
           "and budget, validation on a training section where the noise field is fitted); 20 samples per spot, "
           "dpm++:10, log2(1 + count). `stem joint`: the shipped draws (x_T of neighbouring spots co-varies); "
-          "`stem independent`: the same network with `--independent-spots`; `stem joint rho=1` (sensitivity, "
-          "not a choice: chosen on no data): the fitted kernel at full strength. moran_err_sample and "
+          "`stem independent`: the same network with `--independent-spots`; `stem joint (residual correlation)`: "
+          "each gene's strength fitted to its residuals' correlation between neighbours rather than to the "
+          "draw's variogram; `stem joint (one rho)`: one strength for the panel (fitted to the mean residual "
+          "correlation); `stem joint rho=1` (sensitivity, not a choice: chosen "
+          "on no data): the fitted kernel at full strength for every gene. moran_err_sample and "
           "svgm_err_sample score draw 0 of every spot as one map. Regenerate: "
           "`.venv/bin/python benchmarks/joint_sampling.py run && … summary`.", "",
-          "## Mean ± sd over folds", "", "| method | folds | " + " | ".join(KEYS) + " |",
-          "|---|---|" + "---|" * len(KEYS)]
+          "## Mean ± sd over folds", "", "width_ratio: the draws' mean variance per spot and gene over the mean "
+          "squared distance of the truth from the point (1: the draws are as wide as the truth lies off).", "",
+          "| method | folds | " + " | ".join((*KEYS, "width_ratio")) + " |",
+          "|---|---|" + "---|" * (len(KEYS) + 1)]
     for m in methods:
         rows = [r["methods"][m] for r in folds.values() if m in r["methods"]]
         cells = [f"{np.mean([x[k] for x in rows]):.3f} ± {np.std([x[k] for x in rows], ddof=1):.3f}"
-                 if len(rows) > 1 else "–" for k in KEYS]
+                 if len(rows) > 1 and all(k in x for x in rows) else "–" for k in (*KEYS, "width_ratio")]
         md.append(f"| {m} | {len(rows)} | " + " | ".join(cells) + " |")
     paired = {}
     md += ["", "## Paired per fold: stem joint − other (mean ± sd of the difference; folds where joint is better)",
@@ -180,20 +220,22 @@ def cmd_summary(args) -> None:
                                                                       else f" ({better}/{len(d)})"))
         md.append(f"| {o} | " + " | ".join(cells) + " |")
     md += ["", "## One draw's spatial variogram over the truth's, ring by ring (1 = the truth's)", "",
-           "| fold | " + " | ".join(f"{m} rings 1/2/3" for m in (*methods[:3], methods[-1])) + " |",
-           "|---|---|---|---|---|"]
+           "| fold | " + " | ".join(f"{m} rings 1/2/3" for m in (*methods[:3], *methods[-3:])) + " |",
+           "|---|---|---|---|---|---|---|"]
     for f, r in folds.items():
         md.append(f"| {f} | " + " | ".join(" / ".join(f"{v:.2f}" for v in r["methods"][m]["svgm_ratio"])
-                                           for m in (*methods[:3], methods[-1])) + " |")
+                                           for m in (*methods[:3], *methods[-3:])) + " |")
     md += ["", "## The fitted noise field (on the validation section)", "",
            "| fold | validation | residual corr. rings 1/2/3 | kernel | length (pitches) | ρ (kernel fit) | "
-           "passed to the draws | ρ shipped | draws' corr. rings 1/2/3 |", "|---|---|---|---|---|---|---|---|---|"]
+           "passed to the draws | ρ one for the panel | ρ per gene 10/50/90 % | draws' corr. rings 1/2/3 |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for f, r in folds.items():
         s = r["spatial"] or {}
         md.append(f"| {f} | {r['validation']} | " + " / ".join(f"{v:.3f}" for v in s.get("target", []))
                   + f" | {s.get('kernel')} | {s.get('length', 0):.2f} | {s.get('rho_kernel', 0):.3f} | "
-                  f"{s.get('passed', float('nan')):.2f} | {s.get('rho', 0):.3f} | "
-                  + " / ".join(f"{v:.3f}" for v in s.get("achieved", [])) + " |")
+                  f"{s.get('passed', float('nan')):.2f} | {s.get('rho_panel', float('nan')):.3f} | "
+                  + " / ".join(f"{v:.2f}" for v in np.quantile(s.get("rho_genes") or [np.nan], [0.1, 0.5, 0.9]))
+                  + " | " + " / ".join(f"{v:.3f}" for v in s.get("achieved", [])) + " |")
     md += ["", "## Cost", "", "| fold | train s | predict s (joint) | predict s (independent) |",
            "|---|---|---|---|"]
     md += [f"| {f} | {r['train_seconds']} | {r['methods']['stem joint']['seconds']} | "
@@ -207,8 +249,50 @@ def cmd_summary(args) -> None:
     write_results(args.out, data, "\n".join(md))
 
 
+def cmd_cost(args) -> None:
+    """What whole-section draws cost: one fold's saved model predicts its section with and without
+    the field, alternately, ``--repeats`` times each in one process (warm), on the threads given."""
+    import numpy as np
+    import torch
+    from report import machine, write_results
+
+    from stem_st.data.dataset import open_prepared
+    from stem_st.stem import PredictSettings, StemModel
+
+    torch.set_num_threads(args.threads)
+    ds = open_prepared(Path(args.preps) / f"prep_{args.fold}")
+    model = StemModel.load(Path(args.work) / "models" / args.fold)
+    emb, xy = ds.embeddings(args.fold)[:, 0], np.asarray(ds.section(args.fold).obsm["spatial"])
+    times = {"joint": [], "independent": []}
+    model.predict(emb, xy, PredictSettings(device="cpu"))  # warm: the rows per forward pass are timed once
+    for _ in range(args.repeats):
+        for name in times:
+            t = time.perf_counter()
+            model.predict(emb, xy, PredictSettings(device="cpu", spatial_noise=name == "joint"))
+            times[name].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    md = ["# What whole-section draws cost (`benchmarks/joint_sampling.py summary --cost`)", "",
+          f"Machine: {machine()}, nothing else running. HER2ST {args.fold} ({len(xy)} spots), its fold's saved "
+          f"model (tiny), `stem predict`'s defaults (20 samples, dpm++:10, point, shift widening), alternately "
+          f"{args.repeats} times each after a warm-up.", "",
+          "| draws | median s | runs (s) |", "|---|---|---|"]
+    md += [f"| {k} | {med[k]:.2f} | " + ", ".join(f"{v:.2f}" for v in times[k]) + " |" for k in times]
+    extra = 100 * (med["joint"] / med["independent"] - 1)
+    md += ["", f"Whole-section draws cost {extra:+.1f} % of the prediction's time."]
+    write_results(Path(args.out).with_name(Path(args.out).name + "_cost"),
+                  {"machine": machine(), "fold": args.fold, "spots": len(xy), "seconds": times, "median": med},
+                  "\n".join(md))
+
+
 def main() -> None:
-    fold_commands(__doc__, "joint_sampling", cmd_run, cmd_summary)
+    def options(run, summary) -> None:
+        summary.add_argument("--cost", action="store_true", help="instead: time joint against independent draws")
+        summary.add_argument("--fold", default="C3")
+        summary.add_argument("--repeats", type=int, default=3)
+        summary.add_argument("--threads", type=int, default=2)
+        summary.add_argument("--preps", default=str(Path(__file__).resolve().parents[1] / "runs/accuracy_loo"))
+
+    fold_commands(__doc__, "joint_sampling", cmd_run, lambda a: (cmd_cost if a.cost else cmd_summary)(a), options)
 
 
 if __name__ == "__main__":

@@ -33,27 +33,6 @@ KEYS = ("CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95",
         "svgm_err_sample")
 
 
-def validation_set(ds, model, fold: str, work: Path):
-    """The validation section's conditions and cross-fitted z, rebuilt as training built them."""
-    import torch
-
-    from stem_st.stem.validation import choose_section, finish_validation, start_validation
-    from stem_st.training.data import build_training_data
-    from stem_st.training.pairs import TrainingPairs, fit_statistics
-
-    train = model.meta["train"]
-    data = build_training_data(ds, model.meta["train_sections"], train["aug_ratio"], train["seed"],
-                               train["target_layer"], model.recipe.context, work / f".pairs-{fold}")
-    try:
-        group = choose_section(data, train["validation"], train["seed"])
-        vs = start_validation(data, group, train["seed"])
-        scaler, target, _ = fit_statistics(data, model.recipe, train["seed"])
-        finish_validation(vs, TrainingPairs(data, scaler, target, torch.device("cpu")), target)
-    finally:
-        data.close(remove=True)
-    return vs
-
-
 def run_fold(models: str, preps: str, work: str, fold: str) -> dict:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
@@ -64,7 +43,7 @@ def run_fold(models: str, preps: str, work: str, fold: str) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from joint_sampling import structure
+    from joint_sampling import structure, validation_set
 
     from stem_st.data.context import RADII, graph_matrices
     from stem_st.data.dataset import open_prepared
@@ -119,8 +98,10 @@ def cmd_summary(args) -> None:
           "fold; each variant recalibrates the spread of the same network on the same validation section (rebuilt "
           "as training built it: the shipped variant reproduces the trained factor in "
           f"{sum(r['shipped_spread_reproduced'] for r in folds.values())}/{len(folds)} folds) and predicts the "
-          "held-out section with 20 samples, dpm++:10, whole-section draws; log2(1 + count). knn+ctx: "
-          "`joint_sampling.py`'s. Regenerate: `.venv/bin/python benchmarks/spread_levers.py run && … summary`.",
+          "held-out section with 20 samples, dpm++:10, whole-section draws (one field strength for the panel: "
+          "these runs predate per-gene strengths; the per-spot scores do not depend on it); log2(1 + count). "
+          "knn+ctx: `joint_sampling.py`'s. Regenerate: "
+          "`.venv/bin/python benchmarks/spread_levers.py run && … summary`.",
           "",
           "## Mean ± sd over folds", "", "| variant | spread 10/50/90 % (median over folds) | "
           + " | ".join(KEYS) + " |", "|---|---|" + "---|" * len(KEYS)]

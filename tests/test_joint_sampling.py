@@ -12,7 +12,13 @@ from stem_st.data.dataset import open_prepared
 from stem_st.diffusion.noise import RowNoise, SpatialField
 from stem_st.evaluation.probabilistic import probabilistic_scores, spatial_variogram
 from stem_st.stem import PredictSettings, StemModel
-from stem_st.stem.spatial import deviation_correlations, fit_kernel, kernel, ring_correlations
+from stem_st.stem.spatial import (
+    deviation_correlations,
+    fit_kernel,
+    kernel,
+    ring_correlations,
+    variogram_strengths,
+)
 
 
 def _grid(n: int) -> np.ndarray:
@@ -55,6 +61,11 @@ def test_row_noise_mixes_the_field_into_x_t_only():
     assert torch.allclose(m0, expect, atol=1e-6)
     # later draws (ancestral samplers' per-step noise) are the independent ones
     assert torch.equal(plain.randn((64, 6)), mixed.randn((64, 6)))
+    # one strength per gene: gene 0 takes none of the field, the last all of it
+    rho = np.linspace(0.0, 1.0, 6, dtype=np.float32)
+    per_gene = RowNoise(0, 0, 64, 64, "cpu", field=(field, rho)).randn((64, 6))
+    assert torch.allclose(per_gene[:, 0], e0[:, 0], atol=1e-6)
+    assert torch.allclose(per_gene[:, -1], field.rows(64, 64)[:, -1], atol=1e-6)
 
 
 def test_the_kernel_fit_recovers_a_known_residual_field():
@@ -77,6 +88,30 @@ def test_the_kernel_fit_recovers_a_known_residual_field():
     # residuals without spatial structure get (almost) no field
     flat = fit_kernel(ring_correlations(rng.standard_normal((len(xy), genes)), rings), xy, rings)
     assert flat["rho"] * kernel(flat["kernel"], np.array(1.0), flat["length"]) < 0.03
+
+
+def test_wider_samples_get_more_shared_noise_so_a_draw_varies_between_neighbours_as_the_truth():
+    rng = np.random.default_rng(1)
+    xy = _grid(20)
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    chol = np.linalg.cholesky(np.exp(-d / 2.0) + 1e-8 * np.eye(len(xy)))
+    genes = 50
+    point = np.sin(xy[:, :1] / 5.0) * np.linspace(0.5, 2.0, genes)
+    truth = point + np.sqrt(0.3) * chol @ rng.standard_normal((len(xy), genes)) \
+        + np.sqrt(0.7) * rng.standard_normal((len(xy), genes))
+    rings = shell_pairs(xy)
+    fit = {"kernel": "exp", "length": 2.0}
+    exact = variogram_strengths(truth, point, np.ones_like(truth), xy, rings, fit, 1.0)
+    wide = variogram_strengths(truth, point, np.full_like(truth, 1.5), xy, rings, fit, 1.0)
+    assert 0.15 < np.median(exact) < 0.5  # samples as wide as the residuals: about their own correlation
+    assert np.all(wide >= exact) and np.median(wide) > np.median(exact) + 0.2
+    # the draw's variogram with the fitted strengths is the truth's (ring 1, mean over genes)
+    i, j = rings[0]
+    k = kernel("exp", np.linalg.norm(xy[i] - xy[j], axis=1), 2.0).mean()
+    g_point, truth_g1 = 0.5 * ((point[i] - point[j]) ** 2).mean(0), 0.5 * ((truth[i] - truth[j]) ** 2).mean(0)
+    fitted = np.median(np.abs((g_point + 1.5 * (1 - wide * k)) / truth_g1 - 1))
+    independent = np.median(np.abs((g_point + 1.5) / truth_g1 - 1))
+    assert fitted < 0.2 < independent
 
 
 def test_a_draw_of_the_section_is_a_map_and_each_spot_keeps_its_distribution(her2st_prep, her2st_run, tmp_path):

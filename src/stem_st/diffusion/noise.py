@@ -81,10 +81,11 @@ class RowNoise:
     """Standard normal draws for rows ``first_row … first_row + rows − 1`` of a stream;
     with ``colour`` (a ``(G, G)`` matrix Lᵀ) each row is coloured, ε Lᵀ ~ N(0, L Lᵀ). With
     ``field`` = (a :class:`SpatialField`, ρ), the first draw (a sampler's x_T) is
-    √(1 − ρ) ε + √ρ F: still N(0, I) per row, with correlation ρ·kernel between spots."""
+    √(1 − ρ) ε + √ρ F: still N(0, I) per row, with correlation ρ·kernel between spots (ρ a
+    number, or one per gene on the last axis)."""
 
     def __init__(self, seed: int, stream: int, first_row: int, rows: int, device: str | torch.device,
-                 colour: torch.Tensor | None = None, field: tuple[SpatialField, float] | None = None):
+                 colour: torch.Tensor | None = None, field: tuple[SpatialField, float | np.ndarray] | None = None):
         require(first_row % BLOCK_ROWS == 0, f"a batch must start at a multiple of {BLOCK_ROWS} rows")
         self.rows, self.colour, self.first_row, self.field = rows, colour, first_row, field
         self.device = torch.device(device)
@@ -102,7 +103,8 @@ class RowNoise:
         if self.field is not None:
             field, rho = self.field
             self.field = None  # only x_T: later draws (ancestral samplers) stay independent
-            eps = np.sqrt(1 - rho) * eps + np.sqrt(rho) * field.rows(self.first_row, self.rows).to(eps.dtype)
+            rho = torch.as_tensor(rho, dtype=eps.dtype, device=eps.device)  # a number or one per gene
+            eps = torch.sqrt(1 - rho) * eps + torch.sqrt(rho) * field.rows(self.first_row, self.rows).to(eps.dtype)
         return eps if self.colour is None else eps @ self.colour
 
 

@@ -12,7 +12,12 @@ section the network never saw), the residuals of the truth about the point estim
 correlated ring by ring (1, 2, 3 spot pitches; :data:`~stem_st.data.context.SHELLS`); a kernel
 ρ·k(d/ℓ) (Gaussian or exponential, length ℓ in pitches) is fitted to those correlations by least
 squares, then one set of draws with it measures how much of the noise's correlation reaches
-the samples, and ρ is divided by that fraction (capped at 1).
+the samples. The kernel is one for the panel; its strength ρ is fitted per gene, as genes differ
+in how much of their residual neighbours share, so that one draw's spatial variogram (half the
+mean squared difference between spots 1, 2, 3 pitches apart) matches the truth's on the
+validation section given the samples' actual width (:func:`variogram_strengths`): samples wider
+than the truth's scatter need more shared noise than the residuals' own correlation to vary
+between neighbours as the tissue does.
 """
 
 from __future__ import annotations
@@ -37,14 +42,17 @@ def kernel(kind: str, d: np.ndarray, length: float) -> np.ndarray:
     return np.exp(-0.5 * (d / length) ** 2) if kind == "gauss" else np.exp(-d / length)
 
 
-def ring_correlations(values: np.ndarray, rings: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def ring_correlations(values: np.ndarray, rings: list[tuple[np.ndarray, np.ndarray]],
+                      per_gene: bool = False) -> np.ndarray:
     """Mean over genes and pairs of each ring of the correlation across spots of ``values``
-    ``(spots, genes)`` (each gene standardised over the spots; a constant gene counts 0)."""
+    ``(spots, genes)`` (each gene standardised over the spots; a constant gene counts 0); with
+    ``per_gene``, one per ring and gene ``(rings, genes)``."""
     v = np.asarray(values, dtype=np.float64)
     v = v - v.mean(0)
     sd = v.std(0)
     u = np.divide(v, sd, out=np.zeros_like(v), where=sd > 0)
-    return np.array([float((u[i] * u[j]).mean()) if len(i) else np.nan for i, j in rings])
+    each = np.stack([(u[i] * u[j]).mean(0) if len(i) else np.full(u.shape[1], np.nan) for i, j in rings])
+    return each if per_gene else each.mean(1)
 
 
 def deviation_correlations(draws: np.ndarray, rings: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -73,6 +81,33 @@ def fit_kernel(target: np.ndarray, xy_pitch: np.ndarray, rings) -> dict:
     return best
 
 
+def ring_kernel(fit: dict, xy_pitch: np.ndarray, rings) -> np.ndarray:
+    """The fitted kernel's mean correlation over each ring's pairs (NaN for an empty ring)."""
+    xy = np.asarray(xy_pitch, dtype=np.float64)
+    return np.array([kernel(fit["kernel"], np.linalg.norm(xy[i] - xy[j], axis=1), fit["length"]).mean()
+                     if len(i) else np.nan for i, j in rings])
+
+
+def variogram_strengths(truth: np.ndarray, point: np.ndarray, width: np.ndarray, xy_pitch: np.ndarray,
+                        rings, fit: dict, passed: float) -> np.ndarray:
+    """Each gene's field strength ρ_g in [0, 1] that makes one draw's spatial variogram match the
+    truth's ring by ring (least squares over the rings). A draw is point + deviations of variance
+    ``width`` (spots, genes); its variogram at ring k is γ_k(point) + mean ½(W_i + W_j) − ρ_g ·
+    ``passed`` · mean √(W_i W_j) k(d_ij), linear in ρ_g. All in the units of ``truth``/``point``."""
+    xy = np.asarray(xy_pitch, dtype=np.float64)
+    need, gain = [], []
+    for i, j in rings:
+        if not len(i):
+            continue
+        corr = kernel(fit["kernel"], np.linalg.norm(xy[i] - xy[j], axis=1), fit["length"])[:, None]
+        g_truth = 0.5 * ((truth[i] - truth[j]) ** 2).mean(0)
+        g_point = 0.5 * ((point[i] - point[j]) ** 2).mean(0)
+        need.append(g_point + 0.5 * (width[i] + width[j]).mean(0) - g_truth)
+        gain.append(passed * (np.sqrt(width[i] * width[j]) * corr).mean(0))
+    need, gain = np.asarray(need), np.asarray(gain)
+    return np.clip((gain * need).sum(0) / np.maximum((gain ** 2).sum(0), 1e-12), 0.0, 1.0)
+
+
 def section_field(model, xy: np.ndarray | None, settings: PredictSettings, samples: int, device,
                   pitch: float | None = None):
     """``(SpatialField, ρ)`` for a job's spots at ``xy`` (full-resolution pixels; ``pitch``: their
@@ -87,13 +122,16 @@ def section_field(model, xy: np.ndarray | None, settings: PredictSettings, sampl
         return None
     field = SpatialField(np.asarray(xy, dtype=np.float64) / pitch, samples, model.net_cfg.num_genes,
                          fit["length"], fit["kernel"], settings.seed, device)
-    return field, float(fit["rho"])
+    return field, np.asarray(fit["rho_genes"], dtype=np.float32) if fit.get("rho_genes") else float(fit["rho"])
 
 
 def calibrate_spatial(model, cond: np.ndarray, z: np.ndarray, xy_pitch: np.ndarray,
-                      settings: PredictSettings, section: str = "") -> dict | None:
-    """Fit ``model.spatial`` on a validation section's spots: conditions, cross-fitted z and
-    positions in pitches. Returns the fit (also stored), or None when the spots have no pairs."""
+                      settings: PredictSettings, section: str = "", prior: np.ndarray | None = None,
+                      group: int | None = None) -> dict | None:
+    """Fit ``model.spatial`` on a validation section's spots: conditions, cross-fitted z, positions
+    in pitches, the cross-fitted prior (log2) and the section's group (its spots' shift widening
+    leaves it out, as in the spread calibration). Returns the fit (also stored), or None when the
+    spots have no pairs."""
     rings = shell_pairs(xy_pitch)
     if not any(len(i) for i, _ in rings):
         log.info("no neighbouring spots on %s: spots are drawn independently", section)
@@ -102,21 +140,34 @@ def calibrate_spatial(model, cond: np.ndarray, z: np.ndarray, xy_pitch: np.ndarr
     settings = replace(settings, num_samples=DEFAULT_NUM_SAMPLES, sampler=DEFAULT_SAMPLER, spatial_noise=True)
     centre = model.centre_z(cond, settings)
     point = centre if centre is not None else model.point_z(cond, settings)
-    target = ring_correlations(z - point, rings)
+    genes = ring_correlations(z - point, rings, per_gene=True)
+    target = genes.mean(1)
     fit = fit_kernel(target, xy_pitch, rings)
-    model.spatial = {**fit, "rho_kernel": fit["rho"], "section": section, "target": target.tolist()}
+    k = ring_kernel(fit, xy_pitch, rings)
+    ok = np.isfinite(target)
+    # each gene's strength under the shared kernel: least squares over the rings, in [0, 1]
+    rho_genes = np.clip(k[ok] @ genes[ok] / max(k[ok] @ k[ok], 1e-12), 0.0, 1.0)
+    model.spatial = {**fit, "rho_kernel": fit["rho"], "section": section, "target": target.tolist(),
+                     "rho": float(rho_genes.mean()), "rho_genes": rho_genes.tolist()}
     if fit["rho"] > 0:  # how much of the noise's correlation reaches the samples
         draws = model.draw_z(cond, settings, xy=np.asarray(xy_pitch, dtype=np.float64), pitch=1.0)
         got = deviation_correlations(draws, rings)
-        expected = fit["rho"] * np.array([kernel(fit["kernel"], np.linalg.norm(
-            xy_pitch[i] - xy_pitch[j], axis=1), fit["length"]).mean() if len(i) else np.nan for i, j in rings])
+        expected = rho_genes.mean() * k
         ok = np.isfinite(got) & np.isfinite(expected) & (expected > 0)
         passed = float(got[ok].sum() / expected[ok].sum()) if ok.any() else 1.0
-        model.spatial.update(passed=passed, achieved=got.tolist(),
-                             rho=float(np.clip(fit["rho"] / max(passed, 1e-3), 0.0, 1.0)))
+        rho_corr = np.clip(rho_genes / max(passed, 1e-3), 0.0, 1.0)
+        model.spatial.update(passed=passed, achieved=got.tolist(), rho_genes_corr=rho_corr.tolist(),
+                             rho_panel=float(np.clip(fit["rho"] / max(passed, 1e-3), 0.0, 1.0)))
+        dev = draws - draws.mean(1, keepdims=True)
+        spread = np.asarray(model.target.spread if model.target.spread is not None else 1.0, dtype=np.float64)
+        per_spot = model.widening(cond, settings, exclude=group)
+        width = dev.var(1) * spread ** 2 * (1.0 if per_spot is None else per_spot[:, None] ** 2)
+        base = 0.0 if prior is None else prior / model.target.sd
+        rho_genes = variogram_strengths(base + z, base + point, width, xy_pitch, rings, fit, passed)
+        model.spatial.update(rho=float(rho_genes.mean()), rho_genes=rho_genes.tolist())
     log.info("whole-section draws: residual correlation at rings 1/2/3 on %s %s; noise field %s, length %.2f "
-             "pitches, rho %.3f", section, np.round(target, 3).tolist(), fit["kernel"], fit["length"],
-             model.spatial["rho"])
+             "pitches, rho %.3f (mean over genes)", section, np.round(target, 3).tolist(), fit["kernel"],
+             fit["length"], model.spatial["rho"])
     return model.spatial
 
 
