@@ -236,14 +236,16 @@ def cmd_summary(args) -> None:
                   f"{s.get('passed', float('nan')):.2f} | {s.get('rho_panel', float('nan')):.3f} | "
                   + " / ".join(f"{v:.2f}" for v in np.quantile(s.get("rho_genes") or [np.nan], [0.1, 0.5, 0.9]))
                   + " | " + " / ".join(f"{v:.3f}" for v in s.get("achieved", [])) + " |")
-    md += ["", "## Cost", "", "| fold | train s | predict s (joint) | predict s (independent) |",
-           "|---|---|---|---|"]
+    md += ["", "## Cost", "", "`train s`: training, or (a model saved by an earlier run) loading it and fitting its "
+           "noise field afresh on the rebuilt validation section. Predict seconds are of two folds sharing the "
+           "machine, the first prediction of each process also timing the rows per forward pass: see "
+           "`joint_sampling_cost.md` for a clean comparison.", "",
+           "| fold | train s | predict s (joint) | predict s (independent) |", "|---|---|---|---|"]
     md += [f"| {f} | {r['train_seconds']} | {r['methods']['stem joint']['seconds']} | "
            f"{r['methods']['stem independent']['seconds']} |" for f, r in folds.items()]
     npz = Path(args.work) / f"figure_{FIGURE_FOLD}.npz"
     if npz.is_file():
-        figure(npz, Path(args.out).with_suffix(".png"))
-        md += ["", f"![one draw]({Path(args.out).with_suffix('.png').name})"]
+        figure(npz, Path(args.out).with_suffix(".png"))  # the docs page shows it below the tables
     data = {"machine": machine(), "folds": folds, "paired": paired,
             "command": "python benchmarks/joint_sampling.py run && python benchmarks/joint_sampling.py summary"}
     write_results(args.out, data, "\n".join(md))

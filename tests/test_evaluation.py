@@ -161,7 +161,7 @@ def test_evaluate_writes_metrics_that_match_a_direct_computation(prep, report):
     csv = pd.read_csv(report["out"] / "metrics.csv")
     assert list(csv["method"]) == list(rows) and csv.loc[0, "PCC-all"] == pytest.approx(rows["stem"]["PCC-all"])
     pngs = sorted(p.name for p in report["out"].glob("*.png"))
-    assert pngs == sorted(["pcc_sorted.png", "pit.png", "map_G0.png", "map_G3.png",
+    assert pngs == sorted(["pcc_sorted.png", "pit.png", "map_G0.png", "map_G3.png", "draw_G0.png", "draw_G3.png",
                            *[f"gene_variation_{k}.png" for k in ("stem", "mean", "knn", "ridge", "mlp",
                                                                  "knn+ctx", "ridge+ctx", "knn+ctx2",
                                                                  "ridge+ctx2", *SAMPLED_RIDGE)]])
