@@ -236,9 +236,9 @@ def cmd_summary(args) -> None:
                   f"{s.get('passed', float('nan')):.2f} | {s.get('rho_panel', float('nan')):.3f} | "
                   + " / ".join(f"{v:.2f}" for v in np.quantile(s.get("rho_genes") or [np.nan], [0.1, 0.5, 0.9]))
                   + " | " + " / ".join(f"{v:.3f}" for v in s.get("achieved", [])) + " |")
-    md += ["", "## Cost", "", "`train s`: training, or (a model saved by an earlier run) loading it and fitting its "
-           "noise field afresh on the rebuilt validation section. Predict seconds are of two folds sharing the "
-           "machine, the first prediction of each process also timing the rows per forward pass: see "
+    md += ["", "## Cost", "", "`train s`: training, or (a model saved by an earlier run) loading it and fitting "
+           "its noise field afresh on the rebuilt validation section. Predict seconds are of two folds sharing "
+           "the machine, the first prediction of each process also timing the rows per forward pass: see "
            "`joint_sampling_cost.md` for a clean comparison.", "",
            "| fold | train s | predict s (joint) | predict s (independent) |", "|---|---|---|---|"]
     md += [f"| {f} | {r['train_seconds']} | {r['methods']['stem joint']['seconds']} | "
