@@ -53,6 +53,7 @@ def load() -> dict[str, dict]:
             "completion": {r["variant"]: r for r in completion["variants"]},
             "joint": json.loads((RESULTS / "joint_sampling.json").read_text())["folds"],
             "joint_cost": json.loads((RESULTS / "joint_sampling_cost.json").read_text()),
+            "downstream": json.loads((RESULTS / "completion_downstream.json").read_text())["summary"],
             "completion_k": completion["meta"]["K"]}
 
 
@@ -218,6 +219,19 @@ def joint_text(data) -> str:
             "small matrix product per row and sample.")
 
 
+def downstream_text(data) -> str:
+    """The complete guide's figures of training on completed counts."""
+    d = data["downstream"]
+    methods = sorted({k.split("|")[0] for k in d})
+
+    def delta(unit: str, key: str) -> list[float]:
+        return [d[f"{m}|completed"][unit][key][0] - d[f"{m}|raw"][unit][key][0] for m in methods]
+
+    p, mse, cp = delta("log2", "PCC-50"), delta("log2", "MSE"), delta("cp10k", "PCC-50")
+    return (f"log2 PCC-50 Δ between {min(p):+.3f} and {max(p):+.3f} (within the fold sd), MSE {min(mse):+.2f} to "
+            f"{max(mse):+.2f}, and in log2(1 + CP10k) PCC-50 {min(cp):+.3f} to {max(cp):+.3f}")
+
+
 def slide_rate(data) -> str:
     """The slides guide's embedding rate of the whole-slide benchmark."""
     s = data["slide"]
@@ -316,7 +330,7 @@ BLOCKS = {"complete-measured": completion_text, "readme-accuracy": accuracy_tabl
           "index-budget": index_budget, "index-shift": index_shift, "index-calibration": index_calibration,
           "predict-coverage": coverage_text, "readme-folds": fold_table, "train-neighbour": neighbour_text,
           "predict-shift": shift_text, "predict-widening": widening_text,
-          "slides-rate": slide_rate, "predict-joint": joint_text}
+          "slides-rate": slide_rate, "predict-joint": joint_text, "complete-downstream": downstream_text}
 #: a block on lines of its own, or inline (a table cell of the benchmarks index)
 BLOCK = re.compile(r"(<!-- figures:([a-z-]+) -->)(\n?)(.*?)(\n?)(<!-- /figures -->)", re.S)
 
