@@ -180,7 +180,7 @@ def _select_best(model, vs: ValidationSet, run_dir: Path, settings: TrainSetting
                  float(np.median(model.target.spread)))
     if info.main and vs.xy is not None and np.isfinite(vs.xy).all():
         calibrate_spatial(model, vs.cond, vs.z, vs.xy, PredictSettings(seed=settings.seed, device=device),
-                          vs.section, vs.prior, vs.group)
+                          vs.section, vs.prior, vs.group, progress)
     if info.main:
         state = {**ck, **model.extra_state(), "selected": True}
         save_checkpoint(state, run_dir / BEST_DIR, int(ck["step"]), keep=1)

@@ -30,6 +30,7 @@ import numpy as np
 from ..data.context import shell_pairs, spot_pitch
 from ..defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
 from ..diffusion.noise import KERNELS, SpatialField
+from ..progress import phase
 from .settings import PredictSettings
 
 log = logging.getLogger(__name__)
@@ -127,19 +128,26 @@ def section_field(model, xy: np.ndarray | None, settings: PredictSettings, sampl
 
 def calibrate_spatial(model, cond: np.ndarray, z: np.ndarray, xy_pitch: np.ndarray,
                       settings: PredictSettings, section: str = "", prior: np.ndarray | None = None,
-                      group: int | None = None) -> dict | None:
+                      group: int | None = None, progress: bool = False) -> dict | None:
     """Fit ``model.spatial`` on a validation section's spots: conditions, cross-fitted z, positions
     in pitches, the cross-fitted prior (log2) and the section's group (its spots' shift widening
     leaves it out, as in the spread calibration). Returns the fit (also stored), or None when the
-    spots have no pairs."""
+    spots have no pairs. ``progress``: a bar."""
     rings = shell_pairs(xy_pitch)
     if not any(len(i) for i, _ in rings):
         log.info("no neighbouring spots on %s: spots are drawn independently", section)
         model.spatial = None
         return None
     settings = replace(settings, num_samples=DEFAULT_NUM_SAMPLES, sampler=DEFAULT_SAMPLER, spatial_noise=True)
-    centre = model.centre_z(cond, settings)
-    point = centre if centre is not None else model.point_z(cond, settings)
+    with phase(f"fit the whole-section noise field ({len(cond)} spots × {settings.num_samples} samples)",
+               len(cond) * (settings.num_samples + 1), progress) as advance:
+        return _calibrate(model, cond, z, xy_pitch, settings, section, prior, group, rings, advance)
+
+
+def _calibrate(model, cond, z, xy_pitch, settings, section, prior, group, rings, advance) -> dict:
+    """:func:`calibrate_spatial`'s fit, ``advance(n)`` called as rows are drawn."""
+    centre = model.centre_z(cond, settings, advance)
+    point = centre if centre is not None else model.point_z(cond, settings, advance)
     genes = ring_correlations(z - point, rings, per_gene=True)
     target = genes.mean(1)
     fit = fit_kernel(target, xy_pitch, rings)
@@ -150,7 +158,8 @@ def calibrate_spatial(model, cond: np.ndarray, z: np.ndarray, xy_pitch: np.ndarr
     model.spatial = {**fit, "rho_kernel": fit["rho"], "section": section, "target": target.tolist(),
                      "rho": float(rho_genes.mean()), "rho_genes": rho_genes.tolist()}
     if fit["rho"] > 0:  # how much of the noise's correlation reaches the samples
-        draws = model.draw_z(cond, settings, xy=np.asarray(xy_pitch, dtype=np.float64), pitch=1.0)
+        draws = model.draw_z(cond, settings, progress=advance, xy=np.asarray(xy_pitch, dtype=np.float64),
+                             pitch=1.0)
         got = deviation_correlations(draws, rings)
         expected = rho_genes.mean() * k
         ok = np.isfinite(got) & np.isfinite(expected) & (expected > 0)
