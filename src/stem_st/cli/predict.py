@@ -12,6 +12,14 @@ from ..errors import StemError, require
 from .app import app
 from .common import COMPILE_HELP, DEVICE_HELP, SAMPLER_HELP, csv_list, out_console, print_table, resolve_device
 
+#: the sampling switches both commands share
+SHIFT_WIDENING = typer.Option(True, help="Widen each spot's samples with its shift score (how unlike the training "
+                              "spots it is; see the predict guide).")
+SPATIAL_NOISE = typer.Option(True, "--spatial-noise/--independent-spots",
+                             help="Draw whole sections: neighbouring spots' samples co-vary as the tissue's do, "
+                             "so one draw is a coherent map (each spot's own distribution is unchanged; see the "
+                             "predict guide).")
+
 
 def depth_option(text: str) -> float | str:
     """``--depth``: auto or a positive ratio."""
@@ -34,12 +42,8 @@ def predict(
     summary: str = typer.Option("recipe", help="recipe (the run's: posterior mean or sample mean) | "
                                 "mean | median | mode of the samples"),
     keep_samples: bool = typer.Option(False, help="Also write every sample (.samples.npy)."),
-    shift_widening: bool = typer.Option(True, help="Widen each spot's samples with its shift score (how "
-                                        "unlike the training spots it is; see the predict guide)."),
-    spatial_noise: bool = typer.Option(True, "--spatial-noise/--independent-spots",
-                                       help="Draw whole sections: neighbouring spots' samples co-vary as the "
-                                       "validation section's residuals did, so one draw is a coherent map "
-                                       "(each spot's own distribution is unchanged; see the predict guide)."),
+    shift_widening: bool = SHIFT_WIDENING,
+    spatial_noise: bool = SPATIAL_NOISE,
     depth: str = typer.Option("1", help="The sections' sequencing depth relative to the training sections' "
                               "(a ratio; auto: measured from each section's counts against its prediction). "
                               "Below 1 the samples are thinned as a shallower run would measure them."),
@@ -93,12 +97,8 @@ def predict_slide_cmd(
     min_tissue: float = typer.Option(0.5, help="Minimum tissue fraction of a spot's patch."),
     num_samples: int = typer.Option(DEFAULT_NUM_SAMPLES, help="Expression samples per spot."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, help=SAMPLER_HELP),
-    shift_widening: bool = typer.Option(True, help="Widen each spot's samples with its shift score (how "
-                                        "unlike the training spots it is; see the predict guide)."),
-    spatial_noise: bool = typer.Option(True, "--spatial-noise/--independent-spots",
-                                       help="Draw whole sections: neighbouring spots' samples co-vary as the "
-                                       "validation section's residuals did, so one draw is a coherent map "
-                                       "(each spot's own distribution is unchanged; see the predict guide)."),
+    shift_widening: bool = SHIFT_WIDENING,
+    spatial_noise: bool = SPATIAL_NOISE,
     depth: float = typer.Option(1.0, help="The slide's expected sequencing depth relative to the training "
                                 "sections' (a ratio; below 1 the samples are thinned as a shallower run would "
                                 "measure them)."),
