@@ -16,6 +16,7 @@ from stem_st.stem.spatial import (
     deviation_correlations,
     fit_kernel,
     kernel,
+    moran_strengths,
     ring_correlations,
     variogram_strengths,
 )
@@ -112,6 +113,35 @@ def test_wider_samples_get_more_shared_noise_so_a_draw_varies_between_neighbours
     fitted = np.median(np.abs((g_point + 1.5 * (1 - wide * k)) / truth_g1 - 1))
     independent = np.median(np.abs((g_point + 1.5) / truth_g1 - 1))
     assert fitted < 0.2 < independent
+
+
+def test_moran_strengths_give_a_draw_the_truths_morans_i_whatever_the_samples_width():
+    rng = np.random.default_rng(2)
+    xy = _grid(16)
+    genes = 40
+    field = SpatialField(xy, 1, genes, length=2.0, kernel="exp", seed=5)
+    f = field.rows(0, len(xy)).numpy().astype(np.float64)
+    point = np.sin(xy[:, :1] / 4.0) * np.linspace(0.2, 1.0, genes)
+    share = np.linspace(0.1, 0.8, genes)  # genes differ in how much of their residual neighbours share
+    truth = point + np.sqrt(share) * f + np.sqrt(1 - share) * rng.standard_normal((len(xy), genes))
+    rings = shell_pairs(xy)
+    i, j = rings[0]
+    fit = {"kernel": "exp", "length": 2.0}
+
+    def moran(v):
+        v = v - v.mean(0)
+        return (v[i] * v[j]).mean(0) / (v ** 2).mean(0)
+
+    for width in (1.0, 1.6):  # samples as wide as the residuals, and wider
+        rho = moran_strengths(truth, point, np.full_like(truth, width), xy, rings, fit, 1.0)
+        draws = [SpatialField(xy, 1, genes, length=2.0, kernel="exp", seed=10 + r).rows(0, len(xy)).numpy()
+                 for r in range(20)]
+        joint = np.mean([moran(point + np.sqrt(width) * (np.sqrt(rho) * d + np.sqrt(1 - rho)
+                                                          * rng.standard_normal(d.shape))) for d in draws], 0)
+        independent = np.mean([moran(point + np.sqrt(width) * rng.standard_normal(d.shape)) for d in draws], 0)
+        assert np.abs(joint - moran(truth)).mean() < 0.04 < np.abs(independent - moran(truth)).mean()
+    # a gene whose residuals neighbours share more gets more of the field
+    assert np.corrcoef(rho, share)[0, 1] > 0.8
 
 
 def test_a_draw_of_the_section_is_a_map_and_each_spot_keeps_its_distribution(her2st_prep, her2st_run, tmp_path):

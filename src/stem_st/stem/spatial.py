@@ -65,11 +65,16 @@ def deviation_correlations(draws: np.ndarray, rings: list[tuple[np.ndarray, np.n
     return np.array([float((u[i] * u[j]).mean()) if len(i) else np.nan for i, j in rings])
 
 
+def ring_distances(xy_pitch: np.ndarray, rings) -> list[np.ndarray]:
+    """Each ring's pair distances (pitches)."""
+    xy = np.asarray(xy_pitch, dtype=np.float64)
+    return [np.linalg.norm(xy[i] - xy[j], axis=1) for i, j in rings]
+
+
 def fit_kernel(target: np.ndarray, xy_pitch: np.ndarray, rings) -> dict:
     """The kernel, length and ρ whose ring means of ρ·k(d) best fit ``target`` (least squares
     over the rings that have pairs; ρ in [0, 1])."""
-    xy = np.asarray(xy_pitch, dtype=np.float64)
-    dists = [np.linalg.norm(xy[i] - xy[j], axis=1) for i, j in rings]
+    dists = ring_distances(xy_pitch, rings)
     ok = np.array([len(d) > 0 for d in dists]) & np.isfinite(target)
     best = {"kernel": "gauss", "length": 1.0, "rho": 0.0, "sse": float("inf")}
     for kind in KERNELS:
@@ -84,9 +89,8 @@ def fit_kernel(target: np.ndarray, xy_pitch: np.ndarray, rings) -> dict:
 
 def ring_kernel(fit: dict, xy_pitch: np.ndarray, rings) -> np.ndarray:
     """The fitted kernel's mean correlation over each ring's pairs (NaN for an empty ring)."""
-    xy = np.asarray(xy_pitch, dtype=np.float64)
-    return np.array([kernel(fit["kernel"], np.linalg.norm(xy[i] - xy[j], axis=1), fit["length"]).mean()
-                     if len(i) else np.nan for i, j in rings])
+    return np.array([kernel(fit["kernel"], d, fit["length"]).mean() if len(d) else np.nan
+                     for d in ring_distances(xy_pitch, rings)])
 
 
 def variogram_strengths(truth: np.ndarray, point: np.ndarray, width: np.ndarray, xy_pitch: np.ndarray,
@@ -95,18 +99,36 @@ def variogram_strengths(truth: np.ndarray, point: np.ndarray, width: np.ndarray,
     truth's ring by ring (least squares over the rings). A draw is point + deviations of variance
     ``width`` (spots, genes); its variogram at ring k is γ_k(point) + mean ½(W_i + W_j) − ρ_g ·
     ``passed`` · mean √(W_i W_j) k(d_ij), linear in ρ_g. All in the units of ``truth``/``point``."""
-    xy = np.asarray(xy_pitch, dtype=np.float64)
     need, gain = [], []
-    for i, j in rings:
+    for (i, j), d in zip(rings, ring_distances(xy_pitch, rings)):
         if not len(i):
             continue
-        corr = kernel(fit["kernel"], np.linalg.norm(xy[i] - xy[j], axis=1), fit["length"])[:, None]
+        corr = kernel(fit["kernel"], d, fit["length"])[:, None]
         g_truth = 0.5 * ((truth[i] - truth[j]) ** 2).mean(0)
         g_point = 0.5 * ((point[i] - point[j]) ** 2).mean(0)
         need.append(g_point + 0.5 * (width[i] + width[j]).mean(0) - g_truth)
         gain.append(passed * (np.sqrt(width[i] * width[j]) * corr).mean(0))
     need, gain = np.asarray(need), np.asarray(gain)
     return np.clip((gain * need).sum(0) / np.maximum((gain ** 2).sum(0), 1e-12), 0.0, 1.0)
+
+
+def moran_strengths(truth: np.ndarray, point: np.ndarray, width: np.ndarray, xy_pitch: np.ndarray,
+                    rings, fit: dict, passed: float) -> np.ndarray:
+    """Each gene's field strength ρ_g in [0, 1] that makes one draw's Moran's I on the ring-1
+    pairs match the truth's. Over those pairs I = mean x_i x_j / mean x_i² (x centred over the
+    spots); a draw's expected numerator is the point's plus ρ_g · ``passed`` · mean √(W_i W_j)
+    k(d_ij), its denominator the point's plus mean W: linear in ρ_g. Scale-free, unlike
+    :func:`variogram_strengths`, so the two agree only when the draws are as wide as the truth's
+    scatter."""
+    (i, j), d = rings[0], ring_distances(xy_pitch, rings[:1])[0]
+    if not len(i):
+        return np.zeros(np.shape(truth)[1])
+    t, p = truth - truth.mean(0), point - point.mean(0)
+    tt = (t ** 2).mean(0)
+    i_truth = np.divide((t[i] * t[j]).mean(0), tt, out=np.zeros_like(tt), where=tt > 0)
+    gain = passed * (np.sqrt(width[i] * width[j]) * kernel(fit["kernel"], d, fit["length"])[:, None]).mean(0)
+    need = i_truth * ((p ** 2).mean(0) + width.mean(0)) - (p[i] * p[j]).mean(0)
+    return np.clip(need / np.maximum(gain, 1e-12), 0.0, 1.0)
 
 
 def section_field(model, xy: np.ndarray | None, settings: PredictSettings, samples: int, device,
@@ -173,7 +195,9 @@ def _calibrate(model, cond, z, xy_pitch, settings, section, prior, group, rings,
         width = dev.var(1) * spread ** 2 * (1.0 if per_spot is None else per_spot[:, None] ** 2)
         base = 0.0 if prior is None else prior / model.target.sd
         rho_genes = variogram_strengths(base + z, base + point, width, xy_pitch, rings, fit, passed)
-        model.spatial.update(rho=float(rho_genes.mean()), rho_genes=rho_genes.tolist())
+        rho_moran = moran_strengths(base + z, base + point, width, xy_pitch, rings, fit, passed)
+        model.spatial.update(rho=float(rho_genes.mean()), rho_genes=rho_genes.tolist(),
+                             rho_genes_moran=rho_moran.tolist())
     log.info("whole-section draws: residual correlation at rings 1/2/3 on %s %s; noise field %s, length %.2f "
              "pitches, rho %.3f (mean over genes)", section, np.round(target, 3).tolist(), fit["kernel"],
              fit["length"], model.spatial["rho"])
