@@ -161,6 +161,17 @@ def test_a_draw_of_the_section_is_a_map_and_each_spot_keeps_its_distribution(her
     assert abs(c_ind[0]) < 0.1
     # each spot's spread is the same distribution either way (same network, same calibration)
     assert joint.std(1).mean() == pytest.approx(independent.std(1).mean(), rel=0.1)
+    # the section drawn as two jobs (left and right halves, as chunks of a slide would be): neighbours
+    # across the border co-vary as much as neighbours inside a half, so the join shows no seam
+    left = xy[:, 0] <= np.median(xy[:, 0])
+    halves = np.empty_like(joint)
+    for part in (left, ~left):
+        halves[part] = model.sample(emb[part], xy[part], s)
+    i, j = rings[0]
+    across = left[i] != left[j]
+    c_across, c_inside = deviation_correlations(halves, [(i[across], j[across]), (i[~across], j[~across])])
+    assert across.sum() > 10 and c_inside > 0.4
+    assert c_across == pytest.approx(c_inside, abs=0.1)
     # saved with the model and recorded in a prediction
     model.save(tmp_path / "m")
     assert StemModel.load(tmp_path / "m").spatial == model.spatial
