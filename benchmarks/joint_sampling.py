@@ -19,6 +19,10 @@ the point for two genes on one fold, joint and independent.
 Usage (repository root, after ``benchmarks/sample_budget.py prepare``):
   .venv/bin/python benchmarks/joint_sampling.py run --workers 2
   .venv/bin/python benchmarks/joint_sampling.py summary   # results/joint_sampling.{json,md,png}
+  .venv/bin/python benchmarks/joint_sampling.py summary --cost    # results/joint_sampling_cost.{json,md}
+  .venv/bin/python benchmarks/joint_sampling.py summary \
+      --slide ../shared/data/her2st/data/ST-imgs/C/C2/5714_HE_BT_C2.jpg   # after `make demo` (its run):
+      # results/joint_sampling_slide.{json,md}
 """
 
 from __future__ import annotations
@@ -75,6 +79,24 @@ def validation_set(ds, model, fold: str, work: Path):
     return vs
 
 
+def recalibrate(model, vs) -> None:
+    """What training now does after it has chosen its state, on a saved network: the shift widening
+    as :func:`~stem_st.stem.shift.fit_reference` now sets it, then the spread and the noise field
+    fitted on the rebuilt validation section ``vs``."""
+    import numpy as np
+
+    from stem_st.stem import PredictSettings
+    from stem_st.stem.fit import calibrate_spread
+    from stem_st.stem.shift import WIDEN_FROM
+    from stem_st.stem.spatial import calibrate_spatial
+
+    if model.shift_ref is not None and model.shift_ref.widen_d is not None:
+        model.shift_ref.widen_from = WIDEN_FROM
+    settings = PredictSettings(seed=0, device="cpu")
+    calibrate_spread(model, vs.cond, vs.z, np.full(len(vs.z), vs.group), settings)
+    calibrate_spatial(model, vs.cond, vs.z, vs.xy, settings, vs.section, vs.prior, vs.group)
+
+
 def run_fold(preps: str, work: str, fold: str) -> dict:
     """Train (or load the fold's saved model), predict joint and independent, score with the
     baselines; written to the fold's JSON."""
@@ -91,19 +113,16 @@ def run_fold(preps: str, work: str, fold: str) -> dict:
     from stem_st.defaults import DEFAULT_BUDGET, DEFAULT_NUM_SAMPLES
     from stem_st.evaluation.baselines import make_baseline
     from stem_st.stem import PredictSettings, StemModel, TrainSettings
-    from stem_st.stem.spatial import calibrate_spatial
     from stem_st.training.data import section_counts
 
     torch.set_num_threads(1)
     ds = open_prepared(Path(preps) / f"prep_{fold}")
     saved = Path(work) / "models" / fold
     t0 = time.perf_counter()
-    if (saved / "model.pt").is_file():  # a model of an earlier run: its noise field fitted afresh
+    if (saved / "model.pt").is_file():  # a model of an earlier run: calibrated afresh, as training now does
         model = StemModel.load(saved)
         before = dict(model.spatial or {})
-        vs = validation_set(ds, model, fold, Path(work))
-        calibrate_spatial(model, vs.cond, vs.z, vs.xy, PredictSettings(seed=0, device="cpu"), vs.section,
-                          vs.prior, vs.group)
+        recalibrate(model, validation_set(ds, model, fold, Path(work)))
         model.spatial["target_reproduced"] = bool(np.allclose(before.get("target", []), model.spatial["target"]))
     else:
         settings = TrainSettings(prep=str(ds.root), holdout=[fold], **DEFAULT_BUDGET, aug_ratio=1, seed=0,
@@ -286,15 +305,66 @@ def cmd_cost(args) -> None:
                   "\n".join(md))
 
 
+def cmd_slide_cost(args) -> None:
+    """Whole-slide prediction with and without the field: ``stem predict-slide`` on one H&E image
+    as a whole process, alternately, after a warm-up run that fills the embedding cache (so the
+    timed runs differ only in the draws)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import numpy as np
+    from report import machine, write_results
+
+    stem = str(Path(sys.executable).with_name("stem"))
+    times: dict[str, list[float]] = {"joint": [], "independent": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        def once(name: str) -> float:
+            cmd = [stem, "predict-slide", args.run, "--image", args.slide, "--mpp", str(args.mpp),
+                   "--out", str(Path(tmp) / f"{name}.h5ad")]
+            if name == "independent":
+                cmd.append("--independent-spots")
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+            return time.perf_counter() - t
+
+        warm = once("joint")
+        for _ in range(args.repeats):
+            for name in times:
+                times[name].append(once(name))
+        import anndata as ad
+
+        spots = ad.read_h5ad(Path(tmp) / "joint.h5ad", backed="r").n_obs
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    md = ["# What whole-section draws cost on a whole slide (`benchmarks/joint_sampling.py summary --slide`)", "",
+          f"Machine: {machine()}, nothing else running. `stem predict-slide` on {Path(args.slide).name} "
+          f"({spots} virtual spots at the training pitch, mpp {args.mpp}), run `{args.run}`, its defaults (20 "
+          f"samples, dpm++:10); the whole command timed as a process, alternately {args.repeats} times each after "
+          f"a warm-up run that filled the embedding cache ({warm:.1f} s).", "",
+          "| draws | median s | runs (s) |", "|---|---|---|"]
+    md += [f"| {k} | {med[k]:.2f} | " + ", ".join(f"{v:.2f}" for v in times[k]) + " |" for k in times]
+    md += ["", f"Whole-section draws change the whole-slide wall time by "
+               f"{100 * (med['joint'] / med['independent'] - 1):+.1f} %."]
+    write_results(Path(args.out).with_name(Path(args.out).name + "_slide"),
+                  {"machine": machine(), "image": Path(args.slide).name, "spots": spots, "warm_up_seconds": warm,
+                   "seconds": times, "median": med}, "\n".join(md))
+
+
 def main() -> None:
     def options(run, summary) -> None:
         summary.add_argument("--cost", action="store_true", help="instead: time joint against independent draws")
+        summary.add_argument("--slide", help="instead: time predict-slide on this image, joint and independent")
+        summary.add_argument("--run", default=str(ROOT / "runs/demo/run"), help="the run --slide predicts with")
+        summary.add_argument("--mpp", type=float, default=0.6889718628297177, help="the --slide image's µm/px")
         summary.add_argument("--fold", default="C3")
         summary.add_argument("--repeats", type=int, default=3)
         summary.add_argument("--threads", type=int, default=2)
         summary.add_argument("--preps", default=str(Path(__file__).resolve().parents[1] / "runs/accuracy_loo"))
 
-    fold_commands(__doc__, "joint_sampling", cmd_run, lambda a: (cmd_cost if a.cost else cmd_summary)(a), options)
+    def summary(args) -> None:
+        (cmd_slide_cost if args.slide else cmd_cost if args.cost else cmd_summary)(args)
+
+    fold_commands(__doc__, "joint_sampling", cmd_run, summary, options)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ def scores(truth, samples) -> dict:
     return {"CRPS": crps(truth, samples), "energy": energy(truth, samples), **coverage(truth, samples)}
 
 
-def run_fold(preps: str, work: str, fold: str) -> dict:
-    """Train, predict (with and without widening) and score one fold; written to its JSON."""
+def run_fold(preps: str, work: str, models: str, fold: str) -> dict:
+    """Train (or take ``models/<fold>``, a network of the same training saved by
+    ``joint_sampling.py``, calibrated afresh as training now does), predict (with and without
+    widening) and score one fold; written to its JSON."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
     import numpy as np
@@ -62,8 +64,17 @@ def run_fold(preps: str, work: str, fold: str) -> dict:
     settings = TrainSettings(prep=str(ds.root), holdout=[fold], **DEFAULT_BUDGET, aug_ratio=1, seed=0,
                              checkpoint_every=10 ** 9, compile=False, validation="auto")
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as run_dir:
-        model, _ = StemModel.fit(ds, run_dir, settings, device="cpu", progress=False)
+    if models and (Path(models) / fold / "model.pt").is_file():
+        import sys
+
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from joint_sampling import recalibrate, validation_set
+
+        model = StemModel.load(Path(models) / fold)
+        recalibrate(model, validation_set(ds, model, fold, Path(work)))
+    else:
+        with tempfile.TemporaryDirectory() as run_dir:
+            model, _ = StemModel.fit(ds, run_dir, settings, device="cpu", progress=False)
     a = ds.section(fold)
     counts = section_counts(ds, fold)
     emb, xy = ds.embeddings(fold)[:, 0], np.asarray(a.obsm["spatial"])
@@ -73,6 +84,7 @@ def run_fold(preps: str, work: str, fold: str) -> dict:
     thin_counts = np.random.default_rng(0).binomial(np.asarray(counts, dtype=np.int64), THIN)
     thin = log2_expression(thin_counts)
     out = {"fold": fold, "train_seconds": round(time.perf_counter() - t0, 1), "spots": len(truth),
+           "network": "saved" if models and (Path(models) / fold / "model.pt").is_file() else "trained",
            "validation": model.meta.get("validation", {}).get("section"),
            "spread": float(np.median(model.target.spread)),
            "spread_plain": float(np.median(model.target.spread_plain)),
@@ -101,7 +113,7 @@ def run_fold(preps: str, work: str, fold: str) -> dict:
 
 
 def cmd_run(args) -> None:
-    run_folds(run_fold, args.work, args.folds, args.workers, args.preps, args.work)
+    run_folds(run_fold, args.work, args.folds, args.workers, args.preps, args.work, args.models)
 
 
 def cmd_summary(args) -> None:
@@ -116,10 +128,14 @@ def cmd_summary(args) -> None:
           f"Machine: {machine()}, one thread per fold. HER2ST leave-one-section-out folds of `accuracy_loo.py` "
           "(panel hmhvg:200, ImageNet EfficientNet-Lite0, 2 views); Stem as `stem train` ships it (default "
           "recipe and budget, validation on a training section); 20 samples per spot, dpm++:10. `widened`: "
-          "the shipped prediction (each spot's sample deviations × its shift multiplier, the spread calibrated "
-          "with them); `plain`: the same draws without the multipliers, the spread calibrated without them. "
-          "A1 is the new patient (trained on patient C only). Regenerate: "
-          "`.venv/bin/python benchmarks/shift_intervals.py run && … summary`.", ""]
+          "the shipped prediction (each spot's sample deviations × its shift multiplier, which is 1 up to the "
+          "median of the training spots' cross-fitted distances and grows beyond, the spread "
+          "calibrated with them); `plain`: the same draws without the multipliers, the spread calibrated "
+          "without them. A1 is the new patient (trained on patient C only). Networks: "
+          + ("the saved networks of `joint_sampling.py` (the same training), calibrated afresh as training now "
+             "does" if any(r.get("network") == "saved" for r in folds.values()) else "trained per fold")
+          + ". Regenerate: `.venv/bin/python benchmarks/shift_intervals.py run [--models "
+          "runs/joint_sampling/models] && … summary`.", ""]
     for key, unit in views:
         md += [f"## {unit}", "", "| fold | method | " + " | ".join(KEYS) + " |", "|---|---|" + "---|" * len(KEYS)]
         for f, r in folds.items():
@@ -151,7 +167,11 @@ def cmd_summary(args) -> None:
 
 
 def main() -> None:
-    fold_commands(__doc__, "shift_intervals", cmd_run, cmd_summary)
+    def options(run, summary) -> None:
+        run.add_argument("--models", default="", help="saved networks (joint_sampling.py's runs/…/models) "
+                                                      "instead of training")
+
+    fold_commands(__doc__, "shift_intervals", cmd_run, cmd_summary, options)
 
 
 if __name__ == "__main__":

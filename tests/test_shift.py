@@ -10,7 +10,7 @@ from conftest import run_stem_here
 
 from stem_st.data.units import log2_expression, panel_depth, resample_depth
 from stem_st.errors import StemError
-from stem_st.stem.shift import SECTION_THRESHOLD, ShiftReference, fit_reference
+from stem_st.stem.shift import SECTION_THRESHOLD, WIDEN_FROM, ShiftReference, fit_reference
 from stem_st.training.targets import TargetTransform
 
 
@@ -61,10 +61,17 @@ def test_intervals_widen_with_the_cross_fitted_distance_and_the_checkpoint_keeps
     ref = fit_reference(train, groups, seed=0, z=z)
     assert np.all(np.diff(ref.widen_m) >= 0) and np.all(np.diff(ref.widen_d) >= 0)
     near, far = ref.widening(_population(rng, 200) * 0.5), ref.widening(_population(rng, 200, shift=2.0))
-    assert np.median(far) > 1.2 > 1.0 > np.median(near)
+    assert np.median(far) > 1.2 and np.all(near == 1.0)  # nearer spots are never narrowed
+    # a training section's own spots, as far as the sections lie from each other: most keep their width
+    own_m = np.concatenate([ref.widening(train[groups == g], exclude=g) for g in range(3)])
+    assert (own_m == 1.0).mean() >= 0.85 and own_m.max() > 1.0
+    # a run from before WIDEN_FROM keeps its multipliers relative to the mean (its spread was calibrated so)
+    old = ShiftReference.from_state({k: v for k, v in ref.state().items() if k != "widen_from"})
+    assert old.widen_from is None and np.median(old.widening(_population(rng, 200) * 0.5)) < 1.0
     own = np.concatenate([ref.distances(train[groups == g], exclude=g) for g in range(3)])
     np.testing.assert_allclose(np.sort(own), ref.cross, rtol=2e-2)  # float16-stored points
     again = ShiftReference.from_state(ref.state())
+    assert again.widen_from == ref.widen_from == WIDEN_FROM
     np.testing.assert_allclose(again.widening(train[:50]), ref.widening(train[:50]))
     assert fit_reference(train, groups, seed=0).widening(train[:5]) is None  # no residuals, no fit
 

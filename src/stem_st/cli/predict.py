@@ -13,8 +13,9 @@ from .app import app
 from .common import COMPILE_HELP, DEVICE_HELP, SAMPLER_HELP, csv_list, out_console, print_table, resolve_device
 
 #: the sampling switches both commands share
-SHIFT_WIDENING = typer.Option(True, help="Widen each spot's samples with its shift score (how unlike the training "
-                              "spots it is; see the predict guide).")
+SHIFT_WIDENING = typer.Option(True, help="Widen the samples of spots farther from the training data than a "
+                              "typical training section is from the others (the shift score; see the predict "
+                              "guide).")
 SPATIAL_NOISE = typer.Option(True, "--spatial-noise/--independent-spots",
                              help="Draw whole sections: neighbouring spots' samples co-vary as the tissue's do, "
                              "so one draw is a coherent map (each spot's own distribution is unchanged; see the "

@@ -19,10 +19,12 @@ Intervals widen with shift (:meth:`ShiftReference.widening`): the training spots
 residuals of the *cross-fitted* ridge prior (fitted without their section, so each saw a real
 shift between sections) are regressed on their cross-fitted distance by isotonic regression
 (scikit-learn; non-decreasing, no shape assumed beyond that), and a spot's sample deviations are
-multiplied by the square root of the fitted value over its mean. The spread is then calibrated
-with these multipliers applied, so a typical spot keeps its width on average while a spot
-farther from the training data than the training sections are from each other gets wider
-intervals, up to the widest the training data showed (the fit is flat beyond its range).
+multiplied by the square root of the fitted value over its value at the :data:`WIDEN_FROM`
+quantile of the cross-fitted distances, never below 1: a spot within the range that the training
+sections lie from each other keeps its width, a spot farther out gets wider intervals, up to the
+widest the training data showed (the fit is flat beyond its range). The spread is calibrated
+with these multipliers applied. (Relative to the mean, as first built, the validation section's
+spots were narrowed on average, so the calibrated spread widened every new section alike.)
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 
 #: dimensions of the random projection, neighbours averaged, training spots kept
 DIMS, NEIGHBOURS, REFERENCE_SPOTS = 128, 10, 4096
+#: a spot's deviations widen only beyond this quantile (the median) of the training spots'
+#: cross-fitted distances (benchmarks/results/spread_levers.md: relative to the mean, the
+#: validation spots were narrowed, so the calibrated spread widened every new section alike)
+WIDEN_FROM = 0.5
 #: a spot is flagged above this percentile; a section when its median spot is above the other
 SPOT_THRESHOLD, SECTION_THRESHOLD = 0.99, 0.95
 MEANING = ("percentile of the spot's mean distance to its 10 nearest training spots (the model's standardised "
@@ -61,6 +67,10 @@ class ShiftReference:
     groups: np.ndarray | None = None    # (n,) each point's training section (or block)
     widen_d: np.ndarray | None = None   # knots of the widening: cross-fitted distance …
     widen_m: np.ndarray | None = None   # … → multiplier of the sample deviations
+    #: q in [0, 1]: the multiplier is relative to its value at the q-quantile of the cross-fitted
+    #: distances and never below 1 (only spots farther than that widen); None (runs from before
+    #: it): relative to the training spots' mean, so spots nearer than typical get narrower
+    widen_from: float | None = None
 
     def project(self, cond: np.ndarray) -> np.ndarray:
         return np.asarray(cond, dtype=np.float32) @ projection(self.width, self.seed, self.points.shape[1])
@@ -79,7 +89,11 @@ class ShiftReference:
         reference without the fit (runs from before it)."""
         if self.widen_d is None:
             return None
-        return np.interp(self.distances(cond, exclude), self.widen_d, self.widen_m).astype(np.float32)
+        m = np.interp(self.distances(cond, exclude), self.widen_d, self.widen_m)
+        if self.widen_from is not None:
+            start = np.interp(np.quantile(self.cross, self.widen_from), self.widen_d, self.widen_m)
+            m = np.maximum(m / start, 1.0)
+        return m.astype(np.float32)
 
     def score(self, cond: np.ndarray) -> np.ndarray:
         """Each spot's shift score in [0, 1] (see the module docstring)."""
@@ -92,6 +106,8 @@ class ShiftReference:
         for key in ("groups", "widen_d", "widen_m"):
             if getattr(self, key) is not None:
                 out[key] = torch.from_numpy(np.ascontiguousarray(getattr(self, key)))
+        if self.widen_from is not None:
+            out["widen_from"] = float(self.widen_from)
         return out
 
     @classmethod
@@ -100,7 +116,8 @@ class ShiftReference:
             return None
         extra = {k: np.asarray(state[k]) for k in ("groups", "widen_d", "widen_m") if k in state}
         return cls(np.asarray(state["points"], dtype=np.float32), np.asarray(state["cross"], dtype=np.float32),
-                   int(state["width"]), int(state["seed"]), int(state["k"]), **extra)
+                   int(state["width"]), int(state["seed"]), int(state["k"]), **extra,
+                   widen_from=float(state["widen_from"]) if "widen_from" in state else None)
 
 
 def fit_widening(dist: np.ndarray, sq_resid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +152,7 @@ def fit_reference(cond: np.ndarray, groups: np.ndarray, seed: int = 0,
     ref.points, ref.cross, ref.groups = points, np.sort(cross), groups.astype(np.int32)
     if z is not None:
         ref.widen_d, ref.widen_m = fit_widening(cross, (np.asarray(z, dtype=np.float32)[keep] ** 2).mean(1))
+        ref.widen_from = WIDEN_FROM
     return ref
 
 
