@@ -62,9 +62,9 @@ def test_intervals_widen_with_the_cross_fitted_distance_and_the_checkpoint_keeps
     assert np.all(np.diff(ref.widen_m) >= 0) and np.all(np.diff(ref.widen_d) >= 0)
     near, far = ref.widening(_population(rng, 200) * 0.5), ref.widening(_population(rng, 200, shift=2.0))
     assert np.median(far) > 1.2 and np.all(near == 1.0)  # nearer spots are never narrowed
-    # a training section's own spots, as far as the sections lie from each other: most keep their width
+    # a training section's own spots (cross-fitted): those nearer than the WIDEN_FROM quantile keep their width
     own_m = np.concatenate([ref.widening(train[groups == g], exclude=g) for g in range(3)])
-    assert (own_m == 1.0).mean() >= 0.85 and own_m.max() > 1.0
+    assert (own_m == 1.0).mean() >= WIDEN_FROM - 0.05 and own_m.max() > 1.0
     # a run from before WIDEN_FROM keeps its multipliers relative to the mean (its spread was calibrated so)
     old = ShiftReference.from_state({k: v for k, v in ref.state().items() if k != "widen_from"})
     assert old.widen_from is None and np.median(old.widening(_population(rng, 200) * 0.5)) < 1.0
