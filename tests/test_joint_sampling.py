@@ -142,6 +142,12 @@ def test_moran_strengths_give_a_draw_the_truths_morans_i_whatever_the_samples_wi
         assert np.abs(joint - moran(truth)).mean() < 0.04 < np.abs(independent - moran(truth)).mean()
     # a gene whose residuals neighbours share more gets more of the field
     assert np.corrcoef(rho, share)[0, 1] > 0.8
+    # a Moran's I carried from elsewhere is matched on this section's point and width instead
+    np.testing.assert_array_equal(rho, moran_strengths(truth, point, np.full_like(truth, width), xy, rings, fit,
+                                                       1.0, target=moran(truth)))
+    higher = moran_strengths(truth, point, np.full_like(truth, width), xy, rings, fit, 1.0,
+                             target=moran(truth) + 0.1)
+    assert np.all(higher >= rho) and (higher > rho).mean() > 0.8
 
 
 def test_a_draw_of_the_section_is_a_map_and_each_spot_keeps_its_distribution(her2st_prep, her2st_run, tmp_path):

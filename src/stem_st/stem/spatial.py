@@ -13,11 +13,12 @@ correlated ring by ring (1, 2, 3 spot pitches; :data:`~stem_st.data.context.SHEL
 ρ·k(d/ℓ) (Gaussian or exponential, length ℓ in pitches) is fitted to those correlations by least
 squares, then one set of draws with it measures how much of the noise's correlation reaches
 the samples. The kernel is one for the panel; its strength ρ is fitted per gene, as genes differ
-in how much of their residual neighbours share, so that one draw's spatial variogram (half the
-mean squared difference between spots 1, 2, 3 pitches apart) matches the truth's on the
-validation section given the samples' actual width (:func:`variogram_strengths`): samples wider
-than the truth's scatter need more shared noise than the residuals' own correlation to vary
-between neighbours as the tissue does.
+in how much of their residual neighbours share, given the samples' actual width: the mean of the
+strength that makes one draw's spatial variogram (half the mean squared difference between spots
+1, 2, 3 pitches apart) match the truth's on the validation section (:func:`variogram_strengths`)
+and the one that makes its Moran's I match (:func:`moran_strengths`). The first is absolute and
+asks for near-full correlation where samples are wider than the truth's scatter; the second is
+scale-free and asks for less; their mean is measured in ``benchmarks/field_strengths.py``.
 """
 
 from __future__ import annotations
@@ -112,20 +113,28 @@ def variogram_strengths(truth: np.ndarray, point: np.ndarray, width: np.ndarray,
     return np.clip((gain * need).sum(0) / np.maximum((gain ** 2).sum(0), 1e-12), 0.0, 1.0)
 
 
+def ring_morans_i(values: np.ndarray, rings) -> np.ndarray:
+    """Each gene's Moran's I over the ring-1 pairs: mean x_i x_j / mean x_i² (x centred over the
+    spots; 0 for a constant gene)."""
+    (i, j) = rings[0]
+    x = values - values.mean(0)
+    xx = (x ** 2).mean(0)
+    return np.divide((x[i] * x[j]).mean(0), xx, out=np.zeros_like(xx), where=xx > 0)
+
+
 def moran_strengths(truth: np.ndarray, point: np.ndarray, width: np.ndarray, xy_pitch: np.ndarray,
-                    rings, fit: dict, passed: float) -> np.ndarray:
+                    rings, fit: dict, passed: float, target: np.ndarray | None = None) -> np.ndarray:
     """Each gene's field strength ρ_g in [0, 1] that makes one draw's Moran's I on the ring-1
-    pairs match the truth's. Over those pairs I = mean x_i x_j / mean x_i² (x centred over the
-    spots); a draw's expected numerator is the point's plus ρ_g · ``passed`` · mean √(W_i W_j)
-    k(d_ij), its denominator the point's plus mean W: linear in ρ_g. Scale-free, unlike
-    :func:`variogram_strengths`, so the two agree only when the draws are as wide as the truth's
-    scatter."""
+    pairs match the truth's (or ``target``, per gene, when given; ``truth`` is then unused).
+    Over those pairs I = mean x_i x_j / mean x_i²; a draw's expected numerator is the point's plus
+    ρ_g · ``passed`` · mean √(W_i W_j) k(d_ij), its denominator the point's plus mean W: linear in
+    ρ_g. Scale-free, unlike :func:`variogram_strengths`, so the two agree only when the draws are
+    as wide as the truth's scatter."""
     (i, j), d = rings[0], ring_distances(xy_pitch, rings[:1])[0]
     if not len(i):
-        return np.zeros(np.shape(truth)[1])
-    t, p = truth - truth.mean(0), point - point.mean(0)
-    tt = (t ** 2).mean(0)
-    i_truth = np.divide((t[i] * t[j]).mean(0), tt, out=np.zeros_like(tt), where=tt > 0)
+        return np.zeros(np.shape(point)[1])
+    i_truth = ring_morans_i(truth, rings) if target is None else np.asarray(target)
+    p = point - point.mean(0)
     gain = passed * (np.sqrt(width[i] * width[j]) * kernel(fit["kernel"], d, fit["length"])[:, None]).mean(0)
     need = i_truth * ((p ** 2).mean(0) + width.mean(0)) - (p[i] * p[j]).mean(0)
     return np.clip(need / np.maximum(gain, 1e-12), 0.0, 1.0)
@@ -194,10 +203,11 @@ def _calibrate(model, cond, z, xy_pitch, settings, section, prior, group, rings,
         per_spot = model.widening(cond, settings, exclude=group)
         width = dev.var(1) * spread ** 2 * (1.0 if per_spot is None else per_spot[:, None] ** 2)
         base = 0.0 if prior is None else prior / model.target.sd
-        rho_genes = variogram_strengths(base + z, base + point, width, xy_pitch, rings, fit, passed)
+        rho_svgm = variogram_strengths(base + z, base + point, width, xy_pitch, rings, fit, passed)
         rho_moran = moran_strengths(base + z, base + point, width, xy_pitch, rings, fit, passed)
+        rho_genes = 0.5 * (rho_svgm + rho_moran)
         model.spatial.update(rho=float(rho_genes.mean()), rho_genes=rho_genes.tolist(),
-                             rho_genes_moran=rho_moran.tolist())
+                             rho_genes_variogram=rho_svgm.tolist(), rho_genes_moran=rho_moran.tolist())
     log.info("whole-section draws: residual correlation at rings 1/2/3 on %s %s; noise field %s, length %.2f "
              "pitches, rho %.3f (mean over genes)", section, np.round(target, 3).tolist(), fit["kernel"],
              fit["length"], model.spatial["rho"])
