@@ -41,6 +41,16 @@ def test_the_field_is_standard_normal_at_every_spot_and_correlated_as_its_kernel
     assert abs(far) < 0.08
 
 
+@pytest.mark.parametrize("kind", ["gauss", "exp"])
+def test_a_field_over_more_than_two_axes_correlates_as_its_kernel_of_the_full_distance(kind):
+    # three spots: two at the same place that differ on a third axis, one a pitch away on it
+    pos = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.5], [1.0, 0.0, 0.0]])
+    f = SpatialField(pos, 4000, 2, length=2.0, kernel=kind, seed=4).rows(0, 3 * 4000).view(3, 4000, 2).numpy()
+    assert f.var() == pytest.approx(1.0, abs=0.05)
+    for j, d in ((1, 1.5), (2, 1.0)):
+        assert float((f[0] * f[j]).mean()) == pytest.approx(kernel(kind, np.array(d), 2.0), abs=0.06)
+
+
 def test_a_spot_gets_the_same_field_in_any_job_so_chunks_join_without_seams():
     xy = _grid(10) * 37.0 + 5.0
     whole = SpatialField(xy / 37.0, 3, 5, length=1.5, kernel="exp", seed=0)

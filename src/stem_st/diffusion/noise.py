@@ -37,9 +37,10 @@ class SpatialField:
 
     A field is a sum of random Fourier features (Rahimi & Recht 2007) of a stationary kernel of
     length ``length`` spot pitches: ``gauss`` exp(−d²/2ℓ²) or ``exp`` exp(−d/ℓ) (frequencies from
-    a Gaussian or a bivariate Cauchy). Each spot's feature vector is normalised, so the field is
-    exactly N(0, 1) at every spot. Its value depends only on (seed, sample, gene, position), not
-    on the other spots of the job or how a slide is cut into chunks: chunks join without seams.
+    a Gaussian or a multivariate Cauchy; positions may have more than two dimensions). Each spot's
+    feature vector is normalised, so the field is exactly N(0, 1) at every spot. Its value depends
+    only on (seed, sample, gene, position), not on the other spots of the job or how a slide is
+    cut into chunks: chunks join without seams.
     """
 
     def __init__(self, xy_pitch: np.ndarray, samples: int, genes: int, length: float,
@@ -52,11 +53,12 @@ class SpatialField:
         self._params: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _sample_params(self, s: int):
-        """Frequencies ``(F, 2)``, phases ``(F,)`` and weights ``(F, genes)`` of sample ``s``."""
+        """Frequencies ``(F, D)``, phases ``(F,)`` and weights ``(F, genes)`` of sample ``s`` (D: the
+        positions' dimension, 2 for spots on a slide)."""
         if s not in self._params:
             gen = torch.Generator().manual_seed(block_seed(self.seed, _FIELD_STREAM, s))
-            omega = torch.randn(FEATURES, 2, generator=gen, dtype=torch.float64) / self.length
-            if self.kernel == "exp":  # bivariate Cauchy: a Gaussian over |N(0, 1)|
+            omega = torch.randn(FEATURES, self.pos.shape[1], generator=gen, dtype=torch.float64) / self.length
+            if self.kernel == "exp":  # multivariate Cauchy: a Gaussian over |N(0, 1)|
                 omega = omega / torch.randn(FEATURES, 1, generator=gen, dtype=torch.float64).abs().clamp_min(1e-12)
             phase = 2 * np.pi * torch.rand(FEATURES, generator=gen, dtype=torch.float64)
             weights = torch.randn(FEATURES, self.genes, generator=gen)

@@ -1,0 +1,186 @@
+"""A probe, not a shipped variant: should the whole-section noise field also follow how spots look?
+
+knn+ctx draws are coherent for a reason the shipped field lacks: neighbouring spots that look
+alike retrieve the same training spots, so their draws share deviations where the tissue is
+alike and not across a boundary. Here the field's kernel runs over position × look: each spot
+sits at [x, y, α · PCA-8 of its standardised condition] (the look axes scaled so that a ring-1
+pair's median look difference is one pitch at α = 1), so two neighbours share noise in
+proportion to how alike they look. Everything else is as training fits it (kernel and length to
+the residual correlations of the validation section's rings, per-gene strengths as the mean of
+the variogram- and Moran's-I-matched ones), on the validation section only; the held-out section
+is then drawn with the same rule. α = 0 is the shipped field (2-D, exactly as shipped).
+
+The same trained networks as ``field_strengths.py`` (``joint_sampling.py``'s, one per fold).
+
+Usage (repository root, after ``joint_sampling.py run``):
+  .venv/bin/python benchmarks/field_looks.py run --workers 2
+  .venv/bin/python benchmarks/field_looks.py summary   # results/field_looks.{json,md}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from report import LOO_SECTIONS as SECTIONS
+from report import fold_commands, run_folds, write_fold
+
+ROOT = Path(__file__).resolve().parents[1]
+ALPHAS = (0.0, 0.5, 1.0, 2.0)
+KEYS = ("CRPS", "energy", "coverage80", "moran_err_sample", "svgm_err_sample")
+LOOK_DIMS = 8
+
+
+def fit_field(model, cond, z, prior, pos, rings, group, settings, np) -> dict:
+    """The field's fit on the validation spots at positions ``pos`` (pitches, any dimension), as
+    :func:`stem_st.stem.spatial.calibrate_spatial` does it."""
+    from stem_st.stem.spatial import (
+        deviation_correlations,
+        fit_kernel,
+        moran_strengths,
+        ring_correlations,
+        ring_kernel,
+        variogram_strengths,
+    )
+
+    centre = model.centre_z(cond, settings)
+    point = centre if centre is not None else model.point_z(cond, settings)
+    genes = ring_correlations(z - point, rings, per_gene=True)
+    fit = fit_kernel(genes.mean(1), pos, rings)
+    k = ring_kernel(fit, pos, rings)
+    ok = np.isfinite(k)
+    rho = np.clip(k[ok] @ genes[ok] / max(k[ok] @ k[ok], 1e-12), 0.0, 1.0)
+    model.spatial = {**fit, "rho": float(rho.mean()), "rho_genes": rho.tolist()}
+    draws = model.draw_z(cond, settings, xy=pos, pitch=1.0)
+    got, expected = deviation_correlations(draws, rings), rho.mean() * k
+    ok = np.isfinite(got) & np.isfinite(expected) & (expected > 0)
+    passed = float(got[ok].sum() / expected[ok].sum()) if ok.any() else 1.0
+    dev = draws - draws.mean(1, keepdims=True)
+    per_spot = model.widening(cond, settings, exclude=group)
+    spread = np.asarray(model.target.spread) ** 2
+    width = dev.var(1) * spread * (1.0 if per_spot is None else per_spot[:, None] ** 2)
+    base = prior / model.target.sd
+    rho = 0.5 * (variogram_strengths(base + z, base + point, width, pos, rings, fit, passed)
+                 + moran_strengths(base + z, base + point, width, pos, rings, fit, passed))
+    return {**fit, "passed": passed, "rho": float(rho.mean()), "rho_genes": rho.tolist()}
+
+
+def run_fold(models: str, preps: str, work: str, fold: str) -> dict:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = "1"
+    import sys
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from joint_sampling import recalibrate, structure, validation_set
+
+    from stem_st.data.context import RADII, graph_matrices, shell_pairs, spot_pitch
+    from stem_st.data.dataset import open_prepared
+    from stem_st.data.units import log2_expression
+    from stem_st.defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
+    from stem_st.stem import PredictSettings, StemModel
+    from stem_st.training.data import section_counts
+
+    torch.set_num_threads(1)
+    ds = open_prepared(Path(preps) / f"prep_{fold}")
+    model = StemModel.load(Path(models) / fold)
+    vs = validation_set(ds, model, fold, Path(work))
+    recalibrate(model, vs)  # the shipped fit: spread, widening, field
+    settings = PredictSettings(seed=0, device="cpu")
+    fitting = replace(settings, num_samples=DEFAULT_NUM_SAMPLES, sampler=DEFAULT_SAMPLER, spatial_noise=True)
+    rings_v = shell_pairs(vs.xy)
+    # the look axes: PCA of the validation spots' conditions, scaled on their ring-1 pairs
+    mu = vs.cond.mean(0)
+    axes = np.linalg.svd(vs.cond - mu, full_matrices=False)[2][:LOOK_DIMS]
+    look_v = (vs.cond - mu) @ axes.T
+    i, j = rings_v[0]
+    scale = float(np.median(np.linalg.norm(look_v[i] - look_v[j], axis=1)))
+    a = ds.section(fold)
+    truth = log2_expression(section_counts(ds, fold))
+    emb, xy = ds.embeddings(fold)[:, 0], np.asarray(a.obsm["spatial"])
+    graph = graph_matrices(xy, RADII["ring1"][0])[0]
+    cond = model.condition(emb, xy)
+    xy_t, look_t = xy / spot_pitch(xy), (cond - mu) @ axes.T / scale
+    pz = model.point_z(cond, settings)
+    point = np.maximum(model.target.decode(pz, model.target.prior(cond)), 0)
+    centre = pz if model.recipe.centre_samples else None
+    out = {"fold": fold, "validation": vs.section, "look_scale": scale, "alphas": {}}
+    for alpha in ALPHAS:
+        t = time.perf_counter()
+        pos_v = vs.xy if alpha == 0 else np.hstack([vs.xy, alpha * look_v / scale])
+        fit = fit_field(model, vs.cond, vs.z, vs.prior, pos_v, rings_v, vs.group, fitting, np)
+        model.spatial = fit
+        pos_t = xy_t if alpha == 0 else np.hstack([xy_t, alpha * look_t])
+        draws = model.draw_z(cond, settings, xy=pos_t, pitch=1.0)
+        z = model.target.widen(draws, centre, model.widening(cond, settings))
+        samples = np.maximum(model.target.decode(z, model.target.prior(cond)[:, None]), 0)
+        out["alphas"][str(alpha)] = {**structure(truth, point, samples, xy, graph),
+                                     "length": fit["length"], "kernel": fit["kernel"], "passed": fit["passed"],
+                                     "rho_quantiles": np.quantile(fit["rho_genes"], [0.1, 0.5, 0.9]).tolist(),
+                                     "seconds": round(time.perf_counter() - t, 1)}
+    write_fold(work, fold, out)
+    print(f"{fold}: done", flush=True)
+    return out
+
+
+def cmd_run(args) -> None:
+    run_folds(run_fold, args.work, args.folds, args.workers, args.models, args.preps, args.work)
+
+
+def cmd_summary(args) -> None:
+    import numpy as np
+    from report import machine, write_results
+
+    folds = {f: json.loads((Path(args.work) / f"{f}.json").read_text()) for f in SECTIONS
+             if (Path(args.work) / f"{f}.json").is_file()}
+    joint = {f: json.loads((Path(args.joint) / f"{f}.json").read_text()) for f in folds}
+    knn = {f: joint[f]["methods"]["knn+ctx"] for f in folds}
+    md = ["# A noise field over position × look (`benchmarks/field_looks.py`; a probe, nothing shipped)", "",
+          f"Machine: {machine()}, one thread per fold. The networks of `joint_sampling.py` (the shipped "
+          "training), one per HER2ST leave-one-section-out fold; the field is fitted on the validation section as "
+          f"training fits it, with spots at [x, y, α · PCA-{LOOK_DIMS} of the condition] (look axes scaled so "
+          "that a ring-1 pair's median look difference is one pitch), then the held-out section is drawn (20 "
+          "samples, dpm++:10); log2(1 + count). α = 0: the shipped field. knn+ctx: `joint_sampling.py`'s. "
+          "Regenerate: `.venv/bin/python benchmarks/field_looks.py run && … summary`.", "",
+          "| α | kernel, length (median) | " + " | ".join(KEYS) + " | γ draw / truth, rings 1/2/3 | Moran's I ≤ "
+          "knn+ctx | Moran's I lower than α = 0 |", "|---|---|" + "---|" * (len(KEYS) + 3)]
+    ref = {f: r["alphas"]["0.0"] for f, r in folds.items()}
+    for alpha in folds[next(iter(folds))]["alphas"]:
+        per = {f: r["alphas"][alpha] for f, r in folds.items()}
+        ratio = np.array([x["svgm_ratio"] for x in per.values()]).mean(0)
+        beats = sum(per[f]["moran_err_sample"] <= knn[f]["moran_err_sample"] for f in per)
+        lower = sum(per[f]["moran_err_sample"] < ref[f]["moran_err_sample"] for f in per)
+        kinds = sorted({x["kernel"] for x in per.values()})
+        length = np.median([x["length"] for x in per.values()])
+        md.append(f"| {alpha} | {'/'.join(kinds)}, {length:.2f} | " + " | ".join(
+            f"{np.mean([x[k] for x in per.values()]):.3f} ± {np.std([x[k] for x in per.values()], ddof=1):.3f}"
+            for k in KEYS) + " | " + " / ".join(f"{v:.2f}" for v in ratio)
+            + f" | {beats}/{len(per)} | {lower}/{len(per)} |")
+    md += ["", "## Per fold: Moran's I error / svgm_err_sample", "",
+           "| α | " + " | ".join(folds) + " |", "|---|" + "---|" * len(folds)]
+    for alpha in folds[next(iter(folds))]["alphas"]:
+        per = {f: r["alphas"][alpha] for f, r in folds.items()}
+        md.append(f"| {alpha} | " + " | ".join(
+            f"{x['moran_err_sample']:.3f} / {x['svgm_err_sample']:.3f}" for x in per.values()) + " |")
+    md.append("| knn+ctx | " + " | ".join(f"{knn[f]['moran_err_sample']:.3f} / {knn[f]['svgm_err_sample']:.3f}"
+                                         for f in folds) + " |")
+    write_results(args.out, {"machine": machine(), "folds": folds,
+                             "command": "python benchmarks/field_looks.py run && python benchmarks/field_looks.py "
+                                        "summary"}, "\n".join(md))
+
+
+def main() -> None:
+    def extra(run, summary):
+        run.add_argument("--models", default=str(ROOT / "runs/joint_sampling/models"))
+        summary.add_argument("--joint", default=str(ROOT / "runs/joint_sampling"))
+
+    fold_commands(__doc__, "field_looks", cmd_run, cmd_summary, extra)
+
+
+if __name__ == "__main__":
+    main()
