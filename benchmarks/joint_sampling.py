@@ -321,7 +321,7 @@ def cmd_slide_cost(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         def once(name: str) -> float:
             cmd = [stem, "predict-slide", args.run, "--image", args.slide, "--mpp", str(args.mpp),
-                   "--out", str(Path(tmp) / f"{name}.h5ad")]
+                   "--out", str(Path(tmp) / f"{name}.h5ad"), "--overwrite"]
             if name == "independent":
                 cmd.append("--independent-spots")
             t = time.perf_counter()
