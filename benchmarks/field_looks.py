@@ -33,45 +33,10 @@ KEYS = ("CRPS", "energy", "coverage80", "moran_err_sample", "svgm_err_sample")
 LOOK_DIMS = 8
 
 
-def fit_field(model, cond, z, prior, pos, rings, group, settings, np) -> dict:
-    """The field's fit on the validation spots at positions ``pos`` (pitches, any dimension), as
-    :func:`stem_st.stem.spatial.calibrate_spatial` does it."""
-    from stem_st.stem.spatial import (
-        deviation_correlations,
-        fit_kernel,
-        moran_strengths,
-        ring_correlations,
-        ring_kernel,
-        variogram_strengths,
-    )
-
-    centre = model.centre_z(cond, settings)
-    point = centre if centre is not None else model.point_z(cond, settings)
-    genes = ring_correlations(z - point, rings, per_gene=True)
-    fit = fit_kernel(genes.mean(1), pos, rings)
-    k = ring_kernel(fit, pos, rings)
-    ok = np.isfinite(k)
-    rho = np.clip(k[ok] @ genes[ok] / max(k[ok] @ k[ok], 1e-12), 0.0, 1.0)
-    model.spatial = {**fit, "rho": float(rho.mean()), "rho_genes": rho.tolist()}
-    draws = model.draw_z(cond, settings, xy=pos, pitch=1.0)
-    got, expected = deviation_correlations(draws, rings), rho.mean() * k
-    ok = np.isfinite(got) & np.isfinite(expected) & (expected > 0)
-    passed = float(got[ok].sum() / expected[ok].sum()) if ok.any() else 1.0
-    dev = draws - draws.mean(1, keepdims=True)
-    per_spot = model.widening(cond, settings, exclude=group)
-    spread = np.asarray(model.target.spread) ** 2
-    width = dev.var(1) * spread * (1.0 if per_spot is None else per_spot[:, None] ** 2)
-    base = prior / model.target.sd
-    rho = 0.5 * (variogram_strengths(base + z, base + point, width, pos, rings, fit, passed)
-                 + moran_strengths(base + z, base + point, width, pos, rings, fit, passed))
-    return {**fit, "passed": passed, "rho": float(rho.mean()), "rho_genes": rho.tolist()}
-
-
 def run_fold(models: str, preps: str, work: str, fold: str) -> dict:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
     import sys
-    from dataclasses import replace
 
     import numpy as np
     import torch
@@ -82,8 +47,8 @@ def run_fold(models: str, preps: str, work: str, fold: str) -> dict:
     from stem_st.data.context import RADII, graph_matrices, shell_pairs, spot_pitch
     from stem_st.data.dataset import open_prepared
     from stem_st.data.units import log2_expression
-    from stem_st.defaults import DEFAULT_NUM_SAMPLES, DEFAULT_SAMPLER
     from stem_st.stem import PredictSettings, StemModel
+    from stem_st.stem.spatial import calibrate_spatial
     from stem_st.training.data import section_counts
 
     torch.set_num_threads(1)
@@ -92,7 +57,6 @@ def run_fold(models: str, preps: str, work: str, fold: str) -> dict:
     vs = validation_set(ds, model, fold, Path(work))
     recalibrate(model, vs)  # the shipped fit: spread, widening, field
     settings = PredictSettings(seed=0, device="cpu")
-    fitting = replace(settings, num_samples=DEFAULT_NUM_SAMPLES, sampler=DEFAULT_SAMPLER, spatial_noise=True)
     rings_v = shell_pairs(vs.xy)
     # the look axes: PCA of the validation spots' conditions, scaled on their ring-1 pairs
     mu = vs.cond.mean(0)
@@ -113,8 +77,8 @@ def run_fold(models: str, preps: str, work: str, fold: str) -> dict:
     for alpha in ALPHAS:
         t = time.perf_counter()
         pos_v = vs.xy if alpha == 0 else np.hstack([vs.xy, alpha * look_v / scale])
-        fit = fit_field(model, vs.cond, vs.z, vs.prior, pos_v, rings_v, vs.group, fitting, np)
-        model.spatial = fit
+        fit = calibrate_spatial(model, vs.cond, vs.z, pos_v, settings, vs.section, vs.prior, vs.group,
+                                rings=rings_v)
         pos_t = xy_t if alpha == 0 else np.hstack([xy_t, alpha * look_t])
         draws = model.draw_z(cond, settings, xy=pos_t, pitch=1.0)
         z = model.target.widen(draws, centre, model.widening(cond, settings))

@@ -159,12 +159,13 @@ def section_field(model, xy: np.ndarray | None, settings: PredictSettings, sampl
 
 def calibrate_spatial(model, cond: np.ndarray, z: np.ndarray, xy_pitch: np.ndarray,
                       settings: PredictSettings, section: str = "", prior: np.ndarray | None = None,
-                      group: int | None = None, progress: bool = False) -> dict | None:
+                      group: int | None = None, progress: bool = False, rings=None) -> dict | None:
     """Fit ``model.spatial`` on a validation section's spots: conditions, cross-fitted z, positions
     in pitches, the cross-fitted prior (log2) and the section's group (its spots' shift widening
     leaves it out, as in the spread calibration). Returns the fit (also stored), or None when the
-    spots have no pairs. ``progress``: a bar."""
-    rings = shell_pairs(xy_pitch)
+    spots have no pairs. ``progress``: a bar. ``rings``: the pairs, default those of ``xy_pitch``
+    (given, ``xy_pitch`` may carry more axes than the slide's two: a field over them)."""
+    rings = shell_pairs(xy_pitch) if rings is None else rings
     if not any(len(i) for i, _ in rings):
         log.info("no neighbouring spots on %s: spots are drawn independently", section)
         model.spatial = None
