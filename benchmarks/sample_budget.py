@@ -47,8 +47,9 @@ BUDGETS = {
     "paper 2000×256": ("paper", 2000, 256, 1e-4),
 }
 #: every regime starts from the default recipe as it was when these regimes were defined (without
-#: neighbour targets, which the default now has), so a rerun keeps each row's meaning
-BASE_RECIPE = "neighbour_targets=0"
+#: neighbour targets and with one spread factor, as the default now has not), so a rerun keeps each
+#: row's meaning
+BASE_RECIPE = "neighbour_targets=0,spread_criterion=coverage"
 #: regimes: TrainSettings overrides and recipe overrides (``key=value,…``) on BASE_RECIPE
 REGIMES = {
     "before": ({"validation": "none"}, ""),
@@ -63,6 +64,9 @@ REGIMES = {
     "validated every 1/40": ({"validation": "auto", "val_fraction": 40}, ""),
     "validated + neighbour targets 16": ({"validation": "auto"}, "neighbour_targets=16"),
     "validated + neighbour targets 64": ({"validation": "auto"}, "neighbour_targets=64"),
+    # the spread calibrated at three levels (50/80/95 %) instead of one factor for 80 %
+    "validated + neighbour targets 16 + three-level spread": ({"validation": "auto"},
+                                                              "neighbour_targets=16,spread_criterion=levels"),
 }
 TINY = ("tiny 600×32", "tiny 2400×32", "tiny 600×256", "tiny 4800×32")
 #: named job lists, most important first (a run with a deadline stops launching in this order)

@@ -1,20 +1,24 @@
-"""How should the samples' spread be calibrated: one factor for the panel or one per gene, and
-how much should it widen with a spot's shift?
+"""How should the samples' spread be calibrated: one factor for the panel or one per gene, at one
+level or three, and how much should it widen with a spot's shift?
 
 The shipped calibration scales every gene's sample deviations by one factor, the smallest that
 makes the validation section's 80 % intervals hold 80 % of its residuals over the whole panel,
 after each spot's deviations are multiplied by its shift widening (``stem.shift``: relative to
-the training spots' mean, so spots nearer the training data than typical get narrower).
-Genes differ: one factor leaves well-expressed genes too wide and others too narrow, which the
-per-spot variogram score (gene-pair differences) and one draw's spatial variogram punish. Here
-the same trained networks (the shipped training of ``joint_sampling.py``, one per fold) are
-recalibrated on the same validation section (rebuilt exactly as training built it) with each
-variant, and the held-out section is predicted and scored; the knn+ctx row is
-``joint_sampling.py``'s. Variants: ``panel coverage`` (shipped), ``per-gene coverage``,
-``panel CRPS``, ``per-gene CRPS``; and for the widening: ``no shift widening`` (the factor
-calibrated without it), ``widen beyond the median`` / ``beyond the 90th percentile`` (a spot
-widens only when farther from the training data than that quantile of the training spots'
-cross-fitted distances, never narrows).
+the training spots' median cross-fitted distance, never narrowing; until the widening started at
+the median it was relative to their mean, so spots nearer the training data than typical got
+narrower). Genes differ: one factor leaves well-expressed genes too wide and others too narrow,
+which the per-spot variogram score (gene-pair differences) and one draw's spatial variogram
+punish. Here the same trained networks (the shipped training of ``joint_sampling.py``, one per
+fold) are recalibrated on the same validation section (rebuilt exactly as training built it) with
+each variant, and the held-out section is predicted and scored; the knn+ctx row is
+``joint_sampling.py``'s. Variants: ``widen beyond the median (shipped)``, ``panel coverage,
+widening relative to the mean`` (shipped before), ``per-gene coverage``, ``panel CRPS``,
+``per-gene CRPS`` (these three with the widening relative to the mean); ``no shift widening`` (the
+factor calibrated without it), ``widen beyond the 90th percentile``; ``three levels (50/80/95 %)``
+(recipe ``spread_criterion=levels``: the 50, 80 and 95 % intervals each hold their level, the draws'
+deviations scaled by their rank's level: a heavier tail and a narrower middle, or the reverse);
+``common shift matched`` (``spread_common``: the draws' share along one shift of every gene alike,
+a spot's depth, matched to the residuals', each gene's width kept).
 
 Usage (repository root, after ``joint_sampling.py run``):
   .venv/bin/python benchmarks/spread_levers.py run --workers 2
@@ -32,12 +36,20 @@ from report import LOO_SECTIONS as SECTIONS
 from report import fold_commands, run_folds, write_fold
 
 ROOT = Path(__file__).resolve().parents[1]
-#: variant → (spread_per_gene, spread_criterion, widening: "mean" as shipped, "off", or the quantile it starts at)
-VARIANTS = {"panel coverage (shipped)": (False, "coverage", "mean"),
+#: variant → (spread_per_gene, spread_criterion, widening: "mean" (relative to the training spots'
+#: mean, as shipped until the widening started at the median), "off", or the quantile it starts at)
+SHIPPED = "widen beyond the median (shipped)"
+VARIANTS = {"panel coverage, widening relative to the mean": (False, "coverage", "mean"),
             "per-gene coverage": (True, "coverage", "mean"),
             "panel CRPS": (False, "crps", "mean"), "per-gene CRPS": (True, "crps", "mean"),
-            "no shift widening": (False, "coverage", "off"), "widen beyond the median": (False, "coverage", 0.5),
-            "widen beyond the 90th percentile": (False, "coverage", 0.9)}
+            "no shift widening": (False, "coverage", "off"), SHIPPED: (False, "coverage", 0.5),
+            "widen beyond the 90th percentile": (False, "coverage", 0.9),
+            "three levels (50/80/95 %)": (False, "levels", 0.5),
+            # the draws' share along one shift of every gene alike matched to the residuals' (spread_common)
+            "common shift matched": (False, "coverage", 0.5, True)}
+#: the committed rows' names before the widening started at the median
+RENAMED = {"panel coverage (shipped)": "panel coverage, widening relative to the mean",
+           "widen beyond the median": SHIPPED}
 KEYS = ("CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95", "moran_err_sample",
         "svgm_err_sample")
 
@@ -75,9 +87,10 @@ def run_fold(models: str, preps: str, work: str, variants: str, fold: str) -> di
     out = {"fold": fold, "validation": vs.section, "variants": {}}
     chosen = list(VARIANTS) if variants == "all" else [v.strip() for v in variants.split(";")]
     for name in chosen:
-        per_gene, criterion, widen = VARIANTS[name]
+        per_gene, criterion, widen, *common = VARIANTS[name]
         t = time.perf_counter()
-        model.recipe = replace(recipe, spread_per_gene=per_gene, spread_criterion=criterion)
+        model.recipe = replace(recipe, spread_per_gene=per_gene, spread_criterion=criterion,
+                               spread_common=bool(common and common[0]))
         if model.shift_ref is not None:
             model.shift_ref.widen_from = None if widen in ("mean", "off") else widen
         calibrate_spread(model, vs.cond, vs.z, np.full(len(vs.z), vs.group), PredictSettings(seed=0, device="cpu"))
@@ -90,6 +103,8 @@ def run_fold(models: str, preps: str, work: str, variants: str, fold: str) -> di
         out["variants"][name] = {**structure(truth, point, samples, xy, graph),
                                  "spread_quantiles": np.quantile(spread, [0.1, 0.5, 0.9]).tolist(),
                                  "widening_mean": 1.0 if per_spot is None else float(per_spot.mean()),
+                                 "shape": None if model.target.shape is None else model.target.shape.tolist(),
+                                 "common": None if model.target.common is None else float(model.target.common[0]),
                                  "seconds": round(time.perf_counter() - t, 1)}
     write_fold(work, fold, out)
     print(f"{fold}: done", flush=True)
@@ -111,7 +126,7 @@ def cmd_summary(args) -> None:
     for f in SECTIONS:
         if (Path(args.work) / f"{f}.json").is_file():
             new = json.loads((Path(args.work) / f"{f}.json").read_text())
-            old = folds.get(f, {}).get("variants", {})
+            old = {RENAMED.get(k, k): v for k, v in folds.get(f, {}).get("variants", {}).items()}
             folds[f] = {**new, "variants": {**old, **new["variants"]}}
     folds = {f: folds[f] for f in SECTIONS if f in folds}
     ran = {v for f in SECTIONS if (Path(args.work) / f"{f}.json").is_file()
@@ -146,7 +161,7 @@ def cmd_summary(args) -> None:
             f"{np.mean([x[k] for x in per.values()]):.3f} ± {np.std([x[k] for x in per.values()], ddof=1):.3f}"
             for k in KEYS) + " |")
     paired = {}
-    for ref in ("panel coverage (shipped)", "knn+ctx"):
+    for ref in (SHIPPED, "knn+ctx"):
         md += ["", f"## Paired per fold: variant − {ref} (mean ± sd; folds where the variant is lower)", "",
                "| variant | " + " | ".join(KEYS) + " |", "|---|" + "---|" * len(KEYS)]
         for v in VARIANTS:

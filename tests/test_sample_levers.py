@@ -1,5 +1,6 @@
 """Levers on Stem's samples: diffusion noise with the residuals' gene covariance
-(``correlated_noise``) and one spread factor per gene (``spread_per_gene``)."""
+(``correlated_noise``), one spread factor per gene (``spread_per_gene``), the spread at three
+levels (``spread_criterion=levels``) and the draws' common shift (``spread_common``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from stem_st.diffusion.noise import RowNoise
 from stem_st.errors import StemError
 from stem_st.recipe import RECIPES, get_recipe
 from stem_st.stem import PredictSettings, StemModel, TrainSettings
-from stem_st.training.targets import fit_targets, spread_factor
+from stem_st.training.targets import (
+    SHAPE_LEVELS,
+    TargetTransform,
+    fit_targets,
+    shape_deviations,
+    spread_factor,
+    spread_levels,
+)
 
 
 def _corr(draws: np.ndarray) -> np.ndarray:
@@ -65,6 +73,54 @@ def test_per_gene_spread_widens_the_narrow_gene_and_narrows_the_wide_one():
     by_crps = spread_factor(truth, samples, np.zeros_like(truth), per_gene=True, criterion="crps")
     np.testing.assert_allclose(by_crps, 1 / np.array([0.4, 2.5]), rtol=0.15)
     assert 0.1 <= spread_factor(truth, samples[..., 1:], criterion="crps") < 0.7  # may narrow
+
+
+def _coverage(truth: np.ndarray, samples: np.ndarray) -> list[float]:
+    ends = [np.quantile(samples, [(1 - lv) / 2, (1 + lv) / 2], axis=1) for lv in SHAPE_LEVELS]
+    return [float(((truth >= lo) & (truth <= hi)).mean()) for lo, hi in ends]
+
+
+def test_three_level_spread_gives_heavy_tailed_truth_its_tails_and_keeps_the_draws_order():
+    rng = np.random.default_rng(2)
+    truth = rng.standard_t(3, size=(500, 40))  # heavier tailed than the Gaussian draws
+    samples = rng.normal(size=(500, 20, 40))
+    before = _coverage(truth, spread_factor(truth, samples) * samples)
+    assert before[0] > 0.53 and before[2] < 0.92  # one factor: the middle too wide, the tails too thin
+    f = spread_levels(truth, samples)
+    assert f[0] < f[1] < f[2] and f[2] / f[1] > 1.2
+    shaped = shape_deviations(samples - samples.mean(1, keepdims=True), f)
+    np.testing.assert_allclose(_coverage(truth, shaped), SHAPE_LEVELS, atol=0.015)
+    np.testing.assert_array_equal(np.argsort(shaped, axis=1), np.argsort(samples, axis=1))
+    # a Gaussian truth: 20 draws' extreme quantiles still fall short, but far less than for t(3)
+    gauss = spread_levels(rng.normal(size=(500, 40)), samples)
+    assert gauss[2] / gauss[0] < 1.3 < f[2] / f[0]
+    t = TargetTransform(*(np.zeros(40, np.float32) for _ in range(4)), spread=np.asarray(f[1], np.float32),
+                        shape=(f / f[1]).astype(np.float32))
+    back = TargetTransform.from_state(t.state())
+    np.testing.assert_array_equal(back.shape, t.shape)
+    np.testing.assert_allclose(back.widen(samples.astype(np.float32)),
+                               samples.mean(1, keepdims=True) + f[1] * shaped / f[1], rtol=1e-4, atol=1e-5)
+    with pytest.raises(StemError, match="levels"):
+        get_recipe("default").with_options("spread_per_gene=true,spread_criterion=levels")
+
+
+def test_common_shift_gives_the_draws_the_residuals_share_and_keeps_each_genes_width():
+    from stem_st.training.spread import common_direction, common_share, fit_common, with_common
+
+    rng = np.random.default_rng(3)
+    sd = rng.uniform(0.5, 2.0, 30)
+    v = common_direction(sd)
+    depth = rng.normal(size=(400, 1)) * 0.6 / sd  # one log shift of every gene alike, in z units
+    truth = depth + rng.normal(size=(400, 30))
+    draws = rng.normal(size=(400, 20, 30)) * np.sqrt(1 + 0.36 / sd ** 2)  # as wide, genes independent
+    assert common_share(draws - draws.mean(1, keepdims=True), v) < 0.5 * common_share(truth, v)
+    common = fit_common(truth, draws, v)
+    assert common[0] > 0.5
+    shifted = with_common(draws - draws.mean(1, keepdims=True), common, v)
+    assert common_share(shifted, v) == pytest.approx(common_share(truth - draws.mean(1), v), abs=0.03)
+    dev = draws - draws.mean(1, keepdims=True)
+    np.testing.assert_allclose((shifted ** 2).mean((0, 1)), (dev ** 2).mean((0, 1)), rtol=1e-3)
+    assert fit_common(rng.normal(size=(400, 30)), draws, v)[0] < 0.3  # independent truth: ~ unchanged
 
 
 @pytest.fixture(scope="module")

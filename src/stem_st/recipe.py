@@ -20,7 +20,7 @@ PRIORS = ("none", "ridge")
 
 POINTS = ("sample_mean", "posterior_mean")
 LR_SCHEDULES = ("constant", "cosine")
-SPREAD_CRITERIA = ("coverage", "crps")
+SPREAD_CRITERIA = ("coverage", "crps", "levels")
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,13 @@ class Recipe:
       spots; a briefly trained x0 network draws samples that are too alike (80 % intervals
       held 45 %). ``spread_per_gene``: one factor per gene instead (each gene's 80 % intervals
       hold 80 % of its training residuals; also narrows a gene whose samples are too wide).
-      ``spread_criterion``: ``coverage`` (the 80 % intervals hold 80 %) or ``crps`` (the factor
-      with the lowest CRPS on those residuals: calibration and sharpness together).
+      ``spread_criterion``: ``coverage`` (the 80 % intervals hold 80 %), ``crps`` (the factor
+      with the lowest CRPS on those residuals: calibration and sharpness together) or ``levels``
+      (the 50, 80 and 95 % intervals each hold their level: the draws' deviations scaled by a
+      factor that grows with their rank's distance from the middle, a heavier or lighter tail).
+      ``spread_common``: then the draws' deviations along one shift of every gene alike (a spot's
+      depth or density) are scaled so that their share of the deviations matches the residuals'
+      (each gene's width kept), so genes move together in a draw as much as in the truth.
     - ``correlated_noise``: the diffusion noise (training and sampling) has the gene covariance of
       the cross-fitted training residuals (z units, Ledoit–Wolf shrunk) instead of the identity
       (PriorGrad, Lee et al. 2022), so draws start with the genes' real co-variation and the
@@ -80,6 +85,7 @@ class Recipe:
     calibrate_spread: bool = False
     spread_per_gene: bool = False
     spread_criterion: str = "coverage"
+    spread_common: bool = False
     correlated_noise: bool = False
     lr_schedule: str = "constant"
     cond_dropout: float = 0.0
@@ -110,6 +116,9 @@ class Recipe:
                 "recipe: correlated_noise needs target=zscore")
         require(not self.spread_per_gene or self.calibrate_spread,
                 "recipe: spread_per_gene needs calibrate_spread")
+        require(not self.spread_common or self.calibrate_spread, "recipe: spread_common needs calibrate_spread")
+        require(not (self.spread_per_gene and self.spread_criterion == "levels"),
+                "recipe: spread_criterion=levels is one set of factors for the panel (no spread_per_gene)")
         require(not self.centre_samples or self.point == "posterior_mean",
                 "recipe: centre_samples needs point=posterior_mean")
 

@@ -27,7 +27,7 @@ from ..training.data import TrainingData, build_training_data, pair_bytes
 from ..training.distributed import DistInfo
 from ..training.loop import BEST_DIR, KEEP_CHECKPOINTS, LoopConfig, LoopResult, checkpoint_bytes, train_loop
 from ..training.pairs import TrainingPairs, calibration_rows, fit_statistics, neighbour_table
-from ..training.targets import scale_deviations, spread_factor
+from ..training.spread import common_direction, fit_common, scale_deviations, spread_factor, spread_levels
 from .settings import PredictSettings, TrainSettings, network_config, training_geometry
 from .shift import REFERENCE_SPOTS, fit_reference
 from .spatial import calibrate_spatial
@@ -214,21 +214,33 @@ def calibrate_spread(model, cond: np.ndarray, z: np.ndarray, groups: np.ndarray,
     ``spread_plain`` without (``shift_widening=False``); ``progress``: a bar."""
     settings = PredictSettings(num_samples=DEFAULT_NUM_SAMPLES, sampler=DEFAULT_SAMPLER, seed=settings.seed,
                                device=settings.device)
-    widened, plain = [], []
+    widened, plain, drawn = [], [], []
     total = len(cond) * (settings.num_samples + model.recipe.centre_samples)
+    levels = model.recipe.spread_criterion == "levels"
     kw = {"per_gene": model.recipe.spread_per_gene, "criterion": model.recipe.spread_criterion}
+    factor = (lambda *a: spread_levels(*a)) if levels else (lambda *a: spread_factor(*a, **kw))
     with phase(f"calibrate the spread ({len(cond)} spots × {settings.num_samples} samples)", total,
                progress) as advance:
         for g in np.unique(groups):
             rows = groups == g
             draws = model.draw_z(cond[rows], settings, progress=advance)
             centre = model.centre_z(cond[rows], settings, advance)
-            plain.append(spread_factor(z[rows], draws, centre, **kw))
+            plain.append(factor(z[rows], draws, centre))
             per_spot = model.widening(cond[rows], settings, exclude=int(g))
+            drawn.append((rows, draws, centre, per_spot))
             mean = draws.mean(1, keepdims=True)
             widened.append(plain[-1] if per_spot is None else
-                           spread_factor(z[rows], mean + scale_deviations(draws - mean, per_spot), centre, **kw))
-    model.target.spread = np.asarray(np.median(np.asarray(widened), axis=0), dtype=np.float32)
-    model.target.spread_plain = np.asarray(np.median(np.asarray(plain), axis=0), dtype=np.float32)
+                           factor(z[rows], mean + scale_deviations(draws - mean, per_spot), centre))
+    widened, plain = np.median(np.asarray(widened), axis=0), np.median(np.asarray(plain), axis=0)
+    model.target.shape = (widened / widened[1]).astype(np.float32) if levels else None
+    if levels:  # the spread is the 80 % factor; the shape (of the widened draws) serves both
+        widened, plain = widened[1], plain[1]
+    model.target.spread = np.asarray(widened, dtype=np.float32)
+    model.target.spread_plain = np.asarray(plain, dtype=np.float32)
+    model.target.common = None
+    if model.recipe.spread_common:  # on the draws as prediction now widens them, all groups together
+        rows = np.concatenate([r.nonzero()[0] for r, *_ in drawn])
+        shaped = np.concatenate([model.target.widen(d, c, p) for _, d, c, p in drawn])
+        model.target.common = fit_common(z[rows], shaped, common_direction(model.target.sd))
     model.meta["spread_calibrated_with"] = {"sampler": settings.sampler, "num_samples": settings.num_samples}
     return float(np.median(model.target.spread))

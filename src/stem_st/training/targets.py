@@ -16,6 +16,18 @@ import torch
 
 from ..models.ridge import RidgeProbe
 from ..recipe import Recipe
+from .spread import (
+    SHAPE_LEVELS,
+    common_direction,
+    scale_deviations,
+    shape_deviations,
+    spread_factor,
+    spread_levels,
+    with_common,
+)
+
+__all__ = ["SHAPE_LEVELS", "TargetTransform", "scale_deviations", "shape_deviations", "spread_factor",
+           "spread_levels"]
 
 SD_FLOOR = 1e-3
 
@@ -34,6 +46,8 @@ class TargetTransform:
     spread: np.ndarray | None = None  # () or (G,) factor on samples' deviations from their mean
     noise_chol: np.ndarray | None = None  # (G, G) L with L Lᵀ the residuals' gene covariance (z units)
     spread_plain: np.ndarray | None = None  # the spread calibrated without per-spot widening
+    shape: np.ndarray | None = None  # (3,) factors at SHAPE_LEVELS over the spread (criterion "levels")
+    common: np.ndarray | None = None  # (1 + G,) λ and per-gene factors of with_common (spread_common)
 
     def prior(self, cond: np.ndarray) -> np.ndarray:
         """The prior mean ``(N, G)`` for standardised conditions (zeros without a prior)."""
@@ -58,7 +72,10 @@ class TargetTransform:
         c = m if centre is None else centre[:, None]
         spread = self.spread if per_spot is not None or self.spread_plain is None else self.spread_plain
         s = 1.0 if spread is None or z.shape[1] < 2 else np.asarray(spread, dtype=np.float32)
-        return (c + s * scale_deviations(z - m, per_spot)).astype(np.float32)
+        dev = s * shape_deviations(scale_deviations(z - m, per_spot), self.shape)
+        if self.common is not None:
+            dev = with_common(dev, self.common, common_direction(self.sd))
+        return (c + dev).astype(np.float32)
 
     def noise_colour(self, device: torch.device) -> torch.Tensor | None:
         """Lᵀ on ``device`` (diffusion noise ε Lᵀ has the residuals' gene covariance), or None."""
@@ -68,7 +85,8 @@ class TargetTransform:
         return torch.from_numpy(self.lo), torch.from_numpy(self.hi)
 
     def state(self) -> dict:
-        keys = ("mu", "sd", "lo", "hi", "prior_weight", "prior_bias", "spread", "noise_chol", "spread_plain")
+        keys = ("mu", "sd", "lo", "hi", "prior_weight", "prior_bias", "spread", "noise_chol", "spread_plain",
+                "shape", "common")
         return {k: None if getattr(self, k) is None else torch.from_numpy(getattr(self, k))
                 for k in keys}
 
@@ -147,52 +165,3 @@ def noise_cholesky(z: np.ndarray) -> np.ndarray:
 
     cov = LedoitWolf().fit(np.asarray(z, dtype=np.float64)).covariance_
     return np.linalg.cholesky(cov + 1e-6 * np.eye(len(cov))).astype(np.float32)
-
-
-def scale_deviations(dev: np.ndarray, per_spot: np.ndarray | None) -> np.ndarray:
-    """``(N, S, G)`` deviations times each spot's multiplier ``(N,)`` (None: unchanged)."""
-    return dev if per_spot is None else dev * np.asarray(per_spot, dtype=np.float32)[:, None, None]
-
-
-def spread_factor(z_true: np.ndarray, z_samples: np.ndarray, centre: np.ndarray | None = None,
-                  level: float = 0.8, per_gene: bool = False, criterion: str = "coverage") -> float | np.ndarray:
-    """The factor s on the samples' deviations from their mean (placed at ``centre``, default the
-    samples' mean) that fits the truth: ``(N, G)`` truth and centre, ``(N, S, G)`` samples (with
-    S as at prediction: few samples give narrow intervals).
-
-    ``coverage``: the smallest s on a 1 % grid up to 8 whose central ``level`` intervals hold
-    ``level`` of the truth. ``crps``: the s on that grid with the lowest mean fair CRPS (the
-    proper score; it also rewards sharpness), from 0.1 up. One factor for the panel (by
-    coverage: from 1 up, only widening), or with ``per_gene`` one per gene ``(G,)`` from 0.1 up."""
-    m = z_samples.mean(1, keepdims=True)
-    dev = z_samples - m
-    off = z_true - (m[:, 0] if centre is None else centre)
-    grid = np.arange(0.1 if per_gene or criterion == "crps" else 1.0, 8.0, 0.01)
-    if criterion == "crps":
-        return _crps_factor(off, dev, grid, per_gene)
-    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
-    lo, hi = np.quantile(dev, lo_q, axis=1), np.quantile(dev, hi_q, axis=1)
-    if per_gene:
-        out = np.full(z_true.shape[1], 8.0)
-        todo = np.ones(z_true.shape[1], dtype=bool)
-        for s in grid:
-            ok = todo & (((off >= s * lo) & (off <= s * hi)).mean(0) >= level)
-            out[ok], todo = s, todo & ~ok
-            if not todo.any():
-                break
-        return out
-    for s in grid:
-        if ((off >= s * lo) & (off <= s * hi)).mean() >= level:
-            return float(s)
-    return 8.0
-
-
-def _crps_factor(off: np.ndarray, dev: np.ndarray, grid: np.ndarray, per_gene: bool) -> float | np.ndarray:
-    """argmin over ``grid`` of the fair CRPS of ``s · dev`` against ``off`` (its spread term is
-    linear in s: E|X − X'| of s · dev is s times that of dev)."""
-    m = dev.shape[1]
-    pair = np.abs(dev[:, :, None] - dev[:, None]).sum((1, 2)) / (m * (m - 1))  # (N, G)
-    scores = np.stack([(np.abs(s * dev - off[:, None]).mean(1) - s * pair / 2).mean(0) for s in grid])
-    if per_gene:
-        return grid[np.argmin(scores, axis=0)]
-    return float(grid[np.argmin(scores.mean(1))])
