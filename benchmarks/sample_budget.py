@@ -64,9 +64,6 @@ REGIMES = {
     "validated every 1/40": ({"validation": "auto", "val_fraction": 40}, ""),
     "validated + neighbour targets 16": ({"validation": "auto"}, "neighbour_targets=16"),
     "validated + neighbour targets 64": ({"validation": "auto"}, "neighbour_targets=64"),
-    # the spread calibrated at three levels (50/80/95 %) instead of one factor for 80 %
-    "validated + neighbour targets 16 + three-level spread": ({"validation": "auto"},
-                                                              "neighbour_targets=16,spread_criterion=levels"),
 }
 TINY = ("tiny 600×32", "tiny 2400×32", "tiny 600×256", "tiny 4800×32")
 #: named job lists, most important first (a run with a deadline stops launching in this order)

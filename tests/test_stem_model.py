@@ -237,3 +237,23 @@ def test_predict_settings_are_checked_and_recorded():
     assert s.runtime().batch_rows == 128 and s.runtime().bf16
     with pytest.raises(AttributeError):  # frozen: nothing is changed on the way down
         s.seed = 1
+
+
+def test_count_lattice_puts_every_draw_on_a_measurable_value_and_keeps_the_mean(trained):
+    from dataclasses import replace
+
+    from stem_st.data.units import log2_expression
+
+    _, model, _, _ = trained
+    settings = PredictSettings(num_samples=50, sampler="ddim:20", seed=3)
+    plain = model.sample(_cond(COND_A, 200), settings=settings)
+    recipe = model.recipe
+    try:
+        model.recipe = replace(recipe, count_lattice=True)
+        lattice = model.sample(_cond(COND_A, 200), settings=settings)
+    finally:
+        model.recipe = recipe
+    counts = np.exp2(lattice.astype(np.float64)) - 1
+    np.testing.assert_allclose(lattice, log2_expression(np.round(counts)), atol=1e-5)
+    assert not np.allclose(plain, log2_expression(np.round(np.exp2(plain) - 1)), atol=1e-3)
+    np.testing.assert_allclose(lattice.mean(1), plain.mean(1), atol=0.1)  # each draw keeps its mean

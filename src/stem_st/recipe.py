@@ -57,6 +57,9 @@ class Recipe:
       ``spread_common``: then the draws' deviations along one shift of every gene alike (a spot's
       depth or density) are scaled so that their share of the deviations matches the residuals'
       (each gene's width kept), so genes move together in a draw as much as in the truth.
+    - ``count_lattice``: every draw is moved onto the values a measured spot can take, log2(1 + k)
+      for integer k (to one of its two neighbouring values at random, keeping its mean), and the
+      spread is calibrated on such draws (80 % coverage, one factor).
     - ``correlated_noise``: the diffusion noise (training and sampling) has the gene covariance of
       the cross-fitted training residuals (z units, Ledoit–Wolf shrunk) instead of the identity
       (PriorGrad, Lee et al. 2022), so draws start with the genes' real co-variation and the
@@ -86,6 +89,7 @@ class Recipe:
     spread_per_gene: bool = False
     spread_criterion: str = "coverage"
     spread_common: bool = False
+    count_lattice: bool = False
     correlated_noise: bool = False
     lr_schedule: str = "constant"
     cond_dropout: float = 0.0
@@ -117,6 +121,9 @@ class Recipe:
         require(not self.spread_per_gene or self.calibrate_spread,
                 "recipe: spread_per_gene needs calibrate_spread")
         require(not self.spread_common or self.calibrate_spread, "recipe: spread_common needs calibrate_spread")
+        require(not self.count_lattice or (self.spread_criterion == "coverage" and not self.spread_per_gene),
+                "recipe: count_lattice calibrates one factor by coverage (spread_criterion=coverage, no "
+                "spread_per_gene)")
         require(not (self.spread_per_gene and self.spread_criterion == "levels"),
                 "recipe: spread_criterion=levels is one set of factors for the panel (no spread_per_gene)")
         require(not self.centre_samples or self.point == "posterior_mean",

@@ -34,16 +34,18 @@ def panel_depth(log2_values: np.ndarray) -> float:
 LATTICE_WAYS = ("log", "count")
 
 
-def to_count_lattice(log2_values: np.ndarray, way: str = "log", seed: int = 0) -> np.ndarray:
+def to_count_lattice(log2_values: np.ndarray, way: str = "log", seed: int = 0,
+                     uniforms: np.ndarray | None = None) -> np.ndarray:
     """Continuous log2(1 + count) values moved onto the values a measured spot can take,
     log2(1 + k) for integer k ≥ 0: each value x (negatives count as 0) goes to one of its two
     neighbours lo ≤ x < hi at random, with P(hi) = (x − lo) / (hi − lo) (``log``: x's mean in
-    log2(1 + count) is kept) or the count's fractional part (``count``: the mean count is kept)."""
+    log2(1 + count) is kept) or the count's fractional part (``count``: the mean count is kept).
+    ``uniforms`` (the values' shape) fix the draws; else they come from ``seed``."""
     require(way in LATTICE_WAYS, f"unknown lattice rounding '{way}'; choose {', '.join(LATTICE_WAYS)}")
     x = np.maximum(np.asarray(log2_values, dtype=np.float64), 0.0)
     c = np.exp2(x) - 1.0
-    k = np.floor(c + 1e-9)
+    k = np.floor(c + 1e-6)
     lo, hi = np.log2(1.0 + k), np.log2(2.0 + k)
     p = (x - lo) / (hi - lo) if way == "log" else c - k
-    up = np.random.default_rng(seed).random(x.shape) < np.clip(p, 0.0, 1.0)
-    return np.where(up, hi, lo).astype(np.float32)
+    u = np.random.default_rng(seed).random(x.shape) if uniforms is None else uniforms
+    return np.where(u < np.clip(p, 0.0, 1.0), hi, lo).astype(np.float32)

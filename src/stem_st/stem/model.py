@@ -15,6 +15,7 @@ import torch
 
 from ..atomic import write_json
 from ..data.context import add_context, context_blocks
+from ..data.units import to_count_lattice
 from ..devices import resolve_device
 from ..diffusion import GaussianDiffusion
 from ..diffusion.gaussian import parse_sampler
@@ -256,7 +257,8 @@ class StemModel:
         the calibrated spread and placed at ``centre`` (z units; None: their own mean)."""
         draws = self.draw_z(cond, settings, progress=progress, xy=xy)
         z = self.target.widen(draws, centre, self.widening(cond, settings))
-        return np.maximum(self.target.decode(z, self.target.prior(cond)[:, None]), 0)
+        x = np.maximum(self.target.decode(z, self.target.prior(cond)[:, None]), 0)
+        return to_count_lattice(x, seed=settings.seed) if self.recipe.count_lattice else x
 
     def sample(self, embeddings: np.ndarray, xy: np.ndarray | None = None,
                settings: PredictSettings = DEFAULT_PREDICT, progress=None) -> np.ndarray:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.units import to_count_lattice
+
 
 def scale_deviations(dev: np.ndarray, per_spot: np.ndarray | None) -> np.ndarray:
     """``(N, S, G)`` deviations times each spot's multiplier ``(N,)`` (None: unchanged)."""
@@ -149,3 +151,27 @@ def fit_common(z_true: np.ndarray, z_samples: np.ndarray, v: np.ndarray) -> np.n
         if gap < best[0]:
             best = (gap, lam, c)
     return np.r_[best[1], best[2]].astype(np.float32)
+
+
+def lattice_spread_factor(x_true: np.ndarray, x_centre: np.ndarray, x_dev: np.ndarray, seed: int = 0,
+                          level: float = 0.8) -> float:
+    """The smallest factor s in [0.1, 8] (bisection to 1 %) whose draws ``x_centre + s · x_dev``
+    (log2(1 + count): ``(N, G)`` centre, ``(N, S, G)`` deviations), clipped at 0 and moved onto the
+    count lattice (:func:`~stem_st.data.units.to_count_lattice`, uniforms from ``seed``), hold
+    ``level`` of ``x_true`` (itself put on the lattice) in their central intervals. Ties with a
+    lattice value count as inside, so lattice draws need a smaller factor than continuous ones."""
+    y = np.log2(1.0 + np.round(np.exp2(np.maximum(x_true, 0.0)) - 1.0))
+    u = np.random.default_rng(seed).random(x_dev.shape)
+
+    def covered(s: float) -> bool:
+        x = to_count_lattice(x_centre[:, None] + s * x_dev, uniforms=u)
+        lo, hi = np.quantile(x, [(1 - level) / 2, (1 + level) / 2], axis=1)
+        return bool(((y >= lo - 1e-6) & (y <= hi + 1e-6)).mean() >= level)
+
+    lo, hi = 0.1, 8.0
+    if covered(lo):
+        return lo
+    while hi - lo > 0.01:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if covered(mid) else (mid, hi)
+    return hi
