@@ -20,7 +20,7 @@ deviations scaled by their rank's level: a heavier tail and a narrower middle, o
 ``common shift matched`` (``spread_common``: the draws' share along one shift of every gene alike,
 a spot's depth, matched to the residuals', each gene's width kept); ``count lattice``
 (``count_lattice``: every draw moved onto log2(1 + k), k = 0, 1, …, the values a measured spot can
-take, keeping its mean, and the spread calibrated on such draws).
+take, keeping its mean, and the spread calibrated on such draws by the randomised PIT).
 
 Usage (repository root, after ``joint_sampling.py run``):
   .venv/bin/python benchmarks/spread_levers.py run --workers 2

@@ -59,7 +59,8 @@ class Recipe:
       (each gene's width kept), so genes move together in a draw as much as in the truth.
     - ``count_lattice``: every draw is moved onto the values a measured spot can take, log2(1 + k)
       for integer k (to one of its two neighbouring values at random, keeping its mean), and the
-      spread is calibrated on such draws (80 % coverage, one factor).
+      spread is calibrated on such draws (one factor: 80 % of the residuals' randomised PIT inside
+      the central 80 %, so ties with lattice values do not count as wholly inside).
     - ``correlated_noise``: the diffusion noise (training and sampling) has the gene covariance of
       the cross-fitted training residuals (z units, Ledoit–Wolf shrunk) instead of the identity
       (PriorGrad, Lee et al. 2022), so draws start with the genes' real co-variation and the
