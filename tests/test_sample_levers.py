@@ -123,24 +123,6 @@ def test_common_shift_gives_the_draws_the_residuals_share_and_keeps_each_genes_w
     assert fit_common(rng.normal(size=(400, 30)), draws, v)[0] < 0.3  # independent truth: ~ unchanged
 
 
-def test_lattice_spread_holds_its_level_by_the_randomised_pit_not_by_ties():
-    from stem_st.data.units import log2_expression, to_count_lattice
-    from stem_st.training.spread import lattice_spread_factor
-
-    rng = np.random.default_rng(4)
-    rate = rng.gamma(2.0, 1.0, size=(300, 40))
-    truth = log2_expression(rng.poisson(rate))  # sparse counts: many 0s and 1s
-    centre = np.log2(1 + rate)
-    dev = rng.normal(size=(300, 20, 40)) * 0.3
-    s = lattice_spread_factor(truth, centre, dev, seed=5)
-    draws = to_count_lattice(centre[:, None] + s * dev, seed=6)
-    below, upto = (draws < truth[:, None]).mean(1), (draws <= truth[:, None]).mean(1)
-    pit = below + rng.random(below.shape) * (upto - below)  # randomised PIT
-    assert ((pit >= 0.1) & (pit <= 0.9)).mean() == pytest.approx(0.8, abs=0.02)
-    lo, hi = np.quantile(draws, [0.1, 0.9], axis=1)
-    assert ((truth >= lo) & (truth <= hi)).mean() > 0.84  # ties inside: the empirical interval holds more
-
-
 @pytest.fixture(scope="module")
 def correlated_run(tmp_path_factory):
     """A short fit with both levers; the training noise it drew is recorded."""

@@ -30,7 +30,6 @@ from ..training.pairs import TrainingPairs, calibration_rows, fit_statistics, ne
 from ..training.spread import (
     common_direction,
     fit_common,
-    lattice_spread_factor,
     scale_deviations,
     spread_factor,
     spread_levels,
@@ -226,15 +225,8 @@ def calibrate_spread(model, cond: np.ndarray, z: np.ndarray, groups: np.ndarray,
     levels = model.recipe.spread_criterion == "levels"
     kw = {"per_gene": model.recipe.spread_per_gene, "criterion": model.recipe.spread_criterion}
 
-    def factor(zt: np.ndarray, draws: np.ndarray, centre: np.ndarray | None, prior: np.ndarray):
-        if levels:
-            return spread_levels(zt, draws, centre)
-        if not model.recipe.count_lattice:
-            return spread_factor(zt, draws, centre, **kw)
-        m = draws.mean(1, keepdims=True)  # in log2(1 + count), where the lattice is
-        return lattice_spread_factor(model.target.decode(zt, prior),
-                                     model.target.decode(m[:, 0] if centre is None else centre, prior),
-                                     (draws - m) * model.target.sd, settings.seed)
+    def factor(zt: np.ndarray, draws: np.ndarray, centre: np.ndarray | None):
+        return spread_levels(zt, draws, centre) if levels else spread_factor(zt, draws, centre, **kw)
 
     with phase(f"calibrate the spread ({len(cond)} spots × {settings.num_samples} samples)", total,
                progress) as advance:
@@ -242,13 +234,12 @@ def calibrate_spread(model, cond: np.ndarray, z: np.ndarray, groups: np.ndarray,
             rows = groups == g
             draws = model.draw_z(cond[rows], settings, progress=advance)
             centre = model.centre_z(cond[rows], settings, advance)
-            prior = model.target.prior(cond[rows])
-            plain.append(factor(z[rows], draws, centre, prior))
+            plain.append(factor(z[rows], draws, centre))
             per_spot = model.widening(cond[rows], settings, exclude=int(g))
             drawn.append((rows, draws, centre, per_spot))
             mean = draws.mean(1, keepdims=True)
             widened.append(plain[-1] if per_spot is None else
-                           factor(z[rows], mean + scale_deviations(draws - mean, per_spot), centre, prior))
+                           factor(z[rows], mean + scale_deviations(draws - mean, per_spot), centre))
     widened, plain = np.median(np.asarray(widened), axis=0), np.median(np.asarray(plain), axis=0)
     model.target.shape = (widened / widened[1]).astype(np.float32) if levels else None
     if levels:  # the spread is the 80 % factor; the shape (of the widened draws) serves both

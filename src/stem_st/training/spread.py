@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.units import to_count_lattice
-
 
 def scale_deviations(dev: np.ndarray, per_spot: np.ndarray | None) -> np.ndarray:
     """``(N, S, G)`` deviations times each spot's multiplier ``(N,)`` (None: unchanged)."""
@@ -152,31 +150,3 @@ def fit_common(z_true: np.ndarray, z_samples: np.ndarray, v: np.ndarray) -> np.n
             best = (gap, lam, c)
     return np.r_[best[1], best[2]].astype(np.float32)
 
-
-def lattice_spread_factor(x_true: np.ndarray, x_centre: np.ndarray, x_dev: np.ndarray, seed: int = 0,
-                          level: float = 0.8) -> float:
-    """The smallest factor s in [0.1, 8] (bisection to 1 %) whose draws ``x_centre + s · x_dev``
-    (log2(1 + count): ``(N, G)`` centre, ``(N, S, G)`` deviations), clipped at 0 and moved onto the
-    count lattice (:func:`~stem_st.data.units.to_count_lattice`, uniforms from ``seed``), put
-    ``level`` of ``x_true`` (itself put on the lattice) inside their central interval by the
-    randomised PIT: a truth tied with draws counts inside by the share of its PIT range
-    [F(y−), F(y)] that lies in [(1 − level)/2, (1 + level)/2], not wholly, so draws on the lattice
-    are not narrowed for their ties."""
-    y = np.log2(1.0 + np.round(np.exp2(np.maximum(x_true, 0.0)) - 1.0))[:, None]
-    u = np.random.default_rng(seed).random(x_dev.shape)
-    a, b = (1 - level) / 2, (1 + level) / 2
-
-    def covered(s: float) -> bool:
-        x = to_count_lattice(x_centre[:, None] + s * x_dev, uniforms=u)
-        below, upto = (x < y - 1e-6).mean(1), (x <= y + 1e-6).mean(1)
-        inside = np.clip(np.minimum(upto, b) - np.maximum(below, a), 0, None) / np.maximum(upto - below, 1e-12)
-        inside = np.where(upto > below, inside, (below >= a) & (below <= b))
-        return bool(inside.mean() >= level)
-
-    lo, hi = 0.1, 8.0
-    if covered(lo):
-        return lo
-    while hi - lo > 0.01:
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if covered(mid) else (mid, hi)
-    return hi
