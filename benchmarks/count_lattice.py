@@ -22,7 +22,6 @@ Usage (repository root, after ``joint_sampling.py run``):
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from report import LOO_SECTIONS as SECTIONS
@@ -36,30 +35,20 @@ KEYS = ("CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95",
 
 
 def run_fold(models: str, preps: str, work: str, fold: str) -> dict:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = "1"
     import sys
 
     import numpy as np
-    import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from joint_sampling import structure
+    from joint_sampling import saved_fold, structure
 
-    from stem_st.data.context import RADII, graph_matrices
-    from stem_st.data.dataset import open_prepared
-    from stem_st.data.units import log2_expression, to_count_lattice
+    from stem_st.data.units import to_count_lattice
     from stem_st.defaults import DEFAULT_NUM_SAMPLES
     from stem_st.evaluation.baselines import make_baseline
-    from stem_st.stem import PredictSettings, StemModel
-    from stem_st.training.data import section_counts
+    from stem_st.stem import PredictSettings
 
-    torch.set_num_threads(1)
-    ds = open_prepared(Path(preps) / f"prep_{fold}")
-    model = StemModel.load(Path(models) / fold)
-    truth = log2_expression(section_counts(ds, fold))
-    emb, xy = ds.embeddings(fold)[:, 0], np.asarray(ds.section(fold).obsm["spatial"])
-    graph = graph_matrices(xy, RADII["ring1"][0])[0]
+    f = saved_fold(models, preps, fold)
+    ds, model, truth, emb, xy, graph = f.ds, f.model, f.truth, f.emb, f.xy, f.graph
     draws = {"stem": model.predict(emb, xy, PredictSettings(seed=0, device="cpu"))[::2]}
     train = [s for s in ds.sections if s != fold]
     for name in METHODS[1:]:

@@ -26,7 +26,6 @@ Usage (repository root, after ``joint_sampling.py run``):
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -42,33 +41,22 @@ KEYS = ("CRPS", "energy", "coverage80", "moran_err_sample", "svgm_err_sample")
 
 
 def run_fold(models: str, preps: str, work: str, fold: str) -> dict:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = "1"
     import sys
 
     import numpy as np
-    import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from joint_sampling import recalibrate, structure, validation_set
+    from joint_sampling import recalibrate, saved_fold, structure, validation_set
 
-    from stem_st.data.context import RADII, graph_matrices, shell_pairs, spot_pitch
-    from stem_st.data.dataset import open_prepared
-    from stem_st.data.units import log2_expression
-    from stem_st.stem import PredictSettings, StemModel
+    from stem_st.data.context import shell_pairs, spot_pitch
+    from stem_st.stem import PredictSettings
     from stem_st.stem.spatial import moran_strengths, ring_morans_i
-    from stem_st.training.data import section_counts
 
-    torch.set_num_threads(1)
-    ds = open_prepared(Path(preps) / f"prep_{fold}")
-    model = StemModel.load(Path(models) / fold)
+    f = saved_fold(models, preps, fold)
+    ds, model, truth, emb, xy, graph = f.ds, f.model, f.truth, f.emb, f.xy, f.graph
     vs = validation_set(ds, model, fold, Path(work))
     recalibrate(model, vs)  # spread, widening and field as training now fits them
     fit = dict(model.spatial)
-    a = ds.section(fold)
-    truth = log2_expression(section_counts(ds, fold))
-    emb, xy = ds.embeddings(fold)[:, 0], np.asarray(a.obsm["spatial"])
-    graph = graph_matrices(xy, RADII["ring1"][0])[0]
     xy_pitch = xy / spot_pitch(xy)
     point, _, samples = model.predict(emb, xy, PredictSettings(seed=0, device="cpu", spatial_noise=False))
     oracle = moran_strengths(truth, point, samples.var(1), xy_pitch, shell_pairs(xy_pitch), fit, fit["passed"])

@@ -58,6 +58,31 @@ def structure(truth, point, samples, xy, graph) -> dict:
     return out
 
 
+def saved_fold(models: str, preps: str, fold: str):
+    """What a benchmark on the saved networks starts a fold job with: one thread, and the fold's
+    prepared data (``ds``), its saved network (``model``), the held-out section's ``truth`` in
+    log2(1 + count), embeddings (``emb``, view 0), spot centres (``xy``) and ring-1 ``graph``."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = "1"
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from stem_st.data.context import RADII, graph_matrices
+    from stem_st.data.dataset import open_prepared
+    from stem_st.data.units import log2_expression
+    from stem_st.stem import StemModel
+    from stem_st.training.data import section_counts
+
+    torch.set_num_threads(1)
+    ds = open_prepared(Path(preps) / f"prep_{fold}")
+    xy = np.asarray(ds.section(fold).obsm["spatial"])
+    return SimpleNamespace(ds=ds, model=StemModel.load(Path(models) / fold), xy=xy,
+                           truth=log2_expression(section_counts(ds, fold)), emb=ds.embeddings(fold)[:, 0],
+                           graph=graph_matrices(xy, RADII["ring1"][0])[0])
+
+
 def validation_set(ds, model, fold: str, work: Path):
     """The validation section's conditions and cross-fitted z, rebuilt as training built them."""
     import torch

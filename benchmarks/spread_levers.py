@@ -28,7 +28,6 @@ Usage (repository root, after ``joint_sampling.py run``):
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -55,34 +54,22 @@ KEYS = ("CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95",
 
 
 def run_fold(models: str, preps: str, work: str, variants: str, fold: str) -> dict:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = "1"
     import sys
     from dataclasses import replace
 
     import numpy as np
-    import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from joint_sampling import structure, validation_set
+    from joint_sampling import saved_fold, structure, validation_set
 
-    from stem_st.data.context import RADII, graph_matrices
-    from stem_st.data.dataset import open_prepared
-    from stem_st.data.units import log2_expression
-    from stem_st.stem import PredictSettings, StemModel
+    from stem_st.stem import PredictSettings
     from stem_st.stem.fit import calibrate_spread
-    from stem_st.training.data import section_counts
 
-    torch.set_num_threads(1)
-    ds = open_prepared(Path(preps) / f"prep_{fold}")
-    model = StemModel.load(Path(models) / fold)
+    f = saved_fold(models, preps, fold)
+    ds, model, truth, emb, xy, graph = f.ds, f.model, f.truth, f.emb, f.xy, f.graph
     shipped = np.asarray(model.target.spread).copy()
     vs = validation_set(ds, model, fold, Path(work))
     assert vs.section == model.meta["validation"]["section"]
-    a = ds.section(fold)
-    truth = log2_expression(section_counts(ds, fold))
-    emb, xy = ds.embeddings(fold)[:, 0], np.asarray(a.obsm["spatial"])
-    graph = graph_matrices(xy, RADII["ring1"][0])[0]
     recipe = model.recipe
     out = {"fold": fold, "validation": vs.section, "variants": {}}
     chosen = list(VARIANTS) if variants == "all" else [v.strip() for v in variants.split(";")]
