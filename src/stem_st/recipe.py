@@ -60,6 +60,20 @@ class Recipe:
     - ``count_lattice``: every draw is moved onto the values a measured spot can take, log2(1 + k)
       for integer k (to one of its two neighbouring values at random, keeping its mean), after the
       spread is calibrated on the continuous draws.
+    - ``correlated_noise``: the diffusion noise (training and sampling) has the gene covariance of
+      the cross-fitted training residuals (z units, Ledoit–Wolf shrunk) instead of the identity
+      (PriorGrad, Lee et al. 2022), so draws start with the genes' real co-variation and the
+      network only has to refine it; needs ``target='zscore'``.
+    - ``lr_schedule``: ``constant`` (paper) or linear warm-up then ``cosine`` decay.
+    - ``cond_dropout``: the fraction of training pairs whose condition is replaced by the null
+      condition (the training mean embedding), so the network also learns the unconditional
+      prediction; ``guidance`` s then samples with classifier-free guidance, out_c + s (out_c −
+      out_u) at every network call (samples and posterior mean alike); 0 = unguided.
+    - ``cond_noise``: Gaussian noise of this sd added to the standardised training condition.
+    - ``neighbour_targets`` k: each training pair's target is the residual of one of its k
+      nearest training pairs (PCA-32 of the standardised condition, itself included), drawn
+      afresh at every step, so the network learns the spread of the residuals of spots that
+      look alike instead of one residual per condition, which it memorises; 0 = its own.
     """
 
     target: str = "log2"
