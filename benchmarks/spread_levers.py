@@ -18,7 +18,9 @@ factor calibrated without it), ``widen beyond the 90th percentile``; ``three lev
 (recipe ``spread_criterion=levels``: the 50, 80 and 95 % intervals each hold their level, the draws'
 deviations scaled by their rank's level: a heavier tail and a narrower middle, or the reverse);
 ``common shift matched`` (``spread_common``: the draws' share along one shift of every gene alike,
-a spot's depth, matched to the residuals', each gene's width kept).
+a spot's depth, matched to the residuals', each gene's width kept); ``count lattice``
+(``count_lattice``: the draws moved onto log2(1 + k), the values a measured spot can take, after
+the calibration) alone and with three levels.
 
 Usage (repository root, after ``joint_sampling.py run``):
   .venv/bin/python benchmarks/spread_levers.py run --workers 2
@@ -45,7 +47,10 @@ VARIANTS = {"panel coverage, widening relative to the mean": (False, "coverage",
             "widen beyond the 90th percentile": (False, "coverage", 0.9),
             "three levels (50/80/95 %)": (False, "levels", 0.5),
             # the draws' share along one shift of every gene alike matched to the residuals' (spread_common)
-            "common shift matched": (False, "coverage", 0.5, {"spread_common": True})}
+            "common shift matched": (False, "coverage", 0.5, {"spread_common": True}),
+            # draws moved onto log2(1 + k) after the calibration (count_lattice), alone and with three levels
+            "count lattice": (False, "coverage", 0.5, {"count_lattice": True}),
+            "three levels + count lattice": (False, "levels", 0.5, {"count_lattice": True})}
 #: the committed rows' names before the widening started at the median
 RENAMED = {"panel coverage (shipped)": "panel coverage, widening relative to the mean",
            "widen beyond the median": SHIPPED}
@@ -77,7 +82,7 @@ def run_fold(models: str, preps: str, work: str, variants: str, fold: str) -> di
         per_gene, criterion, widen, *more = VARIANTS[name]
         t = time.perf_counter()
         model.recipe = replace(recipe, spread_per_gene=per_gene, spread_criterion=criterion,
-                               **{"spread_common": False, **(more[0] if more else {})})
+                               **{"spread_common": False, "count_lattice": False, **(more[0] if more else {})})
         if model.shift_ref is not None:
             model.shift_ref.widen_from = None if widen in ("mean", "off") else widen
         calibrate_spread(model, vs.cond, vs.z, np.full(len(vs.z), vs.group), PredictSettings(seed=0, device="cpu"))

@@ -245,7 +245,7 @@ def test_count_lattice_puts_every_draw_on_a_measurable_value_and_keeps_the_mean(
     from stem_st.data.units import log2_expression
 
     _, model, _, _ = trained
-    settings = PredictSettings(num_samples=50, sampler="ddim:20", seed=3)
+    settings = PredictSettings(num_samples=20, sampler="ddim:10", seed=3)
     plain = model.sample(_cond(COND_A, 200), settings=settings)
     recipe = model.recipe
     try:
@@ -256,4 +256,4 @@ def test_count_lattice_puts_every_draw_on_a_measurable_value_and_keeps_the_mean(
     counts = np.exp2(lattice.astype(np.float64)) - 1
     np.testing.assert_allclose(lattice, log2_expression(np.round(counts)), atol=1e-5)
     assert not np.allclose(plain, log2_expression(np.round(np.exp2(plain) - 1)), atol=1e-3)
-    np.testing.assert_allclose(lattice.mean(1), plain.mean(1), atol=0.1)  # each draw keeps its mean
+    np.testing.assert_allclose(lattice.mean((0, 1)), plain.mean((0, 1)), atol=0.03)  # the draws keep their mean
