@@ -288,6 +288,8 @@ def spread_options_text(data) -> str:
     grid = lat["paired"]["stem log vs stem raw"]
     grid_knn = lat["paired"]["stem log vs knn+ctx raw"]
     lam = [lev["folds"][f]["variants"]["common shift matched"]["common"] for f in FOLDS]
+    both = lev["paired"][f"three levels + count lattice vs {shipped}"]
+    both_knn = lev["paired"]["three levels + count lattice vs knn+ctx"]
     return (f"Measured on the shipped networks, recalibrated on the same validation sections, six folds "
             f"({{doc}}`/benchmarks/results/spread_levers`): `spread_criterion=levels` against the shipped "
             f"one factor: CRPS {d(three, 'CRPS', '.4f')}, energy {d(three, 'energy', '.3f')}, variogram "
@@ -299,7 +301,10 @@ def spread_options_text(data) -> str:
             f"({{doc}}`/benchmarks/results/count_lattice`): CRPS {d(grid, 'CRPS', '.4f')}, energy "
             f"{d(grid, 'energy', '.3f')}, variogram {d(grid, 'variogram', '.0f')}; against `knn+ctx` CRPS lower "
             f"in {grid_knn['CRPS']['lower']}/6; its central intervals hold more (coverage50 "
-            f"{grid['coverage50']['mean']:+.2f}) because a truth equal to a draw counts as inside.")
+            f"{grid['coverage50']['mean']:+.2f}) because a truth equal to a draw counts as inside. With three "
+            f"levels as well: CRPS {d(both, 'CRPS', '.4f')}, energy {d(both, 'energy', '.3f')}, variogram "
+            f"{d(both, 'variogram', '.0f')}; against `knn+ctx` CRPS lower in {both_knn['CRPS']['lower']}/6, "
+            f"energy in {both_knn['energy']['lower']}/6, variogram in {both_knn['variogram']['lower']}/6.")
 
 
 def index_budget(data) -> str:
