@@ -21,11 +21,9 @@ Usage (repository root, after ``joint_sampling.py run``):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from report import LOO_SECTIONS as SECTIONS
-from report import fold_commands, run_folds, write_fold
+from report import fold_commands, read_folds, run_folds, write_fold
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("stem", "ridge+ctx2+gauss", "knn+ctx")
@@ -73,8 +71,7 @@ def cmd_summary(args) -> None:
     import numpy as np
     from report import machine, write_results
 
-    folds = {f: json.loads((Path(args.work) / f"{f}.json").read_text()) for f in SECTIONS
-             if (Path(args.work) / f"{f}.json").is_file()}
+    folds = read_folds(args.work)
     rows = {m: {f: r["methods"][m] for f, r in folds.items()} for m in next(iter(folds.values()))["methods"]}
     md = ["# Draws on the count lattice (`benchmarks/count_lattice.py`)", "",
           f"Machine: {machine()}, one thread per fold. HER2ST leave-one-section-out folds "

@@ -29,8 +29,7 @@ import json
 import time
 from pathlib import Path
 
-from report import LOO_SECTIONS as SECTIONS
-from report import fold_commands, run_folds, write_fold
+from report import fold_commands, read_folds, run_folds, write_fold
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = "mean of the two (shipped)"
@@ -88,8 +87,7 @@ def cmd_summary(args) -> None:
     import numpy as np
     from report import machine, write_results
 
-    folds = {f: json.loads((Path(args.work) / f"{f}.json").read_text()) for f in SECTIONS
-             if (Path(args.work) / f"{f}.json").is_file()}
+    folds = read_folds(args.work)
     joint = {f: json.loads((Path(args.joint) / f"{f}.json").read_text()) for f in folds}
     rows = {**{v: {f: r["variants"][v] for f, r in folds.items()} for v in VARIANTS},
             "knn+ctx": {f: joint[f]["methods"]["knn+ctx"] for f in folds}}

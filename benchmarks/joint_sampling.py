@@ -27,13 +27,11 @@ Usage (repository root, after ``benchmarks/sample_budget.py prepare``):
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from report import LOO_SECTIONS as SECTIONS
-from report import fold_commands, run_folds, write_fold
+from report import fold_commands, read_folds, run_folds, write_fold
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = ("knn+ctx", "knn+ctx2", "knn", "ridge+ctx2+gauss", "ridge+ctx2+boot", "ridge+ctx2+mvn")
@@ -226,8 +224,7 @@ def cmd_summary(args) -> None:
     import numpy as np
     from report import machine, write_results
 
-    folds = {f: json.loads((Path(args.work) / f"{f}.json").read_text()) for f in SECTIONS
-             if (Path(args.work) / f"{f}.json").is_file()}
+    folds = read_folds(args.work)
     methods = ["stem joint", "stem independent", *BASELINES, "stem joint (residual correlation)",
                "stem joint (one rho)", "stem joint rho=1"]
     md = ["# Whole-section draws (`benchmarks/joint_sampling.py`)", "",

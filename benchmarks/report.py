@@ -80,6 +80,14 @@ def fold_commands(doc: str, name: str, run, summary, extra=None) -> None:
     {"run": run, "summary": summary}[args.cmd](args)
 
 
+def read_folds(work: str | os.PathLike) -> dict[str, dict]:
+    """The fold results :func:`write_fold` has written to ``work`` so far, in section order."""
+    import json
+
+    return {f: json.loads((Path(work) / f"{f}.json").read_text()) for f in LOO_SECTIONS
+            if (Path(work) / f"{f}.json").is_file()}
+
+
 def write_fold(work: str | os.PathLike, fold: str, result: dict) -> None:
     """A fold's result as ``work/<fold>.json`` (atomically: :func:`run_folds` resumes by it)."""
     import json

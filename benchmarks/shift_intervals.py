@@ -20,14 +20,12 @@ Usage (repository root, after ``benchmarks/sample_budget.py prepare``):
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from report import LOO_SECTIONS as SECTIONS
-from report import fold_commands, run_folds, write_fold
+from report import fold_commands, read_folds, run_folds, write_fold
 
 ROOT = Path(__file__).resolve().parents[1]
 THIN, KEYS = 0.1, ("CRPS", "energy", "coverage50", "coverage80", "coverage95")
@@ -119,8 +117,7 @@ def cmd_run(args) -> None:
 def cmd_summary(args) -> None:
     from report import machine, write_results
 
-    folds = {f: json.loads((Path(args.work) / f"{f}.json").read_text()) for f in SECTIONS
-             if (Path(args.work) / f"{f}.json").is_file()}
+    folds = read_folds(args.work)
     views = [("log2", "log2(1 + count)"), ("cp10k", "log2(1 + CP10k), full depth"),
              ("thinned_log2", "log2(1 + count), truth thinned to 1/10"),
              ("thinned_cp10k", "log2(1 + CP10k), truth thinned to 1/10")]
