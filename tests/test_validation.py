@@ -146,3 +146,36 @@ def test_a_validated_run_fits_its_noise_field_on_the_validation_section(validate
     # the synthetic spots are scattered at random with independent residuals: little to share
     assert max(fit["target"]) < 0.15
     assert StemModel.from_run(run).spatial == fit
+
+
+def test_three_levels_and_the_common_shift_are_calibrated_and_travel_into_the_draws(validated):
+    """calibrate_spread with spread_criterion=levels and spread_common on a validated run: the
+    shape is non-decreasing about the 80 % factor, the common shift is fitted, and the draws'
+    50/80/95 % intervals hold their levels on the section they were calibrated on."""
+    import copy
+    from dataclasses import replace
+
+    from stem_st.data.units import log2_expression
+    from stem_st.stem import PredictSettings
+    from stem_st.stem.fit import calibrate_spread
+    from stem_st.training.data import section_counts
+
+    ds, trained, _, _ = validated
+    model = copy.deepcopy(trained)
+    sec = model.meta["validation"]["section"]
+    xy = np.asarray(ds.section(sec).obsm["spatial"])
+    cond = model.condition(ds.embeddings(sec)[:, 0], xy)
+    z = model.target.encode(log2_expression(section_counts(ds, sec)), model.target.prior(cond))
+    settings = PredictSettings(seed=0, device="cpu", spatial_noise=False)
+    before = model.sample(ds.embeddings(sec)[:, 0], xy, settings)
+    model.recipe = replace(model.recipe, spread_criterion="levels", spread_common=True)
+    calibrate_spread(model, cond, z, np.zeros(len(z), dtype=int), settings)
+    shape, common = model.target.shape, model.target.common
+    assert shape.shape == (3,) and shape[1] == 1 and np.all(np.diff(shape) >= 0)
+    assert common.shape == (1 + len(model.genes),) and -0.9 <= common[0] <= 4
+    after = model.sample(ds.embeddings(sec)[:, 0], xy, settings)
+    assert not np.allclose(after, before)
+    truth = log2_expression(section_counts(ds, sec))
+    held = [((truth >= lo) & (truth <= hi)).mean()
+            for lo, hi in (np.quantile(after, [(1 - lv) / 2, (1 + lv) / 2], axis=1) for lv in (0.5, 0.8, 0.95))]
+    np.testing.assert_allclose(held, [0.5, 0.8, 0.95], atol=0.05)  # each level where it was calibrated

@@ -236,7 +236,8 @@ def calibrate_spread(model, cond: np.ndarray, z: np.ndarray, groups: np.ndarray,
             centre = model.centre_z(cond[rows], settings, advance)
             plain.append(factor(z[rows], draws, centre))
             per_spot = model.widening(cond[rows], settings, exclude=int(g))
-            drawn.append((rows, draws, centre, per_spot))
+            if model.recipe.spread_common:  # kept for the common shift, fitted after the spread
+                drawn.append((rows, draws, centre, per_spot))
             mean = draws.mean(1, keepdims=True)
             widened.append(plain[-1] if per_spot is None else
                            factor(z[rows], mean + scale_deviations(draws - mean, per_spot), centre))
