@@ -50,12 +50,18 @@ VARIANTS = {"panel coverage, widening relative to the mean": (False, "coverage",
             "common shift matched": (False, "coverage", 0.5, {"spread_common": True}),
             # draws moved onto log2(1 + k) after the calibration (count_lattice), alone and with three levels
             "count lattice": (False, "coverage", 0.5, {"count_lattice": True}),
-            "three levels + count lattice": (False, "levels", 0.5, {"count_lattice": True})}
+            "three levels + count lattice": (False, "levels", 0.5, {"count_lattice": True}),
+            # the factor at which 80 % of the residuals' randomised ranks among the 20 draws lie in their
+            # central 80 % (spread_criterion=rank), alone and with the count lattice
+            "rank coverage (80 %)": (False, "rank", 0.5),
+            "rank coverage + count lattice": (False, "rank", 0.5, {"count_lattice": True})}
+#: the baseline scored in the same run (its rank coverage is not in joint_sampling's files)
+KNN = "knn+ctx"
 #: the committed rows' names before the widening started at the median
 RENAMED = {"panel coverage (shipped)": "panel coverage, widening relative to the mean",
            "widen beyond the median": SHIPPED}
-KEYS = ("CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95", "moran_err_sample",
-        "svgm_err_sample")
+KEYS = ("CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95", "rank_coverage50",
+        "rank_coverage80", "rank_coverage95", "moran_err_sample", "svgm_err_sample")
 
 
 def run_fold(models: str, preps: str, work: str, variants: str, fold: str) -> dict:
@@ -77,8 +83,15 @@ def run_fold(models: str, preps: str, work: str, variants: str, fold: str) -> di
     assert vs.section == model.meta["validation"]["section"]
     recipe = model.recipe
     out = {"fold": fold, "validation": vs.section, "variants": {}}
-    chosen = list(VARIANTS) if variants == "all" else [v.strip() for v in variants.split(";")]
-    for name in chosen:
+    chosen = [*VARIANTS, KNN] if variants == "all" else [v.strip() for v in variants.split(";")]
+    if KNN in chosen:
+        from stem_st.defaults import DEFAULT_NUM_SAMPLES
+        from stem_st.evaluation.baselines import make_baseline
+
+        point, _, samples = make_baseline(KNN, DEFAULT_NUM_SAMPLES, 0).fit(
+            ds, [s for s in ds.sections if s != fold]).predict(emb, xy)
+        out["variants"][KNN] = structure(truth, point, samples, xy, graph)
+    for name in (c for c in chosen if c != KNN):
         per_gene, criterion, widen, *more = VARIANTS[name]
         t = time.perf_counter()
         model.recipe = replace(recipe, spread_per_gene=per_gene, spread_criterion=criterion,
@@ -125,7 +138,7 @@ def cmd_summary(args) -> None:
            for v in json.loads((Path(args.work) / f"{f}.json").read_text())["variants"]}
     kept = [v for v in VARIANTS if v not in ran]
     joint = {f: json.loads((Path(args.joint) / f"{f}.json").read_text()) for f in folds}
-    knn = {f: joint[f]["methods"]["knn+ctx"] for f in folds}
+    knn = {f: {**joint[f]["methods"][KNN], **folds[f]["variants"].get(KNN, {})} for f in folds}
     md = ["# The samples' spread: one factor for the panel or one per gene, and the shift widening "
           "(`benchmarks/spread_levers.py`)", "",
           f"Machine: {machine()}, one thread per fold. The shipped training of `joint_sampling.py` (default "
@@ -151,7 +164,7 @@ def cmd_summary(args) -> None:
             if "widening_mean" in next(iter(per.values())) else "–"
         md.append(f"| {v} | {q} | {widen} | " + " | ".join(
             f"{np.mean([x[k] for x in per.values()]):.3f} ± {np.std([x[k] for x in per.values()], ddof=1):.3f}"
-            for k in KEYS) + " |")
+            if all(k in x for x in per.values()) else "–" for k in KEYS) + " |")
     paired = {}
     mean_ref = "panel coverage, widening relative to the mean"
     for title in ("its reference", "knn+ctx"):
@@ -165,10 +178,12 @@ def cmd_summary(args) -> None:
                 mean_ref if VARIANTS[v][2] == "mean" and v != mean_ref else SHIPPED
             if v == ref:
                 continue
-            d = {k: np.array([rows[v][f][k] - rows[ref][f][k] for f in folds]) for k in KEYS}
+            d = {k: np.array([rows[v][f][k] - rows[ref][f][k] for f in folds]) for k in KEYS
+                 if all(k in rows[u][f] for u in (v, ref) for f in folds)}
             paired[f"{v} vs {ref}"] = {k: {"mean": float(x.mean()), "sd": float(x.std(ddof=1)),
                                            "lower": int((x < 0).sum())} for k, x in d.items()}
-            cells = [f"{x.mean():+.4f} ± {x.std(ddof=1):.4f} ({int((x < 0).sum())}/{len(x)})" for x in d.values()]
+            cells = [f"{d[k].mean():+.4f} ± {d[k].std(ddof=1):.4f} ({int((d[k] < 0).sum())}/{len(d[k])})"
+                     if k in d else "–" for k in KEYS]
             md.append(f"| {v} | {ref} | " + " | ".join(cells) + " |")
     data = {"machine": machine(), "folds": folds, "paired": paired,
             "command": "python benchmarks/spread_levers.py run && python benchmarks/spread_levers.py summary"}

@@ -91,13 +91,38 @@ def test_large_gaussian_ensemble_matches_the_closed_form_crps():
 def test_coverage_of_evenly_spaced_samples_and_of_calibrated_draws():
     s = np.broadcast_to(np.arange(10.0)[None, :, None], (3, 10, 2))
     # quantiles of 0..9 (linear): 50 % [2.25, 6.75], 80 % [0.9, 8.1], 95 % [0.225, 8.775]
-    assert P.coverage(np.full((3, 2), 4.5), s) == {"coverage50": 1.0, "coverage80": 1.0, "coverage95": 1.0}
-    assert P.coverage(np.full((3, 2), 2.0), s) == {"coverage50": 0.0, "coverage80": 1.0, "coverage95": 1.0}
-    assert set(P.coverage(np.full((3, 2), 100.0), s).values()) == {0.0}
+    def plain(y):
+        return {k: v for k, v in P.coverage(y, s).items() if not k.startswith("rank")}
+    assert plain(np.full((3, 2), 4.5)) == {"coverage50": 1.0, "coverage80": 1.0, "coverage95": 1.0}
+    assert plain(np.full((3, 2), 2.0)) == {"coverage50": 0.0, "coverage80": 1.0, "coverage95": 1.0}
+    assert set(plain(np.full((3, 2), 100.0)).values()) == {0.0}
+    # above all 10 draws: u in [10, 11] / 11, of which [10, 10.725] is inside the 95 % band
+    assert P.coverage(np.full((3, 2), 100.0), s)["rank_coverage95"] == pytest.approx(0.725)
+    # rank coverage: 4.5 ranks 5th of 10, u in [5, 6] / 11 = [0.45, 0.55]: inside the 50 % band [0.25, 0.75]
+    assert P.coverage(np.full((3, 2), 4.5), s)["rank_coverage50"] == 1.0
     rng = RNG(2)
     y, draws = rng.normal(size=(200, 20)), rng.normal(size=(200, 200, 20))
     for key, level in zip(("coverage50", "coverage80", "coverage95"), P.LEVELS):
         assert P.coverage(y, draws)[key] == pytest.approx(level, abs=0.03)
+
+
+def test_rank_coverage_holds_its_level_at_any_ensemble_size_and_with_ties():
+    rng = RNG(5)
+    for m in (5, 20):  # few draws: the empirical-quantile interval reads low, the rank coverage does not
+        y, draws = rng.normal(size=(4000, 5)), rng.normal(size=(4000, m, 5))
+        cov = P.coverage(y, draws)
+        for lv in P.LEVELS:
+            assert cov[f"rank_coverage{round(100 * lv)}"] == pytest.approx(lv, abs=0.012)
+        assert cov["coverage80"] < 0.75
+    # discrete counts: a truth tied with draws is not simply "inside"
+    y, draws = rng.poisson(0.3, (4000, 5)).astype(float), rng.poisson(0.3, (4000, 20, 5)).astype(float)
+    cov = P.coverage(y, draws)
+    assert cov["coverage50"] > 0.8 and cov["rank_coverage50"] == pytest.approx(0.5, abs=0.012)
+    # every draw equal to the truth: u spread over [0, 5] / 5, so exactly the level
+    assert P.coverage(np.zeros((2, 3)), np.zeros((2, 4, 3)))["rank_coverage80"] == pytest.approx(0.8)
+    # draws too narrow: the ranks pile at the ends
+    y, draws = rng.normal(size=(2000, 5)), 0.5 * rng.normal(size=(2000, 20, 5))
+    assert P.coverage(y, draws)["rank_coverage80"] < 0.6
 
 
 def test_pit_histogram_flat_when_calibrated_u_shaped_when_too_narrow():

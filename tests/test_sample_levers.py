@@ -75,6 +75,18 @@ def test_per_gene_spread_widens_the_narrow_gene_and_narrows_the_wide_one():
     assert 0.1 <= spread_factor(truth, samples[..., 1:], criterion="crps") < 0.7  # may narrow
 
 
+def test_rank_spread_matches_the_truths_width_where_coverage_asks_wider():
+    rng = np.random.default_rng(4)
+    truth = rng.normal(size=(800, 6))
+    samples = rng.normal(size=(800, 20, 6))  # drawn from the truth's own distribution
+    assert spread_factor(truth, samples, criterion="rank") == pytest.approx(1.0, abs=0.06)
+    assert spread_factor(truth, samples) > 1.12  # 20 empirical quantiles ask wider draws
+    assert spread_factor(truth, 0.5 * samples, criterion="rank") == pytest.approx(2.0, abs=0.12)
+    assert spread_factor(truth, 2.0 * samples, criterion="rank") == pytest.approx(0.5, abs=0.04)  # narrows
+    per_gene = spread_factor(truth, samples * np.array([0.5, 1, 1, 1, 1, 2]), criterion="rank", per_gene=True)
+    np.testing.assert_allclose(per_gene[[0, 5]], [2.0, 0.5], rtol=0.08)
+
+
 def _coverage(truth: np.ndarray, samples: np.ndarray) -> list[float]:
     ends = [np.quantile(samples, [(1 - lv) / 2, (1 + lv) / 2], axis=1) for lv in SHAPE_LEVELS]
     return [float(((truth >= lo) & (truth <= hi)).mean()) for lo, hi in ends]

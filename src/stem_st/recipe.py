@@ -20,7 +20,7 @@ PRIORS = ("none", "ridge")
 
 POINTS = ("sample_mean", "posterior_mean")
 LR_SCHEDULES = ("constant", "cosine")
-SPREAD_CRITERIA = ("coverage", "crps", "levels")
+SPREAD_CRITERIA = ("coverage", "crps", "levels", "rank")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,9 @@ class Recipe:
       ``spread_criterion``: ``coverage`` (the 80 % intervals hold 80 %), ``crps`` (the factor
       with the lowest CRPS on those residuals: calibration and sharpness together) or ``levels``
       (the 50, 80 and 95 % intervals each hold their level: the draws' deviations scaled by a
-      factor that grows with their rank's distance from the middle, a heavier or lighter tail).
+      factor that grows with their rank's distance from the middle, a heavier or lighter tail)
+      or ``rank`` (80 % of the residuals' randomised ranks among the draws lie in their central
+      80 %: draws as wide as the residuals, where ``coverage``'s 20 empirical quantiles ask wider).
       ``spread_common``: then the draws' deviations along one shift of every gene alike (a spot's
       depth or density) are scaled so that their share of the deviations matches the residuals'
       (each gene's width kept), so genes move together in a draw as much as in the truth.

@@ -57,3 +57,20 @@ def variogram(truth: np.ndarray, samples: np.ndarray, p: float = VARIOGRAM_P, ch
     same number of samples)."""
     y, s = check_ensemble(truth, samples)
     return float(np.mean(_per_spot(lambda a, b: _sr().vs_ensemble(a, b, m_axis=1, v_axis=2, p=p), y, s, chunk)))
+
+
+def rank_coverage(truth: np.ndarray, samples: np.ndarray, level: float = 0.8, axis: int | None = None):
+    """Expected fraction of truths whose randomised rank among the M samples, u = (#below + W) /
+    (M + 1) with W uniform on [0, 1 + #equal], lies in the central ``level`` of [0, 1]. For any
+    ensemble drawn from the truth's own distribution u is uniform, so this is ``level`` at every M,
+    for continuous and discrete (tied) values alike; the empirical-quantile interval of a
+    calibrated 20-member ensemble holds only 0.45 / 0.73 / 0.875 at 50 / 80 / 95 %. The
+    expectation over W is exact (no random numbers). ``axis``: None for the mean over all entries,
+    0 for one per gene."""
+    y, s = check_ensemble(truth, samples)
+    m = s.shape[1]
+    below = (s < y[:, None]).sum(1)
+    upto = below + (s == y[:, None]).sum(1) + 1  # u ranges over [below, upto] / (M + 1)
+    lo, hi = (m + 1) * (1 - level) / 2, (m + 1) * (1 + level) / 2
+    inside = (np.minimum(upto, hi) - np.maximum(below, lo)).clip(0) / (upto - below)
+    return inside.mean(axis)

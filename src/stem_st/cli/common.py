@@ -28,7 +28,8 @@ RECIPE_HELP = ("default (z-scored residual of a ridge prior, ring-2 spatial cont
                "paper (Zhu et al.)")
 RECIPE_SET_HELP = ("Override recipe fields: key=value,... (target, prior, context, objective, "
                    "min_snr_gamma, point, posterior_draws, residual_weight, centre_samples, "
-                   "calibrate_spread, spread_per_gene, spread_criterion (coverage, crps, levels), spread_common, "
+                   "calibrate_spread, spread_per_gene, spread_criterion (coverage, crps, levels, rank), "
+                   "spread_common, "
                    "correlated_noise, lr_schedule, cond_dropout, guidance, cond_noise, neighbour_targets).")
 
 
@@ -71,7 +72,7 @@ def print_table(rows: list[dict], title: str, caption: str | None = None) -> Non
 
 def print_metric_table(rows: list[dict], title: str) -> None:
     cols = ("method", "PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "CRPS", "energy", "coverage50",
-            "coverage80", "coverage95", "ARI", "NMI", "shift_median")
+            "coverage80", "coverage95", "rank_coverage80", "ARI", "NMI", "shift_median")
     cols = tuple(c for c in cols if any(c in r for r in rows))
     cells = [{c: _cell(r.get(c)) for c in cols} for r in rows]
     print_table(cells, title, UNDEFINED if any(v == "–" for r in cells for v in r.values()) else None)

@@ -116,7 +116,7 @@ def run_fold(cfg: DemoConfig, holdout: str, folder: Path) -> dict:
 def loo_summary(results: dict[str, dict]) -> list[dict]:
     """Mean over folds of each method's main metrics (one row per method)."""
     keys = ("PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "CRPS", "energy", "coverage50", "coverage80",
-            "coverage95", "ARI", "NMI")
+            "coverage95", "rank_coverage80", "ARI", "NMI")
     methods: dict[str, list[dict]] = {}
     for res in results.values():
         for row in res["rows"]:

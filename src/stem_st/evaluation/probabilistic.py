@@ -15,7 +15,12 @@ code. Conventions, stated in every output:
 - Masked evaluation (completion): CRPS and coverage over the hidden entries only, each entry on
   its own; the energy score per spot over that spot's hidden entries (``masked_energy``).
 - Coverage: fraction of true values inside the central 50/80/95 % interval of the samples
-  (empirical quantiles, linear interpolation). PIT: randomised, ties (e.g. zeros) spread
+  (empirical quantiles, linear interpolation); it reads low for few samples (an ensemble drawn
+  from the truth's own distribution holds 0.45 / 0.73 / 0.875 with 20) and high for tied values
+  (a truth equal to a draw counts as inside). Rank coverage: the same levels from the truth's
+  randomised rank among the M samples, (#below + W) / (M + 1), W uniform over the ties
+  (``scoring.rank_coverage``): exactly the level for a calibrated ensemble at any M, continuous
+  or discrete. PIT: randomised, ties (e.g. zeros) spread
   uniformly, in ``PIT_BINS`` bins; a calibrated forecast is flat at 1/bins.
 - Structure: one draw per spot forms a *sampled section*; its gene–gene Pearson correlation
   matrix across spots and each gene's Moran's I on the ring-1 spot graph are compared with the
@@ -32,7 +37,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..errors import require
-from ..scoring import VARIOGRAM_P, crps, energy, variogram
+from ..scoring import VARIOGRAM_P, crps, energy, rank_coverage, variogram
 from ..scoring import check_ensemble as _check
 from .metrics import interval_coverage
 
@@ -40,6 +45,7 @@ LEVELS = (0.5, 0.8, 0.95)
 PIT_BINS = 10
 #: the scalar keys :func:`probabilistic_scores` returns (lower is better unless noted)
 KEYS = ("CRPS", "energy", "variogram", *(f"coverage{round(100 * lv)}" for lv in LEVELS),
+        *(f"rank_coverage{round(100 * lv)}" for lv in LEVELS),
         "corr_err_sample", "corr_err_point", "moran_err_sample", "moran_err_point", "svgm_err_sample",
         "spread_error_rho")
 
@@ -54,6 +60,9 @@ PROTOCOL = {
                  "samples, so methods are compared at the same number",
     "coverageNN": "fraction of true values inside the central NN % interval of the samples "
                   "(empirical quantiles), NN = " + ", ".join(str(round(100 * lv)) for lv in LEVELS),
+    "rank_coverageNN": "expected fraction of true values whose randomised rank among the M samples, "
+                       "(#below + W) / (M + 1) with W uniform on [0, 1 + #equal], lies in the central NN % "
+                       "of [0, 1]: NN % for a calibrated ensemble at any M, ties (zeros) included",
     "PIT": f"randomised PIT (ties spread uniformly) in {PIT_BINS} bins, pit.png and metrics.json",
     "corr_err_sample / corr_err_point": "RMSE over gene pairs between the gene–gene Pearson "
                                         "correlation matrices across spots of the truth and of one "
@@ -69,9 +78,11 @@ PROTOCOL = {
 
 
 def coverage(truth: np.ndarray, samples: np.ndarray, levels: tuple[float, ...] = LEVELS) -> dict[str, float]:
-    """``{"coverageNN": fraction of truth inside the central NN % interval}`` for each level."""
+    """``{"coverageNN": fraction of truth inside the central NN % interval}`` and
+    ``{"rank_coverageNN": … of the randomised ranks}`` for each level."""
     y, s = _check(truth, samples)
-    return {f"coverage{round(100 * lv)}": interval_coverage(y, s, lv) for lv in levels}
+    return {**{f"coverage{round(100 * lv)}": interval_coverage(y, s, lv) for lv in levels},
+            **{f"rank_coverage{round(100 * lv)}": float(rank_coverage(y, s, lv)) for lv in levels}}
 
 
 def masked_energy(truth: np.ndarray, samples: np.ndarray, mask: np.ndarray, chunk: int = 32) -> float:

@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 
 TABLE_COLUMNS = ("method", "PCC-10", "PCC-50", "PCC-all", "MSE", "MAE", "RVD", "CRPS", "energy", "variogram",
-                 "coverage50", "coverage80", "coverage95", "corr_err_sample", "corr_err_point",
+                 "coverage50", "coverage80", "coverage95", "rank_coverage50",
+                 "rank_coverage80", "rank_coverage95", "corr_err_sample", "corr_err_point",
                  "moran_err_sample", "moran_err_point", "spread_error_rho", "ARI", "NMI",
                  "num_samples", "genes_scored", "genes_zero_variance", "shift_median", "shift_flagged")
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
