@@ -48,7 +48,8 @@ def structure(truth, point, samples, xy, graph) -> dict:
     from stem_st.data.context import shell_pairs, spot_pitch
     from stem_st.evaluation.probabilistic import probabilistic_scores, spatial_variogram
 
-    out = {k: v for k, v in probabilistic_scores(truth, point, samples, graph, xy=xy).items() if k in KEYS}
+    out = {k: v for k, v in probabilistic_scores(truth, point, samples, graph, xy=xy).items()
+           if k in KEYS or k.startswith("rank_coverage")}
     rings = shell_pairs(np.asarray(xy, dtype=np.float64) / spot_pitch(xy))
     out["svgm_ratio"] = (spatial_variogram(samples[:, 0], rings) / spatial_variogram(truth, rings)).tolist()
     # how wide the draws are per spot against how far the truth lies from the point (1: as wide)

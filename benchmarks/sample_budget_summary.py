@@ -18,7 +18,7 @@ MACHINES = {"cpu": "cpu = the x86_64 2-core CPU box, torch 2.13 (1 thread per jo
                     "(3 jobs sharing the card; 15 at once made each job 4x slower)"}
 BASELINES = ("knn+ctx", "knn+ctx2", "knn", "ridge+ctx2+mvn", "ridge+ctx2+gauss")
 COLS = ("PCC-50", "MSE", "CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95",
-        "corr_err_sample", "moran_err_sample")
+        "rank_coverage50", "rank_coverage80", "rank_coverage95", "corr_err_sample", "moran_err_sample")
 #: +1: higher is better, −1: lower is better
 PAIRS = {"CRPS": -1, "energy": -1, "variogram": -1, "corr_err_sample": -1, "moran_err_sample": -1}
 
@@ -47,7 +47,10 @@ def load(folders: list[Path], keep: Path | None = None) -> dict[str, dict[str, d
     for folder in folders:
         for f in sorted(Path(folder).glob("*.json")):
             r = json.loads(f.read_text())
-            out.setdefault(r["config"], {})[r["fold"]] = r
+            old = out.setdefault(r["config"], {}).get(r["fold"], {})
+            if r.get("train_seconds") is None:  # scored from a saved network: the training's time as committed
+                r = {**r, "train_seconds": old.get("train_seconds"), "curve": r.get("curve") or old.get("curve")}
+            out[r["config"]][r["fold"]] = r
     return out
 
 
@@ -189,8 +192,8 @@ def summarise(folders: list[Path], results_dir: Path) -> None:
              "|---" * (len(COLS) + 5) + "|"]
     for c in [*configs, *base]:
         s = summary[c]
-        cells = [f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}" if k != "variogram" else
-                 f"{s[k]['mean']:.0f} ± {s[k]['sd']:.0f}" for k in COLS]
+        cells = ["–" if not s[k]["folds"] else f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}" if k != "variogram"
+                 else f"{s[k]['mean']:.0f} ± {s[k]['sd']:.0f}" for k in COLS]
         e = extra.get(c, {})
         best = e.get("best_step") or []
         lines.append(f"| {c} | {s['CRPS']['folds']} | " + " | ".join(cells) + f" | {_num(e.get('spread'), 2)} | "
