@@ -22,8 +22,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 FOLDS = ["C2", "C3", "C4", "C5", "C6", "A1"]
-#: the sample_budget row that is `stem train`'s defaults (regime @ budget)
-SHIPPED = "validated + neighbour targets 16 @ tiny 600×32"
+#: the sample_budget row that is `stem train`'s defaults (regime @ budget), and the same training
+#: with continuous draws (the neighbour targets' row, before the draws moved onto the count lattice)
+SHIPPED = "validated + neighbour targets 16 + count lattice @ tiny 600×32"
+NEIGHBOUR = "validated + neighbour targets 16 @ tiny 600×32"
 #: the accuracy table: label, source (loo: accuracy_loo.json; budget: sample_budget.json), row
 ROWS = [(f"Stem `default` as `stem train` ships it (`{SHIPPED}`)", "budget", SHIPPED),
         ("Stem `default` as it was (no validation section, no neighbour targets)", "loo", "stem:default"),
@@ -71,20 +73,34 @@ def _int(v: float) -> str:
 COLS = ("PCC-50", "MSE", "CRPS", "energy", "variogram", "coverage50", "coverage80", "coverage95")
 
 
-def _cov(m: dict) -> str:
-    return f"{m['coverage50']:.2f} / {m['coverage80']:.2f} / {m['coverage95']:.2f}"
+def _cov(m: dict, rank: bool = False) -> str:
+    keys = [f"{'rank_' if rank else ''}coverage{lv}" for lv in (50, 80, 95)]
+    return " / ".join(f"{m[k]:.2f}" for k in keys) if all(k in m and np.isfinite(m[k]) for k in keys) else "–"
+
+
+RANK = tuple(f"rank_coverage{lv}" for lv in (50, 80, 95))
+
+
+def _knn_rank(data) -> dict[str, dict]:
+    """knn+ctx's rank coverage per fold (scored in spread_levers' run, the same draws as accuracy_loo's)."""
+    return {f: r["variants"].get("knn+ctx", {}) for f, r in data["levers"]["folds"].items()}
 
 
 def accuracy_table(data) -> str:
-    lines = ["| method | PCC-50 | MSE | CRPS | energy | variogram | cov 50 / 80 / 95 |",
-             "|---|---|---|---|---|---|---|"]
-    means = {label: {k: _mean(data[src][row], k) for k in COLS} for label, src, row in ROWS}
+    lines = ["| method | PCC-50 | MSE | CRPS | energy | variogram | cov 50 / 80 / 95 | rank cov 50 / 80 / 95 |",
+             "|---|---|---|---|---|---|---|---|"]
+    extra = {"knn+ctx": _knn_rank(data)}
+
+    def row_mean(src: str, row: str, k: str) -> float:
+        rows = {f: {**data[src][row][f], **extra.get(row, {}).get(f, {})} for f in FOLDS}
+        return _mean(rows, k) if all(k in r for r in rows.values()) else float("nan")
+    means = {label: {k: row_mean(src, row, k) for k in (*COLS, *RANK)} for label, src, row in ROWS}
     best = {k: min(m[k] for m in means.values()) for k in ("CRPS", "energy", "variogram")}
     for label, m in means.items():
         cells = {"CRPS": f"{m['CRPS']:.3f}", "energy": f"{m['energy']:.2f}", "variogram": _int(m["variogram"])}
         cells = {k: f"**{v}**" if m[k] == best[k] else v for k, v in cells.items()}
         lines.append(f"| {label} | {m['PCC-50']:.3f} | {m['MSE']:.3f} | {cells['CRPS']} | {cells['energy']} | "
-                     f"{cells['variogram']} | {_cov(m)} |")
+                     f"{cells['variogram']} | {_cov(m)} | {_cov(m, rank=True)} |")
     return "\n".join(lines)
 
 
@@ -92,17 +108,18 @@ def fold_table(data) -> str:
     stem = data["budget"][SHIPPED]
     knn, ridge = data["loo"]["knn+ctx"], data["loo"]["ridge+ctx2+mvn"]
     lines = ["| held-out section | Stem PCC-50 | Stem MSE | Stem CRPS | `knn+ctx` CRPS "
-             "| `ridge+ctx2`+Gaussian CRPS | Stem cov 50 / 80 / 95 |", "|---|---|---|---|---|---|---|"]
+             "| `ridge+ctx2`+Gaussian CRPS | Stem cov 50 / 80 / 95 | Stem rank cov 50 / 80 / 95 |",
+             "|---|---|---|---|---|---|---|---|"]
     for f in FOLDS:
         s, name = stem[f], f + (" (patient A, 3.2 µm/px)" if f == "A1" else "")
         lines.append(f"| {name} | {s['PCC-50']:.3f} | {s['MSE']:.3f} | {s['CRPS']:.3f} | {knn[f]['CRPS']:.3f} | "
-                     f"{ridge[f]['CRPS']:.3f} | {_cov(s)} |")
+                     f"{ridge[f]['CRPS']:.3f} | {_cov(s)} | {_cov(s, rank=True)} |")
     c = [stem[f]["PCC-50"] for f in FOLDS if f != "A1"]
     a1 = stem["A1"]
     lines += ["", f"On patient C's five sections Stem's PCC-50 is {min(c):.2f}–{max(c):.2f}; on the other "
               f"patient's A1 it is {a1['PCC-50']:.2f} (MSE {a1['MSE']:.2f}) and its 50 / 80 / 95 % intervals "
-              f"hold {_cov(a1)} of the truth: the six-fold means above average a new patient in with five "
-              "sections of the training patient."]
+              f"hold {_cov(a1, rank=True)} of the truth (rank coverage): the six-fold means above average a new "
+              "patient in with five sections of the training patient."]
     return "\n".join(lines)
 
 
@@ -123,27 +140,49 @@ def decay_text(data) -> str:
 
 def neighbour_text(data) -> str:
     """The paragraph on neighbour targets (train guide and README)."""
-    p, base = data["budget_paired"][SHIPPED], data["budget_vs_baselines"][SHIPPED]["knn+ctx"]
+    p, base = data["budget_paired"][NEIGHBOUR], data["budget_vs_baselines"][NEIGHBOUR]["knn+ctx"]
     ref = data["budget"]["before @ tiny 600×32"]
-    shipped = _mean(data["budget"][SHIPPED], "corr_err_sample")
+    shipped = _mean(data["budget"][NEIGHBOUR], "corr_err_sample")
     longer = []
-    for steps, times in (("2400", "four"), ("4800", "eight")):
-        rows = data["budget"].get(f"validated + neighbour targets 16 @ tiny {steps}×32")
+    for budget, times in (("2400×32", "four times the steps"), ("4800×32", "eight times the steps"),
+                          ("600×256", "eight times the batch")):
+        rows = data["budget"].get(f"validated + neighbour targets 16 @ tiny {budget}")
         if rows and len(rows) == len(FOLDS):
             m = {k: _mean(rows, k) for k in ("CRPS", "variogram", "corr_err_sample")}
-            longer.append(f"{times} times ({steps} × 32) CRPS {m['CRPS']:.3f}, variogram {_int(m['variogram'])}, "
-                          f"`corr_err_sample` {m['corr_err_sample']:.3f}")
+            longer.append(f"{times} ({budget.replace('×', ' × ')}) CRPS {m['CRPS']:.3f}, variogram "
+                          f"{_int(m['variogram'])}, `corr_err_sample` {m['corr_err_sample']:.3f}")
     return (f"Paired against the earlier training over six folds: CRPS {p['CRPS']['mean']:+.3f} ± "
             f"{p['CRPS']['sd']:.3f} and energy {p['energy']['mean']:+.2f} ± {p['energy']['sd']:.2f} "
             "(within the sd), "
             f"variogram {p['variogram']['mean']:+.0f} ± {p['variogram']['sd']:.0f} (lower in "
             f"{p['variogram']['wins']}/6 folds), `corr_err_sample` {shipped:.3f} against "
             f"{_mean(ref, 'corr_err_sample'):.3f} (lower in {p['corr_err_sample']['wins']}/6). With more steps "
-            f"the scores stay where they are (shipped: CRPS {_mean(data['budget'][SHIPPED], 'CRPS'):.3f}, "
-            f"variogram {_int(_mean(data['budget'][SHIPPED], 'variogram'))}; " + "; ".join(longer)
+            f"the scores stay where they are (600 × 32: CRPS {_mean(data['budget'][NEIGHBOUR], 'CRPS'):.3f}, "
+            f"variogram {_int(_mean(data['budget'][NEIGHBOUR], 'variogram'))}; " + "; ".join(longer)
             + "). Against `knn+ctx` "
-            f"the shipped samples win the energy score in {base['energy']['wins']}/6 folds and CRPS in "
-            f"{base['CRPS']['wins']}/6, and lose the variogram score in {6 - base['variogram']['wins']}/6.")
+            f"these samples win the energy score in {base['energy']['wins']}/6 folds and CRPS in "
+            f"{base['CRPS']['wins']}/6, and lose the variogram score in {6 - base['variogram']['wins']}/6. "
+            + lattice_text(data))
+
+
+def lattice_text(data) -> str:
+    """The sentence on the count lattice the default recipe adds to the neighbour targets' training."""
+    base = data["budget_vs_baselines"][SHIPPED]["knn+ctx"]
+
+    def cells(budget: str) -> str | None:
+        a = data["budget"].get(f"validated + neighbour targets 16 + count lattice @ tiny {budget}", {})
+        b = data["budget"].get(f"validated + neighbour targets 16 @ tiny {budget}", {})
+        if not all(f in a and f in b for f in FOLDS):
+            return None
+        d = {k: np.array([a[f][k] - b[f][k] for f in FOLDS]) for k in ("CRPS", "energy", "variogram")}
+        return ", ".join(f"{k} {x.mean():+.{4 if k == 'CRPS' else 3 if k == 'energy' else 0}f} ± "
+                         f"{x.std(ddof=1):.{4 if k == 'CRPS' else 3 if k == 'energy' else 0}f} (lower in "
+                         f"{int((x < 0).sum())}/6)" for k, x in d.items())
+    more = cells("600×256")
+    return (f"The shipped default also moves each draw onto the count lattice (`count_lattice`; same network): "
+            f"{cells('600×32')}" + (f"; at 600 × 256 {more}" if more else "")
+            + f"; against `knn+ctx` CRPS lower in {base['CRPS']['wins']}/6, energy in "
+            f"{base['energy']['wins']}/6, variogram in {base['variogram']['wins']}/6.")
 
 
 def shift_text(data) -> str:
@@ -260,10 +299,11 @@ def slide_rate(data) -> str:
 def coverage_text(data) -> str:
     """The predict guide's sentence on how well the shipped intervals hold on new sections."""
     stem = data["budget"][SHIPPED]
-    c = [stem[f]["coverage80"] for f in FOLDS if f != "A1"]
+    c = [stem[f]["rank_coverage80"] for f in FOLDS if f != "A1"]
     return (f"On HER2ST leave-one-section-out the shipped training's 80 % intervals hold "
-            f"{_mean(stem, 'coverage80'):.2f} of the truth on average, {min(c):.2f}–{max(c):.2f} on patient C but "
-            f"{stem['A1']['coverage80']:.2f} on the other patient's section A1 "
+            f"{_mean(stem, 'rank_coverage80'):.2f} of the truth on average (rank coverage: what a calibrated "
+            f"ensemble of any size scores at its level), {min(c):.2f}–{max(c):.2f} on patient C but "
+            f"{stem['A1']['rank_coverage80']:.2f} on the other patient's section A1 "
             "({doc}`/benchmarks/results/sample_budget`).")
 
 
@@ -276,11 +316,11 @@ def spread_options_text(data) -> str:
         x = paired[key]
         return f"{x['mean']:+{fmt}} ± {x['sd']:{fmt}} (lower in {x['lower']}/6)"
 
-    def cov(variant: str) -> str:
+    def cov(variant: str, rank: bool = False) -> str:
         c = [f for f in FOLDS if f != "A1"]
         return " / ".join(f"{min(lev['folds'][f]['variants'][variant][k] for f in c):.2f}–"
                           f"{max(lev['folds'][f]['variants'][variant][k] for f in c):.2f}"
-                          for k in ("coverage50", "coverage80", "coverage95"))
+                          for k in (RANK if rank else ("coverage50", "coverage80", "coverage95")))
 
     three, common = lev["paired"][f"three levels (50/80/95 %) vs {shipped}"], \
         lev["paired"][f"common shift matched vs {shipped}"]
@@ -290,21 +330,32 @@ def spread_options_text(data) -> str:
     lam = [lev["folds"][f]["variants"]["common shift matched"]["common"] for f in FOLDS]
     both = lev["paired"][f"three levels + count lattice vs {shipped}"]
     both_knn = lev["paired"]["three levels + count lattice vs knn+ctx"]
+    lat_rank = lev["paired"][f"count lattice vs {shipped}"]
+    rank = lev["paired"][f"rank coverage (80 %) vs {shipped}"]
+    rank_knn = lev["paired"]["rank coverage (80 %) vs knn+ctx"]
     return (f"Measured on the shipped networks, recalibrated on the same validation sections, six folds "
             f"({{doc}}`/benchmarks/results/spread_levers`): `spread_criterion=levels` against the shipped "
             f"one factor: CRPS {d(three, 'CRPS', '.4f')}, energy {d(three, 'energy', '.3f')}, variogram "
             f"{d(three, 'variogram', '.0f')}; on patient C's sections the 50 / 80 / 95 % intervals hold "
-            f"{cov('three levels (50/80/95 %)')} against {cov(shipped)}; against `knn+ctx` CRPS lower in "
+            f"{cov('three levels (50/80/95 %)')} against {cov(shipped)} (empirical quantiles); against "
+            f"`knn+ctx` CRPS lower in "
             f"{knn['CRPS']['lower']}/6 and variogram in {knn['variogram']['lower']}/6. `spread_common`: "
             f"λ {min(lam):+.2f} to {max(lam):+.2f} (the draws already move together about as much as the "
             f"residuals), variogram {d(common, 'variogram', '.0f')}. `count_lattice` "
             f"({{doc}}`/benchmarks/results/count_lattice`): CRPS {d(grid, 'CRPS', '.4f')}, energy "
             f"{d(grid, 'energy', '.3f')}, variogram {d(grid, 'variogram', '.0f')}; against `knn+ctx` CRPS lower "
-            f"in {grid_knn['CRPS']['lower']}/6; its central intervals hold more (coverage50 "
-            f"{grid['coverage50']['mean']:+.2f}) because a truth equal to a draw counts as inside. With three "
+            f"in {grid_knn['CRPS']['lower']}/6; its empirical-quantile intervals hold more (coverage50 "
+            f"{grid['coverage50']['mean']:+.2f}) because a truth equal to a draw counts as inside, its rank "
+            f"coverage {lat_rank['rank_coverage50']['mean']:+.3f} / {lat_rank['rank_coverage80']['mean']:+.3f} / "
+            f"{lat_rank['rank_coverage95']['mean']:+.3f}: it is in the default. With three "
             f"levels as well: CRPS {d(both, 'CRPS', '.4f')}, energy {d(both, 'energy', '.3f')}, variogram "
             f"{d(both, 'variogram', '.0f')}; against `knn+ctx` CRPS lower in {both_knn['CRPS']['lower']}/6, "
-            f"energy in {both_knn['energy']['lower']}/6, variogram in {both_knn['variogram']['lower']}/6.")
+            f"energy in {both_knn['energy']['lower']}/6, variogram in {both_knn['variogram']['lower']}/6. "
+            f"`spread_criterion=rank` (the factor narrows to about 1.0): CRPS {d(rank, 'CRPS', '.4f')}, energy "
+            f"{d(rank, 'energy', '.3f')}, variogram {d(rank, 'variogram', '.0f')}; rank coverage on patient C "
+            f"{cov('rank coverage (80 %)', True)} against {cov(shipped, True)} (shipped); against `knn+ctx` "
+            f"CRPS lower in {rank_knn['CRPS']['lower']}/6, energy in {rank_knn['energy']['lower']}/6, variogram "
+            f"in {rank_knn['variogram']['lower']}/6.")
 
 
 def index_budget(data) -> str:

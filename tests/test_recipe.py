@@ -182,6 +182,7 @@ def default_run(tmp_path_factory):
 def test_residual_model_with_a_zero_network_returns_the_prior(default_run, monkeypatch):
     ds, model, _ = default_run
     monkeypatch.setattr(model.diffusion, "objective", "x0")  # a zero x0 network: x̂₀ = 0 at every step
+    monkeypatch.setattr(model, "recipe", model.recipe.with_options("count_lattice=false"))  # continuous draws
     emb, xy = ds.embeddings("TA")[:, 0], np.asarray(ds.section("TA").obsm["spatial"])
     with torch.no_grad():
         model.net.head.weight.zero_()
@@ -254,7 +255,7 @@ def test_samples_centred_on_the_point_estimate(default_run):
     ds, model, _ = default_run
     emb, xy = ds.embeddings("TA")[:, 0], np.asarray(ds.section("TA").obsm["spatial"])
     model = StemModel._from_state(model.extra_state(), model.net.state_dict())
-    model.recipe = replace(model.recipe, centre_samples=True)
+    model.recipe = replace(model.recipe, centre_samples=True, count_lattice=False)  # continuous draws
     model.target.spread = np.asarray(1.5, dtype=np.float32)
     torch.manual_seed(0)  # an earlier test may have zeroed the shared fixture's head
     with torch.no_grad():

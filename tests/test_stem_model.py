@@ -246,9 +246,10 @@ def test_count_lattice_puts_every_draw_on_a_measurable_value_and_keeps_the_mean(
 
     _, model, _, _ = trained
     settings = PredictSettings(num_samples=20, sampler="ddim:10", seed=3)
-    plain = model.sample(_cond(COND_A, 200), settings=settings)
     recipe = model.recipe
     try:
+        model.recipe = replace(recipe, count_lattice=False)
+        plain = model.sample(_cond(COND_A, 200), settings=settings)
         model.recipe = replace(recipe, count_lattice=True)
         lattice = model.sample(_cond(COND_A, 200), settings=settings)
     finally:

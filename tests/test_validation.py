@@ -167,6 +167,7 @@ def test_three_levels_and_the_common_shift_are_calibrated_and_travel_into_the_dr
     cond = model.condition(ds.embeddings(sec)[:, 0], xy)
     z = model.target.encode(log2_expression(section_counts(ds, sec)), model.target.prior(cond))
     settings = PredictSettings(seed=0, device="cpu", spatial_noise=False)
+    model.recipe = replace(model.recipe, count_lattice=False)  # the levels are calibrated on continuous draws
     before = model.sample(ds.embeddings(sec)[:, 0], xy, settings)
     model.recipe = replace(model.recipe, spread_criterion="levels", spread_common=True)
     calibrate_spread(model, cond, z, np.zeros(len(z), dtype=int), settings)
