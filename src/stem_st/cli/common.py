@@ -29,8 +29,8 @@ RECIPE_HELP = ("default (z-scored residual of a ridge prior, ring-2 spatial cont
 RECIPE_SET_HELP = ("Override recipe fields: key=value,... (target, prior, context, objective, "
                    "min_snr_gamma, point, posterior_draws, residual_weight, centre_samples, "
                    "calibrate_spread, spread_per_gene, spread_criterion (coverage, crps, levels, rank), "
-                   "spread_common, "
-                   "correlated_noise, lr_schedule, cond_dropout, guidance, cond_noise, neighbour_targets).")
+                   "spread_common, count_lattice, correlated_noise, lr_schedule, cond_dropout, guidance, "
+                   "cond_noise, neighbour_targets).")
 
 
 def setup_logging(verbose: bool) -> None:
