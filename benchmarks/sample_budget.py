@@ -48,9 +48,9 @@ BUDGETS = {
     "paper 2000×256": ("paper", 2000, 256, 1e-4),
 }
 #: every regime starts from the default recipe as it was when these regimes were defined (without
-#: neighbour targets and with one spread factor, as the default now has not), so a rerun keeps each
-#: row's meaning
-BASE_RECIPE = "neighbour_targets=0,spread_criterion=coverage"
+#: neighbour targets, with one spread factor and continuous draws, whatever the default now has), so a
+#: rerun keeps each row's meaning
+BASE_RECIPE = "neighbour_targets=0,spread_criterion=coverage,count_lattice=false"
 #: regimes: TrainSettings overrides and recipe overrides (``key=value,…``) on BASE_RECIPE
 REGIMES = {
     "before": ({"validation": "none"}, ""),
