@@ -77,7 +77,7 @@ def spread_factor(z_true: np.ndarray, z_samples: np.ndarray, centre: np.ndarray 
     S as at prediction: few samples give narrow intervals).
 
     ``coverage``: the smallest s on a 1 % grid up to 8 whose central ``level`` intervals hold
-    ``level`` of the truth. ``rank``: the smallest s, from 0.3 up, at which ``level`` of the
+    ``level`` of the truth. ``rank``: the smallest s, from 0.3 up (0.1 per gene), at which ``level`` of the
     truth's randomised ranks among the draws lie in their central ``level`` (``scoring.rank_coverage``:
     unbiased at any number of draws, where the interval of S empirical quantiles asks draws wider
     than the truth's spread, about 1.19 × for 20 Gaussian draws). ``crps``: the s on that grid
@@ -87,7 +87,8 @@ def spread_factor(z_true: np.ndarray, z_samples: np.ndarray, centre: np.ndarray 
     m = z_samples.mean(1, keepdims=True)
     dev = z_samples - m
     off = z_true - (m[:, 0] if centre is None else centre)
-    grid = np.arange(0.1 if per_gene or criterion == "crps" else 0.3 if criterion == "rank" else 1.0, 8.0, 0.01)
+    start = 0.1 if per_gene or criterion == "crps" else 0.3 if criterion == "rank" else 1.0
+    grid = np.arange(start, 8.0, 0.01)
     if criterion == "crps":
         return _crps_factor(off, dev, grid, per_gene)
     if criterion == "rank":
@@ -113,8 +114,8 @@ def _rank_factor(off: np.ndarray, dev: np.ndarray, grid: np.ndarray, level: floa
                  per_gene: bool) -> float | np.ndarray:
     """The first s of ``grid`` at which ``s · dev`` ranks ``level`` of ``off`` in its central
     ``level`` (per gene with ``per_gene``); coverage grows with s, so bisect on the grid."""
-    def ok(s: float) -> np.ndarray:
-        return rank_coverage(off, s * dev, level, axis=0 if per_gene else None) >= level
+    def ok(s: float) -> bool:
+        return bool(rank_coverage(off, s * dev, level) >= level)
 
     if per_gene:
         return np.array([_rank_factor(off[:, [g]], dev[:, :, [g]], grid, level, False)
